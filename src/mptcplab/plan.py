@@ -1,0 +1,355 @@
+"""The plan: everything decided before touching the kernel.
+
+Pure, deterministic functions from a validated :class:`~mptcplab.spec.Experiment` to interface
+names, addresses, per-address routing tables, MPTCP endpoints and limits, the subflows each MPTCP
+connection should reach, and the order of the tests. Unit-tested without root; the network stage
+only carries out what is written here, and the plan is saved with every result.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .spec import Experiment, LinkParams
+
+#: Mininet numbers host ports from 0 and switch ports from 1 (Switch.portBase).
+HOST_PORT_BASE = 0
+SWITCH_PORT_BASE = 1
+#: Per-address routing tables and rule priorities (well clear of main=254, local=255).
+TABLE_BASE = 100
+RULE_PRIORITY_BASE = 1000
+#: Endpoint flag bits of the in-kernel path manager (include/uapi/linux/mptcp.h).
+FLAG_BITS = {"signal": 1 << 0, "subflow": 1 << 1, "backup": 1 << 2, "fullmesh": 1 << 3}
+
+
+@dataclass(frozen=True)
+class PlanIntf:
+    node: str
+    name: str
+    port: int
+    link: int
+    address: str | None = None  # CIDR, hosts only
+    segment: int | None = None
+    table: int | None = None
+    rule_priority: int | None = None
+
+    @property
+    def ip(self) -> str | None:
+        return self.address.split("/")[0] if self.address else None
+
+    @property
+    def subnet(self) -> str | None:
+        return str(ipaddress.ip_interface(self.address).network) if self.address else None
+
+
+@dataclass(frozen=True)
+class PlanEndpoint:
+    interface: str
+    address: str
+    flags: tuple[str, ...]
+    id: int
+
+    @property
+    def flag_bits(self) -> int:
+        bits = 0
+        for f in self.flags:
+            bits |= FLAG_BITS[f]
+        return bits
+
+
+@dataclass(frozen=True)
+class PlanMptcp:
+    enabled: bool
+    endpoints: tuple[PlanEndpoint, ...]
+    subflows: int
+    add_addr_accepted: int
+    scheduler: str
+    congestion_control: str | None
+
+
+@dataclass(frozen=True)
+class PlanHost:
+    name: str
+    intfs: tuple[PlanIntf, ...]
+    mptcp: PlanMptcp
+
+
+@dataclass(frozen=True)
+class PlanSwitch:
+    name: str
+    dpid: str  # 16 hex digits, as OVS and Mininet want it
+
+
+@dataclass(frozen=True)
+class PlanLink:
+    index: int
+    name: str
+    intf1: PlanIntf
+    intf2: PlanIntf
+    params: dict[str, Any]
+
+    def needs_netem(self) -> bool:
+        return LinkParams(**self.params).needs_netem()
+
+
+@dataclass(frozen=True)
+class PlanTest:
+    index: int
+    protocol: str
+    repetition: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.index:03d}-{self.protocol}-r{self.repetition}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    experiment: str
+    hosts: tuple[PlanHost, ...]
+    switches: tuple[PlanSwitch, ...]
+    links: tuple[PlanLink, ...]
+    segments: tuple[str, ...]
+    client: str
+    server: str
+    server_address: str
+    expected_subflows: int
+    tests: tuple[PlanTest, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def host(self, name: str) -> PlanHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def interface_names(self) -> list[str]:
+        return [i.name for link in self.links for i in (link.intf1, link.intf2)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PlanError(ValueError):
+    """The spec is valid but cannot be laid out (for example: client cannot reach server)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _segments(exp: Experiment) -> dict[str, int]:
+    """Layer-2 segments: switches joined by switch-switch links share one; numbered by first use.
+
+    Returns a map from every switch and every direct host-host link key to its segment index.
+    """
+    topo = exp.topology
+    switches = set(topo.switches)
+    parent = {s: s for s in switches}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for link in topo.links:
+        a, b = link.endpoints
+        if a in switches and b in switches:
+            parent[find(a)] = find(b)
+    order: dict[str, int] = {}
+    seg_of: dict[str, int] = {}
+    for i, link in enumerate(topo.links):
+        a, b = link.endpoints
+        if a in switches or b in switches:
+            sw = a if a in switches else b
+            root = find(sw)
+            if root not in order:
+                order[root] = len(order)
+        else:  # host-host cable: a segment of its own
+            order[f"link{i}"] = len(order)
+    for s in switches:
+        root = find(s)
+        if root not in order:  # isolated switch
+            order[root] = len(order)
+        seg_of[s] = order[root]
+    for i, link in enumerate(topo.links):
+        if not (set(link.endpoints) & switches):
+            seg_of[f"link{i}"] = order[f"link{i}"]
+    return seg_of
+
+
+def expected_subflows(plan_client: PlanMptcp, plan_server: PlanMptcp) -> int:
+    """Subflows the in-kernel path manager opens for one connection, the initial one included.
+
+    The client opens one subflow per `subflow` endpoint towards the server's initial address, and
+    for each accepted ADD_ADDR one subflow (one per `fullmesh` endpoint if it has any); all is
+    capped by the client's subflow limit (net/mptcp/pm_kernel.c). Specs can override this with
+    traffic.expect_subflows when a topology makes some of those subflows impossible.
+    """
+    if not (plan_client.enabled and plan_server.enabled):
+        return 1
+    n_subflow = sum(1 for e in plan_client.endpoints if "subflow" in e.flags and "fullmesh" not in e.flags)
+    n_fullmesh = sum(1 for e in plan_client.endpoints if "fullmesh" in e.flags)
+    n_signal = sum(1 for e in plan_server.endpoints if "signal" in e.flags)
+    accepted = min(n_signal, plan_client.add_addr_accepted)
+    extra = n_subflow + accepted * max(1, n_fullmesh)
+    return 1 + min(plan_client.subflows, extra)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def make_plan(exp: Experiment) -> Plan:
+    topo = exp.topology
+    problems: list[str] = []
+    switches = [PlanSwitch(name=s, dpid=f"{i + 1:016x}") for i, s in enumerate(topo.switches)]
+    switch_names = set(topo.switches)
+    seg_of = _segments(exp)
+
+    # Ports in order of the links that end at each node, as Mininet would number them.
+    next_port: dict[str, int] = {h: HOST_PORT_BASE for h in topo.hosts}
+    next_port.update({s: SWITCH_PORT_BASE for s in topo.switches})
+    raw_ends: list[tuple[tuple[str, int, int], tuple[str, int, int]]] = []
+    for i, link in enumerate(topo.links):
+        ends = []
+        for node in link.endpoints:
+            port = next_port[node]
+            next_port[node] += 1
+            seg = seg_of[link.endpoints[0] if link.endpoints[0] in switch_names else link.endpoints[1]] \
+                if set(link.endpoints) & switch_names else seg_of[f"link{i}"]
+            ends.append((node, port, seg))
+        raw_ends.append((ends[0], ends[1]))
+
+    # Addresses: explicit, else one /24 per segment from subnet_base, hosts numbered in order.
+    base = ipaddress.ip_network(topo.subnet_base)
+    host_order = list(topo.hosts)
+    host_ends = sorted(
+        (host_order.index(node), port, seg, i, j)
+        for i, pair in enumerate(raw_ends)
+        for j, (node, port, seg) in enumerate(pair)
+        if node in topo.hosts
+    )
+    next_addr: dict[int, int] = {}
+    address: dict[tuple[int, int], tuple[str, int]] = {}
+    for hidx, port, seg, i, j in host_ends:
+        host = host_order[hidx]
+        spec = topo.hosts[host]
+        if spec.addresses:
+            address[(i, j)] = (spec.addresses[port - HOST_PORT_BASE], seg)
+            continue
+        subnet_index = seg + 1
+        if subnet_index > 255:
+            problems.append("topology: more than 255 L2 segments; give explicit addresses")
+            break
+        n = next_addr.get(seg, 0) + 1
+        next_addr[seg] = n
+        if n > 254:
+            problems.append(f"topology: segment {seg} has more than 254 host interfaces")
+            break
+        net = ipaddress.ip_network(f"{base.network_address + subnet_index * 256}/24")
+        address[(i, j)] = (f"{net.network_address + n}/24", seg)
+
+    links: list[PlanLink] = []
+    intfs_of: dict[str, list[PlanIntf]] = {h: [] for h in topo.hosts}
+    for i, (link, pair) in enumerate(zip(topo.links, raw_ends)):
+        made = []
+        for j, (node, port, seg) in enumerate(pair):
+            if node in topo.hosts:
+                addr, seg = address.get((i, j), (None, seg))
+                k = port - HOST_PORT_BASE
+                intf = PlanIntf(
+                    node=node, name=f"{node}-eth{port}", port=port, link=i, address=addr,
+                    segment=seg, table=TABLE_BASE + k, rule_priority=RULE_PRIORITY_BASE + k,
+                )
+                intfs_of[node].append(intf)
+            else:
+                intf = PlanIntf(node=node, name=f"{node}-eth{port}", port=port, link=i, segment=seg)
+            made.append(intf)
+        params = link.model_dump(exclude={"endpoints"})
+        links.append(PlanLink(index=i, name=link.name, intf1=made[0], intf2=made[1], params=params))
+
+    # Explicit addresses must not collide.
+    seen: dict[str, str] = {}
+    for h, intfs in intfs_of.items():
+        for intf in intfs:
+            if intf.ip in seen:
+                problems.append(f"topology.hosts.{h}: address {intf.ip} is also used by {seen[intf.ip]}")
+            if intf.ip:
+                seen[intf.ip] = intf.name
+
+    # MPTCP per host: global settings, then per-host overrides.
+    m = exp.mptcp
+    client, server = exp.traffic.client, exp.traffic.server
+    hosts: list[PlanHost] = []
+    for h in topo.hosts:
+        over = m.hosts.get(h)
+        intfs = sorted(intfs_of[h], key=lambda x: x.port)
+        if over is not None and over.endpoints is not None:
+            wanted = over.endpoints
+        elif m.endpoints == "auto" and h == server:
+            wanted = {i.name: ["signal"] for i in intfs[1:]}
+        else:
+            wanted = {}
+        by_name = {i.name: i for i in intfs}
+        endpoints = tuple(
+            PlanEndpoint(interface=name, address=by_name[name].ip or "", flags=tuple(flags),
+                         id=by_name[name].port - HOST_PORT_BASE + 1)
+            for name, flags in sorted(wanted.items(), key=lambda kv: by_name[kv[0]].port)
+        )
+        limits = (over.limits if over and over.limits else m.limits)
+        hosts.append(PlanHost(
+            name=h,
+            intfs=tuple(intfs),
+            mptcp=PlanMptcp(
+                enabled=m.enabled if over is None or over.enabled is None else over.enabled,
+                endpoints=endpoints,
+                subflows=limits.subflows,
+                add_addr_accepted=limits.add_addr_accepted,
+                scheduler=(over.scheduler if over and over.scheduler else m.scheduler),
+                congestion_control=(over.congestion_control if over and over.congestion_control
+                                    else m.congestion_control),
+            ),
+        ))
+    by_host = {h.name: h for h in hosts}
+
+    # The client connects to the server's first address that shares a segment with the client's
+    # first interface: that is the initial subflow; the others come from the path manager.
+    server_address = ""
+    c_first = by_host[client].intfs[0] if by_host[client].intfs else None
+    for intf in by_host[server].intfs:
+        if c_first is not None and intf.segment == c_first.segment:
+            server_address = intf.ip or ""
+            break
+    if not server_address:
+        problems.append(
+            f"traffic: {client}-eth0 shares no layer-2 segment with any interface of {server}; "
+            "the initial subflow needs a direct path (mptcplab does not route between segments)"
+        )
+
+    tests = []
+    for rep in range(1, exp.traffic.repetitions + 1):
+        for proto in exp.traffic.protocols:
+            tests.append(PlanTest(index=len(tests) + 1, protocol=proto, repetition=rep))
+
+    expected = exp.traffic.expect_subflows or expected_subflows(
+        by_host[client].mptcp, by_host[server].mptcp
+    )
+    if problems:
+        raise PlanError(problems)
+    return Plan(
+        experiment=exp.name,
+        hosts=tuple(hosts),
+        switches=tuple(switches),
+        links=tuple(links),
+        segments=tuple(
+            f"{base.network_address + (k + 1) * 256}/24" for k in range(len(set(seg_of.values())))
+        ),
+        client=client,
+        server=server,
+        server_address=server_address,
+        expected_subflows=expected,
+        tests=tuple(tests),
+    )

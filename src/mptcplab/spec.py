@@ -1,0 +1,440 @@
+"""The experiment spec: pydantic models and YAML loading.
+
+This stage knows nothing of Mininet, subprocesses or files other than the spec and the topology
+it names. Every problem is reported as one line naming the field path and what is allowed, so a
+researcher can fix the YAML without reading a traceback.
+
+Names of hosts and switches become Linux interface names (``h1-eth0``, at most 15 characters) and
+Open vSwitch bridge names, so they are checked here against what Linux and Mininet accept; they
+never reach a shell anyway (every command is an argument list).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+#: Linux limits interface names to 15 characters (IFNAMSIZ - 1); Mininet names them NODE-ethK.
+IFNAME_MAX = 15
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,9}$")
+#: Endpoint flags of the in-kernel path manager (include/uapi/linux/mptcp.h).
+ENDPOINT_FLAGS = ("signal", "subflow", "backup", "fullmesh")
+
+
+class SpecError(Exception):
+    """A spec that cannot run. ``problems`` holds one human line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --------------------------------------------------------------------------- value types
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _duration_ms(value: Any) -> Any:
+    """Accept ``10``, ``10.5``, ``"10ms"``, ``"500us"`` or ``"1s"``; milliseconds as float."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*", value)
+        if not m:
+            raise ValueError(f"{value!r} is not a time; write a number of ms or e.g. '10ms', '1s'")
+        return float(m.group(1)) * _UNITS_MS[m.group(2) or "ms"]
+    return value
+
+
+def _between(lo: float, hi: float, what: str = ""):
+    def check(v: float) -> float:
+        if not lo <= v <= hi:
+            raise ValueError(f"{v:g} is not between {lo:g} and {hi:g}{what}")
+        return v
+
+    return check
+
+
+def _positive(v: float) -> float:
+    if v <= 0:
+        raise ValueError(f"{v:g} must be greater than 0")
+    return v
+
+
+Milliseconds = Annotated[float, BeforeValidator(_duration_ms), AfterValidator(_between(0, 60_000, " ms"))]
+LossPercent = Annotated[float, AfterValidator(_between(0, 100, " (percent)"))]
+Mbps = Annotated[float, AfterValidator(_between(0.001, 100_000, " Mbit/s"))]
+Packets = Annotated[int, AfterValidator(_between(1, 1_000_000, " packets"))]
+
+
+def _check_name(v: str) -> str:
+    if not isinstance(v, str) or not NAME_RE.match(v):
+        raise ValueError(
+            f"{v!r} is not a valid node name: use a letter then letters, digits or '_' "
+            "(at most 10 characters, so that interface names like NAME-eth0 fit Linux's 15)"
+        )
+    return v
+
+
+NodeName = Annotated[str, AfterValidator(_check_name)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- topology
+
+
+class LinkParams(_Model):
+    """Emulated link parameters; each applies to both directions, as in Mininet's TCLink."""
+
+    bw: Mbps | None = Field(None, description="rate in Mbit/s (htb); none = unshaped")
+    delay: Milliseconds = Field(0.0, description="one-way delay in ms (netem)")
+    jitter: Milliseconds = Field(0.0, description="delay variation in ms (netem)")
+    loss: LossPercent = Field(0.0, description="random loss in percent (netem)")
+    queue: Packets | None = Field(None, description="queue limit in packets; none = kernel default")
+
+    def needs_netem(self) -> bool:
+        return self.delay > 0 or self.jitter > 0 or self.loss > 0
+
+
+class Link(LinkParams):
+    endpoints: tuple[NodeName, NodeName] = Field(description="the two node names")
+
+    @property
+    def name(self) -> str:
+        return f"{self.endpoints[0]}-{self.endpoints[1]}"
+
+
+class HostSpec(_Model):
+    interfaces: int | None = Field(None, ge=1, le=16, description="number of interfaces")
+    addresses: list[str] | None = Field(
+        None, description="explicit addresses, one per interface, CIDR (10.0.1.1/24)"
+    )
+
+    @field_validator("addresses")
+    @classmethod
+    def _cidr(cls, v: list[str] | None) -> list[str] | None:
+        for a in v or []:
+            try:
+                iface = ipaddress.ip_interface(a)
+            except ValueError:
+                raise ValueError(f"{a!r} is not an address with prefix, e.g. 10.0.1.1/24") from None
+            if iface.version != 4:
+                raise ValueError(f"{a!r}: only IPv4 addressing is supported for now")
+        return v
+
+
+class Topology(_Model):
+    hosts: dict[NodeName, HostSpec]
+    switches: list[NodeName] = Field(default_factory=list)
+    links: list[Link]
+    subnet_base: str = Field(
+        "10.0.0.0/16", description="automatic addressing: one /24 per L2 segment from this /16"
+    )
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _hosts_shorthand(cls, v: Any) -> Any:
+        # `h1: 2` is short for `h1: {interfaces: 2}`; `h1:` alone means one interface.
+        if isinstance(v, dict):
+            return {
+                k: ({"interfaces": x} if isinstance(x, int) else ({} if x is None else x))
+                for k, x in v.items()
+            }
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Topology":
+        problems: list[str] = []
+        names = list(self.hosts) + list(self.switches)
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            problems.append(f"names used twice: {', '.join(sorted(dup))}")
+        known = set(names)
+        degree: dict[str, int] = {n: 0 for n in names}
+        for i, link in enumerate(self.links):
+            a, b = link.endpoints
+            for n in (a, b):
+                if n not in known:
+                    problems.append(
+                        f"links[{i}].endpoints: {n!r} is neither a host nor a switch "
+                        f"(known: {', '.join(sorted(known))})"
+                    )
+                else:
+                    degree[n] += 1
+            if a == b:
+                problems.append(f"links[{i}].endpoints: a link needs two different nodes")
+        for h, spec in self.hosts.items():
+            n_links = degree.get(h, 0)
+            want = spec.interfaces or (len(spec.addresses) if spec.addresses else n_links)
+            if spec.addresses and spec.interfaces and len(spec.addresses) != spec.interfaces:
+                problems.append(f"hosts.{h}: {spec.interfaces} interfaces but {len(spec.addresses)} addresses")
+            if n_links != want:
+                problems.append(
+                    f"hosts.{h}: declares {want} interface(s) but {n_links} link(s) end at it"
+                )
+        for n, d in degree.items():
+            if len(f"{n}-eth{max(d - 1, 0)}") > IFNAME_MAX:
+                problems.append(
+                    f"{n}: interface name {n}-eth{d - 1} is longer than {IFNAME_MAX} characters; "
+                    "use a shorter node name"
+                )
+        try:
+            net = ipaddress.ip_network(self.subnet_base)
+            if net.prefixlen > 16 or net.version != 4:
+                raise ValueError
+        except ValueError:
+            problems.append(f"subnet_base: {self.subnet_base!r} must be an IPv4 network of /16 or wider")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+# --------------------------------------------------------------------------- MPTCP
+
+EndpointFlag = Literal["signal", "subflow", "backup", "fullmesh"]
+
+
+class Limits(_Model):
+    subflows: int = Field(8, ge=0, le=8, description="extra subflows per connection (kernel max 8)")
+    add_addr_accepted: int = Field(8, ge=0, le=8, description="ADD_ADDRs accepted per connection")
+
+
+class MptcpHost(_Model):
+    """Settings for one host; anything left out comes from the global block."""
+
+    enabled: bool | None = None
+    endpoints: dict[str, list[EndpointFlag]] | None = Field(
+        None, description="interface name (h2-eth1) -> endpoint flags; replaces the automatic ones"
+    )
+    limits: Limits | None = None
+    scheduler: str | None = None
+    congestion_control: str | None = None
+
+
+class Mptcp(_Model):
+    enabled: bool = True
+    path_manager: Literal["kernel"] = "kernel"
+    endpoints: Literal["auto", "none"] = Field(
+        "auto",
+        description="auto: the server signals each extra interface (ADD_ADDR) and the client "
+        "opens a subflow to each; none: only what hosts.<h>.endpoints says",
+    )
+    limits: Limits = Field(default_factory=Limits)
+    scheduler: str = Field("default", pattern=r"^[a-z0-9_]{1,16}$")
+    congestion_control: str | None = Field(
+        None, pattern=r"^[a-z0-9_]{1,16}$", description="none = the kernel's default (recorded)"
+    )
+    hosts: dict[NodeName, MptcpHost] = Field(default_factory=dict)
+
+    @field_validator("hosts")
+    @classmethod
+    def _names(cls, v: dict[str, MptcpHost]) -> dict[str, MptcpHost]:
+        for h, s in v.items():
+            for value in (s.scheduler, s.congestion_control):
+                if value is not None and not re.fullmatch(r"[a-z0-9_]{1,16}", value):
+                    raise ValueError(f"{h}: {value!r} is not a kernel algorithm name")
+        return v
+
+
+# --------------------------------------------------------------------------- traffic etc.
+
+Protocol = Literal["mptcp", "tcp"]
+
+
+class Traffic(_Model):
+    client: NodeName
+    server: NodeName
+    duration: float | None = Field(None, gt=0, le=3600, description="seconds per test")
+    bytes: int | None = Field(None, gt=0, description="bytes per test instead of a duration")
+    protocols: list[Protocol] = Field(default_factory=lambda: ["mptcp", "tcp"], min_length=1)
+    repetitions: int = Field(3, ge=1, le=1000)
+    parallel: int = Field(1, ge=1, le=128, description="iperf3 parallel streams (-P)")
+    port: int = Field(5201, ge=1024, le=65535)
+    expect_subflows: int | None = Field(
+        None, ge=1, le=9, description="subflows each MPTCP connection must reach; none = derived"
+    )
+    timeout_margin: float = Field(15, ge=1, description="seconds beyond the test length before a test is abandoned")
+
+    @model_validator(mode="after")
+    def _length(self) -> "Traffic":
+        if self.duration is None and self.bytes is None:
+            self.duration = 10.0
+        if self.duration is not None and self.bytes is not None:
+            raise ValueError("give either duration or bytes, not both")
+        if self.client == self.server:
+            raise ValueError("client and server must be different hosts")
+        if len(set(self.protocols)) != len(self.protocols):
+            raise ValueError("protocols lists the same protocol twice")
+        return self
+
+
+class Controller(_Model):
+    kind: Literal["none"] = Field("none", description="none: switches learn (OVS standalone)")
+
+
+class Outputs(_Model):
+    dir: str = Field("results", description="results root; runs go to DIR/<experiment>/<run-id>")
+    formats: list[Literal["pdf", "png", "svg"]] = Field(default_factory=lambda: ["pdf", "png"])
+
+
+class Measurements(_Model):
+    interval: float = Field(0.1, ge=0.02, le=10, description="per-subflow sampling period, s")
+
+
+class Experiment(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    topology: Topology
+    mptcp: Mptcp = Field(default_factory=Mptcp)
+    traffic: Traffic
+    controller: Controller = Field(default_factory=Controller)
+    measurements: Measurements = Field(default_factory=Measurements)
+    outputs: Outputs = Field(default_factory=Outputs)
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Experiment":
+        problems: list[str] = []
+        hosts = self.topology.hosts
+        for role in ("client", "server"):
+            h = getattr(self.traffic, role)
+            if h not in hosts:
+                problems.append(f"traffic.{role}: {h!r} is not a host (hosts: {', '.join(hosts)})")
+        for h, s in self.mptcp.hosts.items():
+            if h not in hosts:
+                problems.append(f"mptcp.hosts.{h}: no such host")
+                continue
+            n = hosts[h].interfaces or len(hosts[h].addresses or []) or 1
+            for ifname in s.endpoints or {}:
+                valid = [f"{h}-eth{k}" for k in range(n)]
+                if ifname not in valid:
+                    problems.append(
+                        f"mptcp.hosts.{h}.endpoints: {ifname!r} is not an interface of {h} "
+                        f"({', '.join(valid)})"
+                    )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _messages(err: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p and p.endswith("]")))
+        # Pydantic names the branch of a union/function validator in loc; drop those parts.
+        loc = tuple(p for p in loc if p not in ("function-after", "function-before", "constrained-str"))
+        msg = e["msg"]
+        for lead in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(lead):
+                msg = msg[len(lead):]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (see `mptcplab schema` for the allowed ones)"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif e["type"] in ("literal_error", "enum"):
+            msg = f"{e.get('input')!r} is not allowed: {msg.removeprefix('Input should be ')}"
+        where = _loc(loc)
+        full = ".".join(x for x in (prefix, where) if x)
+        # Model-level validators report several problems in one message, one per line.
+        for part in msg.split("\n"):
+            lines.append(f"{full}: {part}" if full else part)
+    return lines
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError([f"{what}: file {path} does not exist"]) from None
+    except OSError as e:
+        raise SpecError([f"{what}: cannot read {path}: {e.strerror}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SpecError([f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})"]) from None
+
+
+def resolve_spec_path(name: str | Path, experiments_dir: Path | None = None) -> Path:
+    """A path that exists is used as is; a bare name is looked up in experiments/."""
+    p = Path(name)
+    if p.exists():
+        return p
+    candidates = []
+    base = experiments_dir or Path("experiments")
+    for cand in (base / p, base / f"{p}.yaml", base / f"{p}.yml"):
+        candidates.append(cand)
+        if cand.exists():
+            return cand
+    raise SpecError(
+        [f"spec: {name} not found (looked at {p} and {', '.join(str(c) for c in candidates)})"]
+    )
+
+
+def load_spec(path: str | Path) -> Experiment:
+    """Read and validate a spec file; the topology may be inline or a path relative to it."""
+    path = Path(path)
+    data = _read_yaml(path, "spec")
+    if not isinstance(data, dict):
+        raise SpecError([f"{path}: the spec must be a YAML mapping (name:, topology:, traffic:, ...)"])
+    problems: list[str] = []
+    topo = data.get("topology")
+    topo_prefix = "topology"
+    if isinstance(topo, str):
+        topo_path = (path.parent / topo).resolve()
+        try:
+            topo = _read_yaml(topo_path, "topology")
+        except SpecError as e:
+            raise SpecError([f"topology: {p}" for p in e.problems]) from None
+        topo_prefix = f"{data['topology']}:"
+        if not isinstance(topo, dict):
+            raise SpecError([f"{topo_prefix} the topology file must be a YAML mapping"])
+        data = {**data, "topology": topo}
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as err:
+        for line in _messages(err):
+            if topo_prefix != "topology" and line.startswith(("topology.", "topology:")):
+                line = f"{topo_prefix} {line[len('topology.'):].lstrip()}"
+            problems.append(line)
+        raise SpecError(problems) from None
+
+
+def parse_spec(data: dict[str, Any]) -> Experiment:
+    """Validate an in-memory spec (tests, sweeps); same errors as load_spec."""
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_messages(err)) from None
+
+
+def json_schema() -> dict[str, Any]:
+    return Experiment.model_json_schema()
