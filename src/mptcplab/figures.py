@@ -80,6 +80,6 @@ def render(run_dir: str | Path, formats: list[str] | None = None) -> list[Path]:
     meta = read_metadata(run_dir)
     formats = formats or meta.get("formats") or ["pdf", "png"]
     paper_style()
-    rates = df["path_bw_mbps"].dropna() if "path_bw_mbps" in df else pd.Series(dtype=float)
+    rates = df["bw_mbps"].dropna() if "bw_mbps" in df else pd.Series(dtype=float)
     link_rate = float(rates.iloc[0]) if len(rates) and rates.nunique() == 1 else None
     return goodput_by_protocol(df, run_dir / "figures", formats, link_rate)

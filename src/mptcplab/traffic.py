@@ -49,7 +49,7 @@ def iperf3_argv(role: str, protocol: str, mptcp_mode: str, *, port: int, server_
             argv += ["-n", str(nbytes)]
         else:
             argv += ["-t", f"{duration:g}"]
-    if congestion_control:
+    if congestion_control and role == "client":  # -C is client-only; the client sends
         argv += ["-C", congestion_control]
     if protocol == "mptcp":
         if mptcp_mode == "--mptcp":

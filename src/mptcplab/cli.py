@@ -1,0 +1,137 @@
+"""Command line: typer commands that wire the stages; no logic of their own.
+
+Exit codes: 0 done; 1 the run failed; 2 bad input (spec, plan, or this machine cannot run it --
+nothing was created); 130 interrupted (everything created was removed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="mptcplab: Multipath TCP experiments on emulated Mininet networks.")
+err = Console(stderr=True)
+
+
+def _fail(problems: list[str], code: int = 2, what: str = "error") -> None:
+    for p in problems:
+        err.print(f"[red]{what}:[/] {p}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _run(spec: str, out: Optional[Path], dry_run: bool) -> None:
+    from .network import PreflightError
+    from .plan import PlanError
+    from .runner import Interrupted, run
+    from .spec import SpecError
+
+    try:
+        run(spec, out=out, dry_run=dry_run, console=err)
+    except (SpecError, PlanError, PreflightError) as e:
+        _fail(e.problems)
+    except FileExistsError as e:
+        _fail([f"--out: {e}"])
+    except Interrupted as e:
+        err.print(f"interrupted by {e}; the network was torn down")
+        raise typer.Exit(130)
+
+
+SPEC_HELP = "experiment spec: a path, or a name looked up in experiments/"
+
+
+@app.command("run")
+def run_cmd(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the run exactly here"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
+) -> None:
+    """Run an experiment: build the network, run the tests, store results, draw figures."""
+    _run(spec, out, dry_run)
+
+
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., help="a run directory (results/<experiment>/<run-id>)"),
+    fmt: list[str] = typer.Option(None, "--format", "-f", help="pdf, png or svg (repeatable)"),
+) -> None:
+    """Render a run's figures again, from its results alone."""
+    from .figures import render
+
+    if not (run_dir / "summary.csv").exists():
+        _fail([f"{run_dir}: no summary.csv here; give a run directory"])
+    bad = [f for f in fmt or [] if f not in ("pdf", "png", "svg")]
+    if bad:
+        _fail([f"--format: {', '.join(bad)} not supported (pdf, png, svg)"])
+    for p in render(run_dir, fmt or None):
+        print(p)
+
+
+@app.command()
+def clean(
+    all_runs: bool = typer.Option(False, "--all", help="also runs whose process is still alive"),
+) -> None:
+    """Remove what killed runs left behind -- only objects tagged as the toolkit's own."""
+    from .registry import clean as do_clean
+
+    rep = do_clean(include_running=all_runs)
+    for s in rep.skipped:
+        err.print(f"skipped: {s}")
+    print(f"cleaned {len(rep.runs)} run(s): {rep.processes} process(es), "
+          f"bridges {rep.bridges or '-'}, interfaces {rep.interfaces or '-'}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the experiment spec's JSON Schema."""
+    from .spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def check() -> None:
+    """What this machine supports: netem, OVS datapaths, iperf3 MPTCP, MPTCP sysctls."""
+    from rich.table import Table
+
+    from . import capabilities
+
+    caps = capabilities.probe().to_dict()
+    t = Table(title="this machine")
+    t.add_column("capability")
+    t.add_column("value")
+    for k, v in caps.items():
+        t.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
+    for k, v in capabilities.versions().items():
+        t.add_row(f"version: {k}", str(v))
+    Console().print(t)
+
+
+def main() -> None:
+    app()
+
+
+run_app = typer.Typer(add_completion=False)
+
+
+@run_app.command()
+def _run_experiment(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the run exactly here"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
+) -> None:
+    """Run an experiment spec (same as `mptcplab run`)."""
+    _run(spec, out, dry_run)
+
+
+def run_experiment_main() -> None:
+    run_app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
