@@ -1,0 +1,51 @@
+# mptcplab: `sudo make run` runs the dual-path experiment and draws its figure;
+# `sudo make test` runs the test suite. Both set everything up first (idempotent).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := mininet openvswitch-switch iperf3 mptcpize ethtool iputils-ping iproute2 tshark \
+                python3-venv python3-pip util-linux git make
+OVS_CTL := /usr/share/openvswitch/scripts/ovs-ctl
+PYTEST_ARGS ?=
+
+.PHONY: setup apt ovs venv run test clean-net check
+
+setup: apt ovs venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q; \
+	  apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "setup: apt packages present"; fi
+
+ovs: apt
+	@if ovs-vsctl --timeout=5 show >/dev/null 2>&1; then echo "setup: Open vSwitch running"; \
+	else echo "setup: starting Open vSwitch"; $(OVS_CTL) start; ovs-vsctl --timeout=10 show >/dev/null; fi
+
+# Debian's Mininet is importable only by /usr/bin/python3: the venv sees its site-packages.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml | apt
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -c "import mininet.net, mptcplab.network"
+	@touch $@
+
+run: setup
+	$(VENV)/bin/run-experiment experiments/dual-path.yaml
+
+test: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+check: setup
+	$(VENV)/bin/mptcplab check
+
+# Removes only what killed mptcplab runs left behind (never `mn -c`).
+clean-net:
+	$(VENV)/bin/mptcplab clean

@@ -1,0 +1,144 @@
+"""End to end on real Mininet networks with real MPTCP sockets and real iperf3 (root only).
+
+Every test here also checks that nothing is left behind: no OVS bridge, no Mininet-style
+interface, no iperf3/mnexec/host-shell process, no registry state file.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import BIN, REPO, bridge_exists, cli, leftovers, snapshot
+
+pytestmark = pytest.mark.root
+
+
+def short_spec(tmp_path: Path, duration: float = 4, repetitions: int = 2, **traffic) -> Path:
+    spec = yaml.safe_load((REPO / "experiments/dual-path.yaml").read_text())
+    spec["topology"] = str(REPO / "topologies/dual-path.yaml")
+    spec["traffic"].update(duration=duration, repetitions=repetitions, **traffic)
+    spec["outputs"]["dir"] = str(tmp_path / "results")
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_dual_path_end_to_end(tmp_path, no_leftovers):
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(short_spec(tmp_path)), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(out / "summary.csv")
+    assert len(df) == 4 and df["error"].isna().all()
+    mptcp, tcp = df[df.protocol == "mptcp"], df[df.protocol == "tcp"]
+    # MPTCP really ran: both subflows established on every MPTCP test, plain TCP on the others.
+    assert list(mptcp["subflows"]) == [2, 2] and mptcp["subflows_ok"].all()
+    assert list(tcp["subflows"]) == [1, 1]
+    # One 5 Mbit/s path carries at most 5 * 1448/1514 Mbit/s of TCP payload: the htb link is
+    # what the spec says, and two paths give MPTCP close to twice that.
+    assert tcp["goodput_mbps"].between(4.4, 4.8).all(), tcp["goodput_mbps"].tolist()
+    assert mptcp["goodput_mbps"].mean() >= 1.7 * tcp["goodput_mbps"].mean()
+    # Per-subflow view: each MPTCP test's bytes split over its two paths.
+    subs = pd.read_csv(out / "subflows.csv")
+    assert len(subs) == 4
+    for _, g in subs.groupby("test"):
+        assert sorted(g["local"].str.split(":").str[0]) == ["10.0.1.1", "10.0.2.1"]
+        assert g["share"].between(0.25, 0.75).all()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["datapath"] in ("kernel", "user") and meta["shaping_backend"]
+    assert meta["versions"]["iperf3"] and meta["versions"]["openvswitch"] and meta["versions"]["mininet"]
+    for host in ("h1", "h2"):
+        assert meta["network"]["hosts"][host]["limits"] == {"subflows": 2, "add_addr_accepted": 2}
+    assert [e["addr4"] for e in meta["network"]["hosts"]["h2"]["endpoints"]] == ["10.0.2.2"]
+    for ifname, info in meta["network"]["interfaces"].items():
+        assert "htb" in {q["kind"] for q in info["qdiscs"]}, ifname
+        assert info["offloads"]["tso"] == "off", ifname
+    for f in ("goodput.pdf", "goodput.png"):
+        assert (out / "figures" / f).stat().st_size > 1000
+    assert (out / "raw" / "001-mptcp-r1-client.json").exists()
+    # figures again, from results alone
+    r = cli("mptcplab", "plot", str(out))
+    assert r.returncode == 0 and "goodput.pdf" in r.stdout
+
+
+def _start_and_wait_for_traffic(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    out = tmp_path / "run"
+    p = subprocess.Popen([str(BIN / "run-experiment"), str(short_spec(tmp_path, duration=30, repetitions=1)),
+                          "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        meta = out / "metadata.json"
+        if meta.exists() and "network" in json.loads(meta.read_text()):
+            break
+        if p.poll() is not None:
+            pytest.fail(f"run ended early: {p.communicate()}")
+        time.sleep(0.2)
+    time.sleep(3)  # iperf3 is running now
+    return p, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_run_tears_everything_down(tmp_path, foreign_bridge, no_leftovers, sig):
+    p, out = _start_and_wait_for_traffic(tmp_path)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    assert json.loads((out / "metadata.json").read_text())["status"].startswith("interrupted")
+    assert bridge_exists(foreign_bridge)
+
+
+def test_sigkill_then_clean(tmp_path, foreign_bridge, no_leftovers):
+    before = no_leftovers
+    p, _ = _start_and_wait_for_traffic(tmp_path)
+    p.kill()
+    p.wait()
+    left = leftovers(before, snapshot())
+    assert left.get("bridges") == {"s1", "s2"} and left.get("state files"), left
+    r = cli("mptcplab", "clean")
+    assert r.returncode == 0, r.stderr
+    assert "cleaned 1 run(s)" in r.stdout
+    assert not leftovers(before, snapshot())
+    assert bridge_exists(foreign_bridge)
+
+
+def test_switch_named_like_a_foreign_bridge_is_refused(tmp_path, foreign_bridge, no_leftovers):
+    topo = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
+    topo["switches"][0] = foreign_bridge
+    for link in topo["links"]:
+        link["endpoints"] = [foreign_bridge if e == "s1" else e for e in link["endpoints"]]
+    spec = yaml.safe_load(short_spec(tmp_path).read_text())
+    spec["topology"] = topo
+    path = tmp_path / "clash.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = cli("run-experiment", str(path))
+    assert r.returncode == 2
+    assert f"an OVS bridge named {foreign_bridge!r} already exists" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert bridge_exists(foreign_bridge)
+    assert not (tmp_path / "results").exists()
+
+
+def test_delay_without_netem_is_refused(tmp_path, no_leftovers):
+    from mptcplab.capabilities import has_netem
+
+    if has_netem():
+        pytest.skip("this kernel has netem: delay is emulated, there is nothing to refuse")
+    spec = yaml.safe_load(short_spec(tmp_path).read_text())
+    topo = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
+    topo["links"][1]["delay"] = 10
+    spec["topology"] = topo
+    path = tmp_path / "delay.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = cli("run-experiment", str(path))
+    assert r.returncode == 2, r.stderr
+    assert "links[1] (h1-s2): delay 10 needs the netem qdisc" in r.stderr
+    assert not (tmp_path / "results").exists()

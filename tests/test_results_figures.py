@@ -1,0 +1,51 @@
+"""Results are written atomically and figures render from a saved run directory alone."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from mptcplab.figures import render
+from mptcplab.results import RunDir, find_runs, read_summary, write_atomic
+
+
+def test_atomic_write_leaves_no_temporaries(tmp_path):
+    p = tmp_path / "a" / "summary.csv"
+    write_atomic(p, "x,y\n1,2\n")
+    write_atomic(p, "x,y\n3,4\n")
+    assert p.read_text() == "x,y\n3,4\n"
+    assert os.listdir(p.parent) == ["summary.csv"]
+
+
+def test_failed_write_keeps_old_file(tmp_path):
+    p = tmp_path / "summary.csv"
+    write_atomic(p, "old\n")
+
+    with pytest.raises(TypeError):
+        write_atomic(p, 12345)  # not str/bytes: the write fails half-way
+    assert p.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["summary.csv"]
+
+
+def test_run_dir_refuses_nonempty_out(tmp_path):
+    rd = RunDir.create("e", out=tmp_path / "run")
+    rd.write_json("metadata.json", {"a": 1})
+    with pytest.raises(FileExistsError):
+        RunDir.create("e", out=tmp_path / "run")
+
+
+def test_figure_from_saved_results(tmp_path):
+    rd = RunDir.create("dual", out=tmp_path / "run")
+    rows = [{"experiment": "dual", "test": f"{i:03d}", "protocol": p, "repetition": r,
+             "goodput_mbps": g, "subflows": s, "error": None, "bw_mbps": 5.0}
+            for i, (p, r, g, s) in enumerate([("mptcp", 1, 9.3, 2), ("tcp", 1, 4.78, 1),
+                                              ("mptcp", 2, 9.2, 2), ("tcp", 2, 4.77, 1)])]
+    rd.write_summary(rows)
+    rd.write_json("metadata.json", {"formats": ["pdf", "png"]})
+    files = render(rd.path)
+    assert sorted(f.name for f in files) == ["goodput.pdf", "goodput.png"]
+    assert all(f.stat().st_size > 1000 for f in files)
+    assert files[0].read_bytes().startswith(b"%PDF")
+    assert find_runs(tmp_path) == [rd.path]
+    assert list(read_summary(rd.path)["protocol"]) == ["mptcp", "tcp", "mptcp", "tcp"]

@@ -1,0 +1,129 @@
+"""The spec: valid files load, every bad input names its field and what is allowed."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mptcplab.spec import SpecError, json_schema, load_spec, parse_spec, resolve_spec_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def base() -> dict:
+    return {
+        "name": "t",
+        "topology": yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text()),
+        "traffic": {"client": "h1", "server": "h2", "duration": 2},
+    }
+
+
+def problems(data: dict) -> list[str]:
+    with pytest.raises(SpecError) as e:
+        parse_spec(data)
+    return e.value.problems
+
+
+def test_shipped_specs_load():
+    for p in sorted((REPO / "experiments").glob("*.yaml")):
+        exp = load_spec(p)
+        assert exp.name
+
+
+def test_dual_path_spec_is_what_the_issue_says():
+    exp = load_spec(REPO / "experiments/dual-path.yaml")
+    assert [h.interfaces for h in exp.topology.hosts.values()] == [2, 2]
+    assert all(link.bw == 5 for link in exp.topology.links)
+    assert exp.traffic.duration == 10 and exp.traffic.repetitions == 3
+    assert exp.traffic.protocols == ["mptcp", "tcp"]
+
+
+def test_loss_out_of_range_names_field():
+    d = base()
+    d["topology"]["links"][2]["loss"] = 150
+    assert problems(d) == ["topology.links[2].loss: 150 is not between 0 and 100 (percent)"]
+
+
+def test_topology_file_errors_name_the_file(tmp_path):
+    topo = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
+    topo["links"][2]["loss"] = 150
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(topo))
+    spec = {"name": "x", "topology": "t.yaml", "traffic": {"client": "h1", "server": "h2"}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "s.yaml")
+    assert e.value.problems == ["t.yaml: links[2].loss: 150 is not between 0 and 100 (percent)"]
+
+
+@pytest.mark.parametrize("bad", ["h1;rm", "h1 x", "-h", "1h", "h1$(reboot)", "averyveryverylongname", "h1-a"])
+def test_bad_node_names_rejected(bad):
+    d = base()
+    d["topology"]["hosts"][bad] = d["topology"]["hosts"].pop("h1")
+    out = problems(d)
+    assert any(f"{bad!r} is not a valid node name" in p for p in out), out
+
+
+def test_unknown_field_and_missing_field():
+    d = base()
+    d["traffic"]["durration"] = 3
+    del d["traffic"]["client"]
+    out = problems(d)
+    assert "traffic.durration: unknown field (see `mptcplab schema` for the allowed ones)" in out
+    assert "traffic.client: required field is missing" in out
+
+
+def test_cross_checks():
+    d = base()
+    d["traffic"]["server"] = "h9"
+    d["topology"]["links"][0]["endpoints"] = ["h1", "s7"]
+    out = problems(d)
+    assert any(p.startswith("topology: links[0].endpoints: 's7' is neither a host nor a switch") for p in out), out
+
+
+def test_interface_count_must_match_links():
+    d = base()
+    d["topology"]["hosts"]["h1"]["interfaces"] = 3
+    assert "topology: hosts.h1: declares 3 interface(s) but 2 link(s) end at it" in problems(d)
+
+
+def test_units_and_times():
+    d = base()
+    d["topology"]["links"][0].update(delay="10ms", jitter="500us")
+    d["topology"]["links"][1].update(delay="1s")
+    exp = parse_spec(d)
+    assert exp.topology.links[0].delay == 10 and exp.topology.links[0].jitter == 0.5
+    assert exp.topology.links[1].delay == 1000
+    d["topology"]["links"][0]["delay"] = "fast"
+    assert any("links[0].delay: 'fast' is not a time" in p for p in problems(d))
+
+
+def test_endpoint_interface_must_exist():
+    d = base()
+    d["mptcp"] = {"hosts": {"h2": {"endpoints": {"h2-eth7": ["signal"]}}}}
+    out = problems(d)
+    assert any("mptcp.hosts.h2.endpoints: 'h2-eth7' is not an interface of h2" in p for p in out), out
+    d["mptcp"] = {"hosts": {"h2": {"endpoints": {"h2-eth1": ["signall"]}}}}
+    assert any("mptcp.hosts.h2.endpoints.h2-eth1[0]: 'signall' is not allowed" in p for p in problems(d)), problems(d)
+    d["mptcp"] = {"hosts": {"h2": {"endpoints": {"h2-eth1": ["signal"]}}}}
+    assert parse_spec(d).mptcp.hosts["h2"].endpoints == {"h2-eth1": ["signal"]}
+
+
+def test_yaml_errors_and_missing_files(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "bad.yaml")
+    assert "not valid YAML" in e.value.problems[0]
+    with pytest.raises(SpecError) as e:
+        resolve_spec_path("no-such-experiment", tmp_path)
+    assert "not found" in e.value.problems[0]
+
+
+def test_bare_name_resolves_in_experiments():
+    assert resolve_spec_path("dual-path", REPO / "experiments") == REPO / "experiments/dual-path.yaml"
+
+
+def test_schema_is_json():
+    s = json_schema()
+    json.dumps(s)
+    assert "topology" in s["properties"] and "traffic" in s["properties"]
