@@ -1,32 +1,73 @@
-"""tc command construction for EmuIntf (the root tests check the kernel's side)."""
+"""Link parameters, backend choice and tc command construction (the root tests check the kernel)."""
 
 import pytest
 
-from mptcplab.links import LinkEmulationError, _ms, tc_commands
+from mptcplab.emulator import Direction
+from mptcplab.links import LinkEmulationError, _ms, choose_backend, directions, normalize, tc_commands
+
+
+def d(**kw):
+    return normalize(kw)
 
 
 def test_rate_and_queue():
-    cmds = tc_commands("h1-eth0", bw=5, queue=100, netem=False)
+    cmds = tc_commands("h1-eth0", d(bw=5, queue=100), netem=False)
     assert cmds[0] == ["tc", "qdisc", "add", "dev", "h1-eth0", "root", "handle", "5:", "htb", "default", "1"]
     assert cmds[1][:9] == ["tc", "class", "add", "dev", "h1-eth0", "parent", "5:", "classid", "5:1"]
     assert "5000000bit" in cmds[1]
     assert cmds[2] == ["tc", "qdisc", "add", "dev", "h1-eth0", "parent", "5:1", "handle", "10:", "pfifo", "limit", "100"]
 
 
-def test_netem_leaf_under_htb():
-    cmds = tc_commands("x", bw=10, delay_ms=10, jitter_ms=1, loss=0.5, queue=50, netem=True)
+def test_netem_leaf_under_htb_and_change_in_place():
+    cmds = tc_commands("x", d(bw=10, delay=10, jitter=1, loss=0.5, queue=50, reorder=True))
     assert cmds[-1] == ["tc", "qdisc", "add", "dev", "x", "parent", "5:1", "handle", "10:", "netem",
                         "limit", "50", "delay", "10000us", "1000us", "loss", "random", "0.5%"]
+    change = tc_commands("x", d(bw=20, delay=5), verb="change")
+    assert [c[1:3] for c in change] == [["class", "change"], ["qdisc", "change"]]
+
+
+def test_burst_loss_is_gemodel():
+    cmds = tc_commands("x", d(burst_loss={"p": 1, "r": 20, "loss_bad": 80, "loss_good": 0}))
+    assert cmds[-1][-6:] == ["loss", "gemodel", "1%", "20%", "80%", "0%"]
 
 
 def test_no_shaping_no_commands():
-    assert tc_commands("x") == []
+    assert tc_commands("x", d()) == []
 
 
 def test_missing_netem_refuses_instead_of_running_a_different_link():
     with pytest.raises(LinkEmulationError) as e:
-        tc_commands("s1-eth2", bw=5, delay_ms=10, netem=False)
+        tc_commands("s1-eth2", d(bw=5, delay=10), netem=False)
     assert "s1-eth2: delay 10 ms needs the netem qdisc" in str(e.value)
+
+
+def test_backend_choice():
+    up, down = directions({"bw": 5, "delay": 10})
+    assert choose_backend("auto", up, down, netem=True) == "netem"
+    assert choose_backend("auto", up, down, netem=False) == "userspace"
+    with pytest.raises(LinkEmulationError):
+        choose_backend("netem", up, down, netem=False)
+    jitter = directions({"delay": 10, "jitter": 2})
+    assert choose_backend("auto", *jitter, netem=True) == "userspace"  # netem would reorder
+    with pytest.raises(LinkEmulationError, match="reordering"):
+        choose_backend("netem", *jitter, netem=True)
+    assert choose_backend("auto", *directions({"delay": 10, "jitter": 2, "reorder": True}), netem=True) == "netem"
+
+
+def test_directions_override_one_side():
+    up, down = directions({"bw": 10, "delay": "5ms", "max_queue_size": 30}, up={"delay": 20}, down={"bw": 2})
+    assert (up["bw"], up["delay"], up["queue"]) == (10, 20, 30)
+    assert (down["bw"], down["delay"], down["queue"]) == (2, 5, 30)
+
+
+def test_emulator_direction_units():
+    e = Direction.from_model(d(bw=5, delay=10, jitter=0.5, loss=1, queue=100,
+                               burst_loss={"p": 2, "r": 50, "loss_bad": 90, "loss_good": 1})).to_emulator()
+    assert e["rate"] == "5000000" and e["delay_us"] == "10000.000" and e["jitter_us"] == "500.000"
+    assert e["loss"] == "0.01" and e["limit_pkts"] == "100"
+    assert (e["ge_p"], e["ge_r"], e["ge_h"], e["ge_k"]) == ("0.02", "0.5", "0.1", "0.99")
+    off = Direction.from_model(d()).to_emulator()
+    assert off["ge_p"] == "0" and off["ge_r"] == "0" and off["rate"] == "0"
 
 
 def test_time_strings():

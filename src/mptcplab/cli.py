@@ -1,7 +1,8 @@
 """Command line: typer commands that wire the stages; no logic of their own.
 
 Exit codes: 0 done; 1 the run failed; 2 bad input (spec, plan, or this machine cannot run it --
-nothing was created); 130 interrupted (everything created was removed).
+nothing was created); 3 the self-check found links that are not what the spec says (nothing was
+measured); 130 interrupted (everything created was removed).
 """
 
 from __future__ import annotations
@@ -25,21 +26,32 @@ def _fail(problems: list[str], code: int = 2, what: str = "error") -> None:
     raise typer.Exit(code)
 
 
-def _run(spec: str, out: Optional[Path], dry_run: bool) -> None:
+def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = None,
+         check: Optional[str] = None) -> None:
     from .network import PreflightError
     from .plan import PlanError
     from .runner import Interrupted, run
+    from .selfcheck import SelfCheckError
     from .spec import SpecError
 
+    if shaper not in (None, "auto", "netem", "userspace"):
+        _fail([f"--shaper: {shaper!r} is not one of auto, netem, userspace"])
+    if check not in (None, "none", "rtt", "full"):
+        _fail([f"--check: {check!r} is not one of none, rtt, full"])
     try:
-        run(spec, out=out, dry_run=dry_run, console=err)
+        report = run(spec, out=out, dry_run=dry_run, console=err, shaper=shaper, check=check)
     except (SpecError, PlanError, PreflightError) as e:
         _fail(e.problems)
     except FileExistsError as e:
         _fail([f"--out: {e}"])
+    except SelfCheckError:
+        err.print("[red]error:[/] the links are not what the spec says (table above); nothing was measured")
+        raise typer.Exit(3)
     except Interrupted as e:
         err.print(f"interrupted by {e}; the network was torn down")
         raise typer.Exit(130)
+    if report is not None and any(r.get("error") for r in report.rows):
+        raise typer.Exit(1)
 
 
 SPEC_HELP = "experiment spec: a path, or a name looked up in experiments/"
@@ -50,9 +62,11 @@ def run_cmd(
     spec: str = typer.Argument(..., help=SPEC_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="write the run exactly here"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
+    shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
+    check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
 ) -> None:
     """Run an experiment: build the network, run the tests, store results, draw figures."""
-    _run(spec, out, dry_run)
+    _run(spec, out, dry_run, shaper, check)
 
 
 @app.command()
@@ -124,9 +138,11 @@ def _run_experiment(
     spec: str = typer.Argument(..., help=SPEC_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="write the run exactly here"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
+    shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
+    check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
 ) -> None:
     """Run an experiment spec (same as `mptcplab run`)."""
-    _run(spec, out, dry_run)
+    _run(spec, out, dry_run, shaper, check)
 
 
 def run_experiment_main() -> None:

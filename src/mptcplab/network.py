@@ -26,7 +26,7 @@ from mininet.topo import Topo
 from pyroute2 import MPTCP, IPRoute
 
 from .capabilities import Capabilities
-from .links import EmuLink, node_run
+from .links import EmuLink, LinkEmulationError, choose_backend, directions, node_run
 from .plan import Plan, PlanHost
 from .registry import ALIAS_PREFIX, BRIDGE_TAG, Registry
 
@@ -70,7 +70,20 @@ def _ovs_bridges() -> list[str]:
     return r.stdout.split()
 
 
-def preflight(plan: Plan, caps: Capabilities) -> None:
+def link_backends(plan: Plan, shaper: str, netem: bool, problems: list[str] | None = None) -> dict[str, str]:
+    """The backend each link will use ('netem' or 'userspace'); problems named by link."""
+    out = {}
+    for link in plan.links:
+        up, down = directions(link.params, link.params.get("up"), link.params.get("down"))
+        try:
+            out[link.name] = choose_backend(shaper, up, down, netem=netem)
+        except LinkEmulationError as e:
+            if problems is not None:
+                problems.append(f"links[{link.index}] ({link.name}): {e}")
+    return out
+
+
+def preflight(plan: Plan, caps: Capabilities, shaper: str = "auto") -> None:
     """Everything that would stop a run, checked before anything is created."""
     problems: list[str] = []
     if os.geteuid() != 0:
@@ -88,16 +101,14 @@ def preflight(plan: Plan, caps: Capabilities) -> None:
         problems.append(f"iperf3 {caps.iperf3} has no --mptcp and mptcpize is missing: apt-get install mptcpize")
     if not caps.ethtool:
         problems.append("ethtool is missing: apt-get install ethtool (make setup)")
-    if not caps.netem:
-        for link in plan.links:
-            if link.needs_netem():
-                p = link.params
-                what = ", ".join(f"{k} {p[k]:g}" for k in ("delay", "jitter", "loss") if p[k])
-                problems.append(
-                    f"links[{link.index}] ({link.name}): {what} needs the netem qdisc, which this "
-                    "kernel lacks; the link would silently run without it. Remove those parameters "
-                    "or run on a kernel with netem (CONFIG_NET_SCH_NETEM)."
-                )
+    backends = link_backends(plan, shaper, caps.netem, problems)
+    if "userspace" in backends.values():
+        from .emulator import EmulatorError, binary
+
+        try:
+            binary()
+        except EmulatorError as e:
+            problems.append(str(e))
     for h in plan.hosts:
         cc = h.mptcp.congestion_control
         if cc and caps.congestion_controls and cc not in caps.congestion_controls:
@@ -126,7 +137,10 @@ def preflight(plan: Plan, caps: Capabilities) -> None:
 class Network:
     """A running emulated network. Use as a context manager: it always tears down."""
 
-    def __init__(self, plan: Plan, caps: Capabilities, registry: Registry):
+    def __init__(self, plan: Plan, caps: Capabilities, registry: Registry, shaper: str = "auto",
+                 seed: int = 1):
+        self.shaper = shaper
+        self.seed = seed
         self.plan = plan
         self.caps = caps
         self.registry = registry
@@ -148,6 +162,8 @@ class Network:
                 port1=link.intf1.port, port2=link.intf2.port,
                 intfName1=link.intf1.name, intfName2=link.intf2.name,
                 bw=p["bw"], delay=p["delay"], jitter=p["jitter"], loss=p["loss"], queue=p["queue"],
+                queue_bytes=p.get("queue_bytes"), burst_loss=p.get("burst_loss"), reorder=p.get("reorder", False),
+                up=p.get("up"), down=p.get("down"), shaper=self.shaper, seed=self.seed + link.index,
             )
         return topo
 
@@ -163,7 +179,13 @@ class Network:
         switch = partial(LabSwitch, run_id=self.registry.run_id, datapath=self.caps.datapath)
         self.net = Mininet(topo=self._topo(), switch=switch, host=Host, link=EmuLink,
                            controller=None, autoSetMacs=True, build=False)
-        self.net.build()
+        from . import emulator
+
+        emulator.on_process_started.append(self.registry.process)
+        try:
+            self.net.build()
+        finally:
+            emulator.on_process_started.remove(self.registry.process)
         for node in self.net.hosts + self.net.switches:
             self.registry.process(node.pid, ["mininet", node.name])
         for host in self.net.hosts:
@@ -276,12 +298,43 @@ class Network:
         self.registry.process(p.pid, argv)
         return p
 
+    # ------------------------------------------------------------------ links in place
+
+    def link(self, name: str | int) -> EmuLink:
+        """A running link by its spec name (``h1-s1``) or index in the topology's links."""
+        assert self.net is not None
+        index = name if isinstance(name, int) else next(
+            (l.index for l in self.plan.links if l.name == name), None)
+        if index is None or not 0 <= index < len(self.net.links):
+            raise KeyError(f"no link {name!r} (links: {', '.join(l.name for l in self.plan.links)})")
+        return self.net.links[index]
+
+    def set_link(self, name: str | int, **params: Any) -> None:
+        """Change a running link's rate, delay, jitter, loss or queue (``up=``/``down=`` for one
+        direction) without rebuilding the network."""
+        self.link(name).set_params(**params)
+
+    def set_link_down(self, name: str | int, down: bool = True) -> None:
+        self.link(name).set_down(down)
+
+    @property
+    def backends(self) -> dict[str, str]:
+        assert self.net is not None
+        return {pl.name: link.backend for pl, link in zip(self.plan.links, self.net.links)}
+
+    @property
+    def shaping_backend(self) -> str:
+        kinds = sorted(set(self.backends.values()))
+        return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
+
     # ------------------------------------------------------------------ describe
 
     def describe(self) -> dict[str, Any]:
         """Per host: sysctls, endpoints, limits, rules; per interface: qdiscs and offloads."""
         assert self.net is not None
-        out: dict[str, Any] = {"hosts": {}, "interfaces": {}}
+        out: dict[str, Any] = {"hosts": {}, "interfaces": {}, "links": {}}
+        for pl, link in zip(self.plan.links, self.net.links):
+            out["links"][pl.name] = link.describe()
         for h in self.plan.hosts:
             node = self.net[h.name]
             ns = netns_path(node)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import capabilities
+from . import capabilities, selfcheck
 from .measurements import (
     connection_token,
     counter_delta,
@@ -168,7 +168,8 @@ def describe_plan(exp: Experiment, plan: Plan, console: Console) -> None:
 
 
 def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
-        console: Console | None = None, figures: bool = True) -> RunReport | None:
+        console: Console | None = None, figures: bool = True, shaper: str | None = None,
+        check: str | None = None) -> RunReport | None:
     """Run one experiment. Raises SpecError/PlanError/PreflightError before creating anything."""
     from .network import Network, preflight
     from .registry import Registry
@@ -177,6 +178,9 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
     console = console or Console(stderr=True)
     spec_path = resolve_spec_path(spec)
     exp = load_spec(spec_path)
+    if shaper or check:
+        emu = exp.emulation.model_copy(update={k: v for k, v in (("shaper", shaper), ("check", check)) if v})
+        exp = exp.model_copy(update={"emulation": emu})
     plan = make_plan(exp)
     if dry_run:
         describe_plan(exp, plan, console)
@@ -185,7 +189,7 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
     caps = capabilities.probe()
     if os.geteuid() == 0 and caps.ovs_installed:
         capabilities.start_ovs()
-    preflight(plan, caps)
+    preflight(plan, caps, exp.emulation.shaper)
 
     run_id = new_run_id()
     rd = RunDir.create(exp.name, root=exp.outputs.dir, out=out, run_id=run_id)
@@ -196,7 +200,7 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
         "command": sys.argv, "hostname": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kernel": os.uname().release,
         "capabilities": caps.to_dict(), "versions": capabilities.versions(),
-        "datapath": caps.datapath, "shaping_backend": caps.shaping_backend,
+        "datapath": caps.datapath, "shaper_requested": exp.emulation.shaper,
         "root_sysctls": {k: capabilities.read_sysctl(k) for k in (
             "net.mptcp.enabled", "net.mptcp.path_manager", "net.mptcp.scheduler",
             "net.ipv4.tcp_congestion_control", "net.ipv4.tcp_allowed_congestion_control")},
@@ -205,21 +209,33 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
     }
     rd.write_json("metadata.json", meta)
     console.print(f"[bold]{exp.name}[/]: run {run_id} -> {rd.path}  "
-                  f"(OVS {caps.datapath} datapath, shaping: {caps.shaping_backend}, "
-                  f"MPTCP via {caps.iperf3_mptcp})")
+                  f"(OVS {caps.datapath} datapath, netem {'present' if caps.netem else 'absent'}, "
+                  f"shaper {exp.emulation.shaper}, MPTCP via {caps.iperf3_mptcp})")
 
     rows: list[dict[str, Any]] = []
     sub_rows: list[dict[str, Any]] = []
     flagged: list[str] = []
     registry = Registry(run_id)
-    net = Network(plan, caps, registry)
+    net = Network(plan, caps, registry, shaper=exp.emulation.shaper, seed=exp.emulation.seed)
     tr = exp.traffic
     try:
         with signals_as_exceptions():
             try:
                 net.start()
                 meta["network"] = net.describe()
+                meta["shaping_backend"] = net.shaping_backend
                 rd.write_json("metadata.json", meta)
+                if exp.emulation.check != "none":
+                    em = exp.emulation
+                    console.print(f"self-check ({em.check}) of {len(selfcheck.paths(plan))} path(s)...")
+                    check_report = selfcheck.run(net, em.check, em.rtt_tolerance_pct, em.rtt_tolerance_ms,
+                                                 em.rate_tolerance_pct)
+                    meta["self_check"] = check_report.to_dict()
+                    rd.write_json("selfcheck.json", check_report.to_dict())
+                    rd.write_json("metadata.json", meta)
+                    console.print(check_report.table(), highlight=False, soft_wrap=True)
+                    if not check_report.ok:
+                        raise selfcheck.SelfCheckError(check_report)
                 progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                                     TextColumn("eta"), TimeRemainingColumn(), console=console,

@@ -98,21 +98,49 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------- topology
 
 
+class BurstLoss(_Model):
+    """Gilbert-Elliott burst loss (netem's `loss gemodel`), all in percent per frame."""
+
+    p: LossPercent = Field(description="chance to move from the good to the bad state")
+    r: LossPercent = Field(100.0, description="chance to move from the bad back to the good state")
+    loss_bad: LossPercent = Field(100.0, description="loss rate while in the bad state")
+    loss_good: LossPercent = Field(0.0, description="loss rate while in the good state")
+
+
+class DirectionParams(_Model):
+    """One direction of a link; anything left out comes from the link's own parameters."""
+
+    bw: Mbps | None = None
+    delay: Milliseconds | None = None
+    jitter: Milliseconds | None = None
+    loss: LossPercent | None = None
+    queue: Packets | None = None
+    queue_bytes: Annotated[int, AfterValidator(_between(1500, 1_000_000_000, " bytes"))] | None = None
+    burst_loss: BurstLoss | None = None
+    reorder: bool | None = None
+
+
 class LinkParams(_Model):
     """Emulated link parameters; each applies to both directions, as in Mininet's TCLink."""
 
-    bw: Mbps | None = Field(None, description="rate in Mbit/s (htb); none = unshaped")
-    delay: Milliseconds = Field(0.0, description="one-way delay in ms (netem)")
-    jitter: Milliseconds = Field(0.0, description="delay variation in ms (netem)")
-    loss: LossPercent = Field(0.0, description="random loss in percent (netem)")
-    queue: Packets | None = Field(None, description="queue limit in packets; none = kernel default")
+    bw: Mbps | None = Field(None, description="rate in Mbit/s; none = unshaped")
+    delay: Milliseconds = Field(0.0, description="one-way delay in ms")
+    jitter: Milliseconds = Field(0.0, description="delay variation in ms (uniform, +-jitter)")
+    loss: LossPercent = Field(0.0, description="random loss in percent")
+    queue: Packets | None = Field(None, description="drop-tail queue limit in packets")
+    queue_bytes: Annotated[int, AfterValidator(_between(1500, 1_000_000_000, " bytes"))] | None = Field(
+        None, description="drop-tail queue limit in bytes (user-space shaper)")
+    burst_loss: BurstLoss | None = Field(None, description="Gilbert-Elliott burst loss instead of random loss")
+    reorder: bool = Field(False, description="let jitter reorder frames (kept in order otherwise)")
 
     def needs_netem(self) -> bool:
-        return self.delay > 0 or self.jitter > 0 or self.loss > 0
+        return self.delay > 0 or self.jitter > 0 or self.loss > 0 or self.burst_loss is not None
 
 
 class Link(LinkParams):
     endpoints: tuple[NodeName, NodeName] = Field(description="the two node names")
+    up: DirectionParams | None = Field(None, description="overrides from endpoints[0] to endpoints[1]")
+    down: DirectionParams | None = Field(None, description="overrides from endpoints[1] to endpoints[0]")
 
     @property
     def name(self) -> str:
@@ -292,6 +320,20 @@ class Outputs(_Model):
     formats: list[Literal["pdf", "png", "svg"]] = Field(default_factory=lambda: ["pdf", "png"])
 
 
+class Emulation(_Model):
+    """How links are emulated and how a run proves they are what the spec says."""
+
+    shaper: Literal["auto", "netem", "userspace"] = Field(
+        "auto", description="auto: htb+netem where the kernel has netem and the link needs nothing "
+        "netem cannot do, else the user-space emulator")
+    check: Literal["none", "rtt", "full"] = Field(
+        "rtt", description="self-check before measuring: RTT per path; full adds rate and loss")
+    rtt_tolerance_pct: float = Field(5.0, ge=0, le=100)
+    rtt_tolerance_ms: float = Field(1.5, ge=0, le=1000)
+    rate_tolerance_pct: float = Field(10.0, ge=0, le=100)
+    seed: int = Field(1, ge=1, description="seed of the emulator's loss and jitter draws")
+
+
 class Measurements(_Model):
     interval: float = Field(0.1, ge=0.02, le=10, description="per-subflow sampling period, s")
 
@@ -303,6 +345,7 @@ class Experiment(_Model):
     mptcp: Mptcp = Field(default_factory=Mptcp)
     traffic: Traffic
     controller: Controller = Field(default_factory=Controller)
+    emulation: Emulation = Field(default_factory=Emulation)
     measurements: Measurements = Field(default_factory=Measurements)
     outputs: Outputs = Field(default_factory=Outputs)
 

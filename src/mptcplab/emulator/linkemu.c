@@ -1,0 +1,493 @@
+/*
+ * linkemu: a user-space link emulator for kernels without the netem qdisc.
+ *
+ * It sits in the middle of one link, in a network namespace of its own holding two veth ends,
+ * "a" and "b", whose peers are the link's two interfaces (for example h1-eth0 and s1-eth1). Every
+ * frame that arrives on one end leaves on the other after the model of that direction:
+ *
+ *   loss (random, or Gilbert-Elliott bursts) -> drop-tail queue (packets and/or bytes) ->
+ *   serialization at `rate` (the whole Ethernet frame counts, as with htb) -> delay + jitter
+ *   (order kept unless reordering is asked for) -> out.
+ *
+ * The queue is what waits for the serialiser, i.e. the bottleneck buffer; frames on the "wire"
+ * (the delay line) are not counted against it.
+ *
+ * Protocol on stdin/stdout (one line each), used by mptcplab's EmuLink:
+ *   after start:            prints "ready <pid>"; then waits for "go" (interfaces a and b exist)
+ *   "set a2b|b2a|both k=v..": rate (bit/s), delay_us, jitter_us, loss (0..1), limit_pkts,
+ *                             limit_bytes, reorder (0/1), ge_p ge_r ge_h ge_k (0..1, 0 = off)
+ *   "down" / "up":           drop everything (and flush queues) / forward again
+ *   "stats":                 prints one JSON line of counters
+ *   "quit" or EOF:           exits (its namespace, and with it the link, goes away)
+ *
+ * Build: cc -O2 -o linkemu linkemu.c -lm   (Linux >= 4.20 for PACKET_IGNORE_OUTGOING)
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/if_packet.h>
+#include <math.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+
+#define BATCH 64
+#define FRAME_MAX 65536
+
+struct pkt {
+	uint64_t dep;   /* departure time, ns */
+	uint64_t seq;   /* arrival order: ties in the heap leave in arrival order */
+	uint32_t len;
+	unsigned char data[];
+};
+
+struct backlog_ent { uint64_t tx_end; uint32_t len; };
+
+struct dir {
+	const char *name;
+	int rx, tx;
+	/* model */
+	double rate;          /* bit/s; 0 = not shaped */
+	int64_t delay_ns, jitter_ns;
+	double loss;          /* probability */
+	double ge_p, ge_r, ge_h, ge_k; /* Gilbert-Elliott: P(G->B), P(B->G), 1-loss in B, 1-loss in G */
+	int ge_bad;
+	uint32_t limit_pkts;  /* 0 = no limit */
+	uint64_t limit_bytes; /* 0 = no limit */
+	int reorder;
+	/* state */
+	uint64_t next_free, last_dep, seq;
+	struct pkt **heap; size_t heap_n, heap_cap;
+	struct backlog_ent *bl; size_t bl_head, bl_n, bl_cap; uint64_t bl_bytes;
+	/* counters */
+	uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes, drop_loss, drop_queue, drop_down, tx_err;
+	uint64_t max_backlog_pkts;
+};
+
+static struct dir dirs[2];
+static int link_down;
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static double urand(void) /* xorshift64*, [0,1) */
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "linkemu: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* ---------------------------------------------------------------- heap by (dep, seq) */
+
+static int before(const struct pkt *x, const struct pkt *y)
+{
+	return x->dep < y->dep || (x->dep == y->dep && x->seq < y->seq);
+}
+
+static void heap_push(struct dir *d, struct pkt *p)
+{
+	if (d->heap_n == d->heap_cap) {
+		d->heap_cap = d->heap_cap ? d->heap_cap * 2 : 1024;
+		d->heap = realloc(d->heap, d->heap_cap * sizeof(*d->heap));
+		if (!d->heap)
+			die("realloc");
+	}
+	size_t i = d->heap_n++;
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+		if (!before(p, d->heap[parent]))
+			break;
+		d->heap[i] = d->heap[parent];
+		i = parent;
+	}
+	d->heap[i] = p;
+}
+
+static struct pkt *heap_pop(struct dir *d)
+{
+	struct pkt *top = d->heap[0], *last = d->heap[--d->heap_n];
+	size_t i = 0;
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		const struct pkt *mp = last;
+		if (l < d->heap_n && before(d->heap[l], mp)) { m = l; mp = d->heap[l]; }
+		if (r < d->heap_n && before(d->heap[r], mp)) { m = r; }
+		if (m == i)
+			break;
+		d->heap[i] = d->heap[m];
+		i = m;
+	}
+	if (d->heap_n)
+		d->heap[i] = last;
+	return top;
+}
+
+/* ---------------------------------------------------------------- backlog (the queue) */
+
+static void backlog_expire(struct dir *d, uint64_t now)
+{
+	while (d->bl_n && d->bl[d->bl_head].tx_end <= now) {
+		d->bl_bytes -= d->bl[d->bl_head].len;
+		d->bl_head = (d->bl_head + 1) % d->bl_cap;
+		d->bl_n--;
+	}
+}
+
+static void backlog_add(struct dir *d, uint64_t tx_end, uint32_t len)
+{
+	if (d->bl_n == d->bl_cap) {
+		size_t cap = d->bl_cap ? d->bl_cap * 2 : 1024;
+		struct backlog_ent *nb = malloc(cap * sizeof(*nb));
+		if (!nb)
+			die("malloc");
+		for (size_t i = 0; i < d->bl_n; i++)
+			nb[i] = d->bl[(d->bl_head + i) % d->bl_cap];
+		free(d->bl);
+		d->bl = nb;
+		d->bl_cap = cap;
+		d->bl_head = 0;
+	}
+	d->bl[(d->bl_head + d->bl_n) % d->bl_cap] = (struct backlog_ent){tx_end, len};
+	d->bl_n++;
+	d->bl_bytes += len;
+	if (d->bl_n > d->max_backlog_pkts)
+		d->max_backlog_pkts = d->bl_n;
+}
+
+/* ---------------------------------------------------------------- the model */
+
+static int lost(struct dir *d)
+{
+	if (d->ge_p > 0 || d->ge_r > 0) {
+		/* Gilbert-Elliott, as netem's gemodel: transition, then loss by the state's rate. */
+		if (!d->ge_bad) {
+			if (urand() < d->ge_p)
+				d->ge_bad = 1;
+		} else if (urand() < d->ge_r) {
+			d->ge_bad = 0;
+		}
+		double keep = d->ge_bad ? d->ge_h : d->ge_k;
+		return urand() >= keep;
+	}
+	return d->loss > 0 && urand() < d->loss;
+}
+
+static void arrive(struct dir *d, const unsigned char *frame, uint32_t len, uint64_t now)
+{
+	d->rx_pkts++;
+	d->rx_bytes += len;
+	if (link_down) {
+		d->drop_down++;
+		return;
+	}
+	if (lost(d)) {
+		d->drop_loss++;
+		return;
+	}
+	uint64_t tx_end = now;
+	if (d->rate > 0) {
+		backlog_expire(d, now);
+		if ((d->limit_pkts && d->bl_n >= d->limit_pkts) ||
+		    (d->limit_bytes && d->bl_bytes + len > d->limit_bytes)) {
+			d->drop_queue++;
+			return;
+		}
+		uint64_t start = d->next_free > now ? d->next_free : now;
+		tx_end = start + (uint64_t)((double)len * 8.0 * 1e9 / d->rate);
+		d->next_free = tx_end;
+		backlog_add(d, tx_end, len);
+	}
+	int64_t delay = d->delay_ns;
+	if (d->jitter_ns > 0)
+		delay += (int64_t)((urand() * 2.0 - 1.0) * (double)d->jitter_ns);
+	if (delay < 0)
+		delay = 0;
+	uint64_t dep = tx_end + (uint64_t)delay;
+	if (!d->reorder && dep < d->last_dep)
+		dep = d->last_dep; /* jitter without reordering: never overtake the previous frame */
+	d->last_dep = dep;
+	struct pkt *p = malloc(sizeof(*p) + len);
+	if (!p)
+		die("malloc");
+	p->dep = dep;
+	p->seq = d->seq++;
+	p->len = len;
+	memcpy(p->data, frame, len);
+	heap_push(d, p);
+}
+
+static void depart(struct dir *d, uint64_t now)
+{
+	while (d->heap_n && d->heap[0]->dep <= now) {
+		struct pkt *p = heap_pop(d);
+		if (send(d->tx, p->data, p->len, MSG_DONTWAIT) < 0) {
+			d->tx_err++;
+		} else {
+			d->tx_pkts++;
+			d->tx_bytes += p->len;
+		}
+		free(p);
+	}
+}
+
+static void flush(struct dir *d)
+{
+	while (d->heap_n)
+		free(heap_pop(d));
+	d->bl_n = d->bl_head = 0;
+	d->bl_bytes = 0;
+	d->next_free = d->last_dep = 0;
+}
+
+/* ---------------------------------------------------------------- sockets */
+
+static int open_if(const char *ifname)
+{
+	int s = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(ETH_P_ALL));
+	if (s < 0)
+		die("socket(AF_PACKET)");
+	unsigned idx = if_nametoindex(ifname);
+	if (!idx) {
+		fprintf(stderr, "linkemu: no interface %s\n", ifname);
+		exit(1);
+	}
+	struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = idx};
+	if (bind(s, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+		die("bind");
+	int one = 1, buf = 8 << 20;
+	if (setsockopt(s, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0)
+		die("PACKET_IGNORE_OUTGOING");
+	setsockopt(s, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
+	setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf));
+	setsockopt(s, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof(buf));
+	return s;
+}
+
+/* ---------------------------------------------------------------- control */
+
+static int set_param(struct dir *d, const char *k, const char *v)
+{
+	double x = strtod(v, NULL);
+	if (!strcmp(k, "rate")) d->rate = x;
+	else if (!strcmp(k, "delay_us")) d->delay_ns = (int64_t)(x * 1000);
+	else if (!strcmp(k, "jitter_us")) d->jitter_ns = (int64_t)(x * 1000);
+	else if (!strcmp(k, "loss")) d->loss = x;
+	else if (!strcmp(k, "limit_pkts")) d->limit_pkts = (uint32_t)x;
+	else if (!strcmp(k, "limit_bytes")) d->limit_bytes = (uint64_t)x;
+	else if (!strcmp(k, "reorder")) d->reorder = x != 0;
+	else if (!strcmp(k, "ge_p")) d->ge_p = x;
+	else if (!strcmp(k, "ge_r")) d->ge_r = x;
+	else if (!strcmp(k, "ge_h")) d->ge_h = x;
+	else if (!strcmp(k, "ge_k")) d->ge_k = x;
+	else return -1;
+	return 0;
+}
+
+static void print_stats(void)
+{
+	printf("{");
+	for (int i = 0; i < 2; i++) {
+		struct dir *d = &dirs[i];
+		printf("%s\"%s\":{\"rx_pkts\":%" PRIu64 ",\"rx_bytes\":%" PRIu64 ",\"tx_pkts\":%" PRIu64
+		       ",\"tx_bytes\":%" PRIu64 ",\"drop_loss\":%" PRIu64 ",\"drop_queue\":%" PRIu64
+		       ",\"drop_down\":%" PRIu64 ",\"tx_err\":%" PRIu64 ",\"queued\":%zu,\"max_backlog_pkts\":%" PRIu64
+		       ",\"rate\":%.0f,\"delay_us\":%.3f,\"jitter_us\":%.3f,\"loss\":%g,\"limit_pkts\":%u,\"limit_bytes\":%" PRIu64 "}",
+		       i ? "," : "", d->name, d->rx_pkts, d->rx_bytes, d->tx_pkts, d->tx_bytes, d->drop_loss,
+		       d->drop_queue, d->drop_down, d->tx_err, d->heap_n, d->max_backlog_pkts, d->rate,
+		       d->delay_ns / 1000.0, d->jitter_ns / 1000.0, d->loss, d->limit_pkts, d->limit_bytes);
+	}
+	printf(",\"down\":%d}\n", link_down);
+	fflush(stdout);
+}
+
+/* Returns 1 to quit. */
+static int command(char *line)
+{
+	char *save, *tok = strtok_r(line, " \t\r\n", &save);
+	if (!tok)
+		return 0;
+	if (!strcmp(tok, "quit"))
+		return 1;
+	if (!strcmp(tok, "stats")) { print_stats(); return 0; }
+	if (!strcmp(tok, "down")) { link_down = 1; flush(&dirs[0]); flush(&dirs[1]); printf("ok\n"); fflush(stdout); return 0; }
+	if (!strcmp(tok, "up")) { link_down = 0; printf("ok\n"); fflush(stdout); return 0; }
+	if (!strcmp(tok, "set")) {
+		char *which = strtok_r(NULL, " \t\r\n", &save);
+		int lo = 0, hi = 1;
+		if (which && !strcmp(which, "a2b")) hi = 0;
+		else if (which && !strcmp(which, "b2a")) lo = 1;
+		else if (!which || strcmp(which, "both")) { printf("error: set a2b|b2a|both k=v...\n"); fflush(stdout); return 0; }
+		char *kv;
+		while ((kv = strtok_r(NULL, " \t\r\n", &save))) {
+			char *eq = strchr(kv, '=');
+			if (!eq) { printf("error: %s is not k=v\n", kv); fflush(stdout); return 0; }
+			*eq = 0;
+			for (int i = lo; i <= hi; i++)
+				if (set_param(&dirs[i], kv, eq + 1) < 0) { printf("error: unknown parameter %s\n", kv); fflush(stdout); return 0; }
+		}
+		printf("ok\n");
+		fflush(stdout);
+		return 0;
+	}
+	printf("error: unknown command %s\n", tok);
+	fflush(stdout);
+	return 0;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	if (f) { fputs(text, f); fclose(f); }
+}
+
+int main(int argc, char **argv)
+{
+	/* Our own network namespace: the link's middle lives and dies with this process. */
+	if (argc > 1 && !strcmp(argv[1], "--no-netns")) {
+		argc--; argv++;
+	} else if (unshare(CLONE_NEWNET) < 0) {
+		die("unshare(CLONE_NEWNET)");
+	}
+	/* No IPv6 chatter (router solicitations, DAD) from the emulator's own ends. */
+	write_file("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+	write_file("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
+	const char *ifa = "a", *ifb = "b";
+	dirs[0].name = "a2b";
+	dirs[1].name = "b2a";
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--seed") && i + 1 < argc) rng_state = strtoull(argv[++i], NULL, 0) | 1;
+		else if (!strcmp(argv[i], "--ifa") && i + 1 < argc) ifa = argv[++i];
+		else if (!strcmp(argv[i], "--ifb") && i + 1 < argc) ifb = argv[++i];
+		else { fprintf(stderr, "linkemu: unknown argument %s\n", argv[i]); return 2; }
+	}
+	signal(SIGPIPE, SIG_IGN);
+	printf("ready %d\n", (int)getpid());
+	fflush(stdout);
+
+	char line[1024];
+	/* Configuration lines until "go": the interfaces exist after that. */
+	for (;;) {
+		if (!fgets(line, sizeof(line), stdin))
+			return 0;
+		if (!strncmp(line, "go", 2))
+			break;
+		if (command(line))
+			return 0;
+	}
+	dirs[0].rx = dirs[1].tx = open_if(ifa);
+	dirs[0].tx = dirs[1].rx = open_if(ifb);
+	printf("running\n");
+	fflush(stdout);
+
+	int ep = epoll_create1(0), tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+	if (ep < 0 || tfd < 0)
+		die("epoll/timerfd");
+	struct epoll_event ev = {.events = EPOLLIN};
+	ev.data.u32 = 0; epoll_ctl(ep, EPOLL_CTL_ADD, dirs[0].rx, &ev);
+	ev.data.u32 = 1; epoll_ctl(ep, EPOLL_CTL_ADD, dirs[1].rx, &ev);
+	ev.data.u32 = 2; epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
+	ev.data.u32 = 3; epoll_ctl(ep, EPOLL_CTL_ADD, STDIN_FILENO, &ev);
+	fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+
+	static unsigned char bufs[BATCH][FRAME_MAX];
+	struct mmsghdr msgs[BATCH];
+	struct iovec iov[BATCH];
+	char cmdbuf[4096];
+	size_t cmdlen = 0;
+	uint64_t armed = 0;
+	for (;;) {
+		struct epoll_event evs[8];
+		int n = epoll_wait(ep, evs, 8, -1);
+		if (n < 0 && errno != EINTR)
+			die("epoll_wait");
+		for (int e = 0; e < n; e++) {
+			uint32_t which = evs[e].data.u32;
+			if (which < 2) {
+				struct dir *d = &dirs[which];
+				for (;;) {
+					for (int i = 0; i < BATCH; i++) {
+						iov[i] = (struct iovec){bufs[i], FRAME_MAX};
+						memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+						msgs[i].msg_hdr.msg_iov = &iov[i];
+						msgs[i].msg_hdr.msg_iovlen = 1;
+					}
+					int got = recvmmsg(d->rx, msgs, BATCH, MSG_DONTWAIT, NULL);
+					if (got <= 0)
+						break;
+					uint64_t t = now_ns();
+					for (int i = 0; i < got; i++)
+						arrive(d, bufs[i], msgs[i].msg_len, t);
+					depart(d, now_ns());
+					if (got < BATCH)
+						break;
+				}
+			} else if (which == 2) {
+				uint64_t exp;
+				if (read(tfd, &exp, sizeof(exp)) < 0 && errno != EAGAIN)
+					die("timerfd read");
+				armed = 0;
+			} else {
+				ssize_t r = read(STDIN_FILENO, cmdbuf + cmdlen, sizeof(cmdbuf) - 1 - cmdlen);
+				if (r == 0)
+					return 0; /* our owner is gone */
+				if (r > 0) {
+					cmdlen += r;
+					cmdbuf[cmdlen] = 0;
+					char *nl;
+					while ((nl = strchr(cmdbuf, '\n'))) {
+						*nl = 0;
+						if (command(cmdbuf))
+							return 0;
+						memmove(cmdbuf, nl + 1, cmdlen - (nl + 1 - cmdbuf) + 1);
+						cmdlen -= nl + 1 - cmdbuf;
+					}
+					if (cmdlen >= sizeof(cmdbuf) - 1)
+						cmdlen = 0;
+				}
+			}
+		}
+		uint64_t t = now_ns();
+		depart(&dirs[0], t);
+		depart(&dirs[1], t);
+		/* Arm the timer for the next departure. */
+		uint64_t next = 0;
+		for (int i = 0; i < 2; i++)
+			if (dirs[i].heap_n && (!next || dirs[i].heap[0]->dep < next))
+				next = dirs[i].heap[0]->dep;
+		if (next && next != armed) {
+			struct itimerspec its = {0};
+			its.it_value.tv_sec = next / 1000000000ull;
+			its.it_value.tv_nsec = next % 1000000000ull;
+			timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
+			armed = next;
+		}
+	}
+}
