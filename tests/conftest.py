@@ -61,7 +61,7 @@ def snapshot() -> Snapshot:
             argv = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if re.search(r"(^|/)(iperf3|mnexec)\b|mininet:", argv) and "pytest" not in argv:
+        if re.search(r"(^|/)(iperf3|mnexec|linkemu-[0-9a-f]+)\b|mininet:", argv) and "pytest" not in argv:
             procs.append(f"{d.name} {argv.strip()}")
     from mptcplab.registry import STATE_DIR
 

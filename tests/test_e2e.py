@@ -33,7 +33,7 @@ def short_spec(tmp_path: Path, duration: float = 4, repetitions: int = 2, **traf
 
 def test_dual_path_end_to_end(tmp_path, no_leftovers):
     out = tmp_path / "run"
-    r = cli("run-experiment", str(short_spec(tmp_path)), "--out", str(out))
+    r = cli("run-experiment", str(short_spec(tmp_path, duration=5)), "--out", str(out))
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out / "summary.csv")
     assert len(df) == 4 and df["error"].isna().all()
@@ -58,8 +58,16 @@ def test_dual_path_end_to_end(tmp_path, no_leftovers):
     for host in ("h1", "h2"):
         assert meta["network"]["hosts"][host]["limits"] == {"subflows": 2, "add_addr_accepted": 2}
     assert [e["addr4"] for e in meta["network"]["hosts"]["h2"]["endpoints"]] == ["10.0.2.2"]
+    # The links were proven before measuring: RTT of each path as the spec implies (10 and 40 ms
+    # one way), whichever backend this machine uses.
+    check = json.loads((out / "selfcheck.json").read_text())
+    assert check["ok"] and [p["expected_rtt_ms"] > 0 for p in check["paths"]] == [True, True]
+    assert [round(p["measured_rtt_ms"] / 10) for p in check["paths"]] == [2, 8]
+    links = meta["network"]["links"]
+    assert {l["backend"] for l in links.values()} == {meta["shaping_backend"]}
     for ifname, info in meta["network"]["interfaces"].items():
-        assert "htb" in {q["kind"] for q in info["qdiscs"]}, ifname
+        if meta["shaping_backend"] == "netem":
+            assert "htb" in {q["kind"] for q in info["qdiscs"]}, ifname
         assert info["offloads"]["tso"] == "off", ifname
     for f in ("goodput.pdf", "goodput.png"):
         assert (out / "figures" / f).stat().st_size > 1000
@@ -127,18 +135,33 @@ def test_switch_named_like_a_foreign_bridge_is_refused(tmp_path, foreign_bridge,
     assert not (tmp_path / "results").exists()
 
 
-def test_delay_without_netem_is_refused(tmp_path, no_leftovers):
+def test_netem_asked_for_without_netem_is_refused(tmp_path, no_leftovers):
     from mptcplab.capabilities import has_netem
 
     if has_netem():
-        pytest.skip("this kernel has netem: delay is emulated, there is nothing to refuse")
-    spec = yaml.safe_load(short_spec(tmp_path).read_text())
-    topo = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
-    topo["links"][1]["delay"] = 10
-    spec["topology"] = topo
-    path = tmp_path / "delay.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    r = cli("run-experiment", str(path))
+        pytest.skip("this kernel has netem: there is nothing to refuse")
+    r = cli("run-experiment", str(short_spec(tmp_path)), "--shaper", "netem")
     assert r.returncode == 2, r.stderr
-    assert "links[1] (h1-s2): delay 10 needs the netem qdisc" in r.stderr
+    assert "links[0] (h1-s1): shaper netem: this kernel has no netem qdisc" in r.stderr
+    assert "Traceback" not in r.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_link_the_emulator_cannot_carry_fails_self_check(tmp_path, no_leftovers):
+    """Asked for 5 Gbit/s per link: the user-space path cannot carry it, so nothing is measured."""
+    spec = yaml.safe_load(short_spec(tmp_path, duration=2, repetitions=1).read_text())
+    topo = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
+    for link in topo["links"]:
+        link["bw"] = 5000
+        link["queue"] = 1000
+    spec["topology"] = topo
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(path), "--shaper", "userspace", "--check", "full", "--out", str(out))
+    assert r.returncode == 3, r.stderr
+    assert "self-check (full, userspace): FAILED" in r.stderr and "nothing was measured" in r.stderr
+    check = json.loads((out / "selfcheck.json").read_text())
+    assert not check["ok"] and all(p["rate_ok"] is False for p in check["paths"])
+    assert not (out / "summary.csv").exists()
+    assert not list((out / "raw").iterdir())
