@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := mininet openvswitch-switch iperf3 mptcpize ethtool iputils-ping iproute2 tshark \
-                python3-venv python3-pip util-linux git make
+                python3-venv python3-pip util-linux git make gcc libc6-dev
 OVS_CTL := /usr/share/openvswitch/scripts/ovs-ctl
 PYTEST_ARGS ?=
 

@@ -29,32 +29,16 @@ def backends():
 
 @contextmanager
 def pair(shaper: str, **params):
-    """h1 (10.9.0.1) -- EmuLink(**params) -- h2 (10.9.0.2); yields (net, link)."""
-    from mininet.log import setLogLevel
-    from mininet.net import Mininet
+    """h1a (10.9.1.1) -- EmuLink(**params) -- h1b (10.9.1.2); yields (net, link)."""
+    from mptcplab.testbed import pair as testbed_pair
 
-    from mptcplab import EmuLink
-
-    setLogLevel("warning")
-    net = Mininet(topo=None, controller=None, build=False)
-    h1, h2 = net.addHost("h1", ip=None), net.addHost("h2", ip=None)
-    try:
-        link = net.addLink(h1, h2, cls=EmuLink, shaper=shaper, **params)
-        net.build()
-        for h, ip in ((h1, "10.9.0.1/24"), (h2, "10.9.0.2/24")):
-            intf = h.intfList()[0].name
-            for argv in (["ethtool", "-K", intf, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"],
-                         ["ip", "addr", "add", ip, "dev", intf], ["ip", "link", "set", intf, "up"]):
-                h.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait()
-        h1.popen(["ping", "-c", "1", "-W", "2", "10.9.0.2"], stdout=subprocess.DEVNULL).wait()  # ARP
+    with testbed_pair(shaper, **params) as (net, link):
         yield net, link
-    finally:
-        net.stop()
 
 
 def ping(net, count=20, interval=0.05) -> tuple[list[float], list[int]]:
     """RTTs (ms) and the sequence numbers answered, h1 -> h2."""
-    p = net["h1"].popen(["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "2", "10.9.0.2"],
+    p = net["h1a"].popen(["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "2", "10.9.1.2"],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, _ = p.communicate(timeout=count * interval + 30)
     pairs = re.findall(r"icmp_seq=(\d+) ttl=\d+ time=([0-9.]+) ms", out)
@@ -62,9 +46,9 @@ def ping(net, count=20, interval=0.05) -> tuple[list[float], list[int]]:
 
 
 def iperf3(net, *args: str, seconds: float = 3) -> dict:
-    srv = net["h2"].popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    srv = net["h1b"].popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)
-    cli = net["h1"].popen(["iperf3", "-c", "10.9.0.2", "-J", "-t", f"{seconds:g}", *args],
+    cli = net["h1a"].popen(["iperf3", "-c", "10.9.1.2", "-J", "-t", f"{seconds:g}", *args],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = cli.communicate(timeout=seconds + 30)
     sout, _ = srv.communicate(timeout=30)

@@ -151,6 +151,8 @@ class Capabilities:
     mininet: str | None
     mptcpize: bool
     ethtool: bool
+    cc: bool
+    nsenter: bool
 
     @property
     def datapath(self) -> str:
@@ -158,7 +160,9 @@ class Capabilities:
 
     @property
     def shaping_backend(self) -> str:
-        return "htb+netem" if self.netem else "htb (no netem: delay, jitter and loss unavailable)"
+        """What `shaper: auto` uses here (a link netem cannot express exactly still gets the
+        user-space emulator)."""
+        return "netem" if self.netem else "userspace"
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -184,6 +188,8 @@ def probe() -> Capabilities:
         mininet=mininet_version(),
         mptcpize=bool(shutil.which("mptcpize")),
         ethtool=bool(shutil.which("ethtool")),
+        cc=bool(shutil.which("cc") or shutil.which("gcc")),
+        nsenter=bool(shutil.which("nsenter")),
     )
 
 

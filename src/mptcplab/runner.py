@@ -270,6 +270,8 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
                             flagged.append(f"{test.label}: {why}")
                             progress.console.print(f"[yellow]warning[/] {test.label}: {why}")
                         progress.advance(task)
+                # What the links did: emulator counters (drops by loss and by queue) or qdisc stats.
+                meta["link_stats"] = {pl.name: net.link(pl.index).stats() for pl in plan.links}
             finally:
                 net.stop()
     except Interrupted as e:

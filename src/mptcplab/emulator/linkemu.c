@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -389,6 +390,8 @@ int main(int argc, char **argv)
 		else { fprintf(stderr, "linkemu: unknown argument %s\n", argv[i]); return 2; }
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* Wake at the departure time, not up to 50 us later (the default timer slack). */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 	printf("ready %d\n", (int)getpid());
 	fflush(stdout);
 
