@@ -78,7 +78,7 @@ struct dir {
 	struct backlog_ent *bl; size_t bl_head, bl_n, bl_cap; uint64_t bl_bytes;
 	/* counters */
 	uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes, drop_loss, drop_queue, drop_down, tx_err;
-	uint64_t max_backlog_pkts;
+	uint64_t max_backlog_pkts, max_backlog_bytes;
 };
 
 static struct dir dirs[2];
@@ -181,6 +181,8 @@ static void backlog_add(struct dir *d, uint64_t tx_end, uint32_t len)
 	d->bl_bytes += len;
 	if (d->bl_n > d->max_backlog_pkts)
 		d->max_backlog_pkts = d->bl_n;
+	if (d->bl_bytes > d->max_backlog_bytes)
+		d->max_backlog_bytes = d->bl_bytes;
 }
 
 /* ---------------------------------------------------------------- the model */
@@ -320,9 +322,10 @@ static void print_stats(void)
 		printf("%s\"%s\":{\"rx_pkts\":%" PRIu64 ",\"rx_bytes\":%" PRIu64 ",\"tx_pkts\":%" PRIu64
 		       ",\"tx_bytes\":%" PRIu64 ",\"drop_loss\":%" PRIu64 ",\"drop_queue\":%" PRIu64
 		       ",\"drop_down\":%" PRIu64 ",\"tx_err\":%" PRIu64 ",\"queued\":%zu,\"max_backlog_pkts\":%" PRIu64
+		       ",\"max_backlog_bytes\":%" PRIu64
 		       ",\"rate\":%.0f,\"delay_us\":%.3f,\"jitter_us\":%.3f,\"loss\":%g,\"limit_pkts\":%u,\"limit_bytes\":%" PRIu64 "}",
 		       i ? "," : "", d->name, d->rx_pkts, d->rx_bytes, d->tx_pkts, d->tx_bytes, d->drop_loss,
-		       d->drop_queue, d->drop_down, d->tx_err, d->heap_n, d->max_backlog_pkts, d->rate,
+		       d->drop_queue, d->drop_down, d->tx_err, d->heap_n, d->max_backlog_pkts, d->max_backlog_bytes, d->rate,
 		       d->delay_ns / 1000.0, d->jitter_ns / 1000.0, d->loss, d->limit_pkts, d->limit_bytes);
 	}
 	printf(",\"down\":%d}\n", link_down);
