@@ -8,6 +8,7 @@ measured); 130 interrupted (everything created was removed).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -27,7 +28,7 @@ def _fail(problems: list[str], code: int = 2, what: str = "error") -> None:
 
 
 def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = None,
-         check: Optional[str] = None) -> None:
+         check: Optional[str] = None, pox_home: Optional[str] = None) -> None:
     from .network import PreflightError
     from .plan import PlanError
     from .runner import Interrupted, run
@@ -39,7 +40,8 @@ def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = 
     if check not in (None, "none", "rtt", "full"):
         _fail([f"--check: {check!r} is not one of none, rtt, full"])
     try:
-        report = run(spec, out=out, dry_run=dry_run, console=err, shaper=shaper, check=check)
+        report = run(spec, out=out, dry_run=dry_run, console=err, shaper=shaper, check=check,
+                     pox_home=pox_home)
     except (SpecError, PlanError, PreflightError) as e:
         _fail(e.problems)
     except FileExistsError as e:
@@ -50,6 +52,12 @@ def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = 
     except Interrupted as e:
         err.print(f"interrupted by {e}; the network was torn down")
         raise typer.Exit(130)
+    except Exception as e:  # an internal failure: say it in one line, keep the traceback on demand
+        if os.environ.get("MPTCPLAB_DEBUG"):
+            raise
+        err.print(f"[red]error:[/] the run failed: {type(e).__name__}: {e} (everything it created was "
+                  "removed; MPTCPLAB_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     if report is not None and any(r.get("error") for r in report.rows):
         raise typer.Exit(1)
 
@@ -64,9 +72,10 @@ def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
     shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
     check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
+    pox_home: Optional[str] = typer.Option(None, "--pox-home", help="POX checkout (else $POX_HOME)"),
 ) -> None:
     """Run an experiment: build the network, run the tests, store results, draw figures."""
-    _run(spec, out, dry_run, shaper, check)
+    _run(spec, out, dry_run, shaper, check, pox_home)
 
 
 @app.command()
@@ -140,9 +149,10 @@ def _run_experiment(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
     shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
     check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
+    pox_home: Optional[str] = typer.Option(None, "--pox-home", help="POX checkout (else $POX_HOME)"),
 ) -> None:
     """Run an experiment spec (same as `mptcplab run`)."""
-    _run(spec, out, dry_run, shaper, check)
+    _run(spec, out, dry_run, shaper, check, pox_home)
 
 
 def run_experiment_main() -> None:

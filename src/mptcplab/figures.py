@@ -46,30 +46,31 @@ def _save(fig: plt.Figure, out_dir: Path, stem: str, formats: list[str]) -> list
     return paths
 
 
-def goodput_by_protocol(df: pd.DataFrame, out_dir: Path, formats: list[str],
-                        link_rate: float | None = None) -> list[Path]:
-    """MPTCP vs TCP goodput: mean with 95% CI, every repetition as a dot."""
+def goodput_by_variant(df: pd.DataFrame, out_dir: Path, formats: list[str],
+                       link_rate: float | None = None, maxflow: float | None = None) -> list[Path]:
+    """Goodput per variant (MPTCP vs TCP when there are no variants): mean with 95% CI, every
+    repetition as a dot; dashed lines for one path's rate and for the max-flow."""
     ok = df[df["error"].isna()] if "error" in df else df
-    order = [p for p in PROTOCOL_ORDER if p in set(ok["protocol"])] + \
-        sorted(set(ok["protocol"]) - set(PROTOCOL_ORDER))
+    col = "variant" if "variant" in ok and ok["variant"].notna().all() else "protocol"
+    seen = list(dict.fromkeys(ok[col]))
+    order = [p for p in PROTOCOL_ORDER if p in seen] + [v for v in seen if v not in PROTOCOL_ORDER]
     labels = [PROTOCOL_LABELS.get(p, p) for p in order]
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.1))
-    sns.barplot(data=ok, x="protocol", y="goodput_mbps", order=order, hue="protocol",
-                hue_order=order, errorbar=("ci", 95), capsize=0.15, err_kws={"linewidth": 0.8},
-                width=0.55, ax=ax, legend=False)
-    sns.stripplot(data=ok, x="protocol", y="goodput_mbps", order=order, color="0.15", size=2.5,
-                  jitter=0.12, ax=ax)
-    ax.set_xticks(range(len(order)), labels)
+    sns.barplot(data=ok, x=col, y="goodput_mbps", order=order, hue=col, hue_order=order,
+                errorbar=("ci", 95), capsize=0.15, err_kws={"linewidth": 0.8}, width=0.55, ax=ax,
+                legend=False)
+    sns.stripplot(data=ok, x=col, y="goodput_mbps", order=order, color="0.15", size=2.5, jitter=0.12, ax=ax)
+    ax.set_xticks(range(len(order)), labels, rotation=0 if len(order) < 4 else 20)
     ax.set_xlabel("")
     ax.set_ylabel("Goodput (Mbit/s)")
-    if link_rate:
-        ax.axhline(link_rate, color="0.4", linestyle="--", linewidth=0.7)
-        ax.annotate("one path", (len(order) - 0.5, link_rate), ha="right", va="bottom", fontsize=6,
-                    color="0.3", xycoords="data")
-    n = ok.groupby("protocol").size()
+    for value, text in ((link_rate, "one path"), (maxflow, "max-flow")):
+        if value:
+            ax.axhline(value, color="0.4", linestyle="--", linewidth=0.7)
+            ax.annotate(text, (len(order) - 0.5, value), ha="right", va="bottom", fontsize=6, color="0.3")
+    n = ok.groupby(col).size()
     reps = int(n.min()) if len(n) else 0
     ax.set_title(f"{df['experiment'].iloc[0]} ({reps} repetitions, 95% CI)", fontsize=7)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(bottom=0, top=max(ok["goodput_mbps"].max(), maxflow or 0, link_rate or 0) * 1.12)
     return _save(fig, out_dir, "goodput", formats)
 
 
@@ -82,4 +83,7 @@ def render(run_dir: str | Path, formats: list[str] | None = None) -> list[Path]:
     paper_style()
     rates = df["bw_mbps"].dropna() if "bw_mbps" in df else pd.Series(dtype=float)
     link_rate = float(rates.iloc[0]) if len(rates) and rates.nunique() == 1 else None
-    return goodput_by_protocol(df, run_dir / "figures", formats, link_rate)
+    maxflow = meta.get("maxflow_mbps")
+    if link_rate and maxflow and abs(maxflow - link_rate) < 1e-9:
+        maxflow = None
+    return goodput_by_variant(df, run_dir / "figures", formats, link_rate, maxflow)

@@ -115,8 +115,15 @@ def needs_netem(d: dict[str, Any]) -> bool:
     return bool(d["delay"] or d["jitter"] or d["loss"] or d["burst_loss"])
 
 
+def shaped(d: dict[str, Any]) -> bool:
+    return bool(d["bw"] or d["queue"] or d["queue_bytes"] or needs_netem(d))
+
+
 def choose_backend(requested: str, up: dict[str, Any], down: dict[str, Any], netem: bool | None = None) -> str:
-    """'netem' or 'userspace' for one link, or LinkEmulationError when asked for the impossible."""
+    """'netem', 'userspace' or 'plain' (nothing to emulate: a bare veth pair) for one link, or
+    LinkEmulationError when asked for the impossible."""
+    if requested == "auto" and not (shaped(up) or shaped(down)):
+        return "plain"
     netem = has_netem() if netem is None else netem
     reasons = [r for r in (netem_cannot(up), netem_cannot(down)) if r]
     if requested == "userspace":
@@ -204,7 +211,7 @@ class EmuIntf(Intf):
         if backend == "userspace":
             # The emulator forwards raw frames: they must be whole, with real checksums.
             node_run(self.node, ["ethtool", "-K", self.name, *OFFLOAD_ARGS])
-        else:
+        elif backend == "netem":
             self.apply_shaping()
         result["shaping"] = self.shaping
         return result
@@ -224,7 +231,7 @@ class EmuIntf(Intf):
 
     def check_shaping(self) -> list[str]:
         """What differs between the asked shaping and the qdiscs the kernel reports."""
-        if self.backend != "netem":
+        if self.backend != "netem" or not shaped(self.shaping):
             return []
         s = self.shaping
         kinds = {q.get("kind") for q in self.qdiscs()}
@@ -312,6 +319,9 @@ class EmuLink(Link):
         new_up, new_down = merged(self.up, up), merged(self.down, down)
         if self.emulator is not None:
             self.emulator.configure(Direction.from_model(new_up), Direction.from_model(new_down))
+        elif self.backend == "plain":
+            raise LinkEmulationError("this link was built without emulation (no parameters); give it "
+                                     "parameters in the spec, or shaper: userspace, to change it in place")
         else:
             if choose_backend("netem", new_up, new_down) != "netem":
                 raise LinkEmulationError("this change needs the user-space shaper")

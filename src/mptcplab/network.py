@@ -138,7 +138,9 @@ class Network:
     """A running emulated network. Use as a context manager: it always tears down."""
 
     def __init__(self, plan: Plan, caps: Capabilities, registry: Registry, shaper: str = "auto",
-                 seed: int = 1):
+                 seed: int = 1, controller: Any = None):
+        self.controller = controller  # StaticController / PoxController / None (learning switches)
+        self.signal_ports: dict[str, tuple[int, ...]] = {}
         self.shaper = shaper
         self.seed = seed
         self.plan = plan
@@ -176,7 +178,9 @@ class Network:
         self.registry.bridges([s.name for s in self.plan.switches])
         self.registry.interfaces(root_intfs + ([s.name for s in self.plan.switches]
                                                if self.caps.datapath == "user" else []))
-        switch = partial(LabSwitch, run_id=self.registry.run_id, datapath=self.caps.datapath)
+        # With a controller the switches must not fall back to flooding (loops): secure mode.
+        switch = partial(LabSwitch, run_id=self.registry.run_id, datapath=self.caps.datapath,
+                         failMode="secure" if self.controller else "standalone")
         self.net = Mininet(topo=self._topo(), switch=switch, host=Host, link=EmuLink,
                            controller=None, autoSetMacs=True, build=False)
         from . import emulator
@@ -196,6 +200,8 @@ class Network:
         self.timings["build_s"] = time.monotonic() - t0
         t1 = time.monotonic()
         self._offloads_off()
+        if self.controller is not None:
+            self.controller.start(self)
         for h in self.plan.hosts:
             self._configure_host(h)
         self._wait_connectivity()
@@ -250,7 +256,10 @@ class Network:
                 ipr.link("set", index=idx, state="up")
                 ipr.route("add", dst=intf.subnet, oif=idx, prefsrc=intf.ip, table=intf.table)
                 ipr.rule("add", src=intf.ip, src_len=32, table=intf.table, priority=intf.rule_priority)
-        sysctls = [f"net.mptcp.enabled={1 if h.mptcp.enabled else 0}"]
+        # Several interfaces of one host may share a subnet: answer ARP only for the address of
+        # the interface asked, and source ARP from the outgoing interface (no ARP flux).
+        sysctls = [f"net.mptcp.enabled={1 if h.mptcp.enabled else 0}",
+                   "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
         if os.path.exists("/proc/sys/net/mptcp/scheduler"):
             sysctls.append(f"net.mptcp.scheduler={h.mptcp.scheduler}")
         # Congestion control is set per socket by iperf3 (-C): a non-initial namespace may only
@@ -266,6 +275,23 @@ class Network:
             # an address out of its own interface (and pyroute2 0.9 cannot encode IF_IDX).
             for ep in h.mptcp.endpoints:
                 mp.endpoint("add", addr=ep.address, id=ep.id, flags=ep.flag_bits)
+        self.signal_ports[h.name] = ()
+        self.set_signal_ports(h.name, h.mptcp.signal_ports)
+
+    def set_signal_ports(self, host: str, ports: tuple[int, ...]) -> None:
+        """Announce the host's first address again with these ports (one `signal` endpoint each,
+        ids 100+k), replacing the ports announced so far. Ports must be fresh: an endpoint's
+        listening port stays taken for a while after the endpoint is removed."""
+        current = self.signal_ports.get(host, ())
+        if tuple(ports) == current:
+            return
+        addr = self.plan.host(host).intfs[0].ip
+        with MPTCP(netns=netns_path(self.node(host))) as mp:
+            for k, _ in enumerate(current):
+                mp.endpoint("del", id=100 + k)
+            for k, port in enumerate(ports):
+                mp.endpoint("add", addr=addr, port=port, id=100 + k, flags=1)
+        self.signal_ports[host] = tuple(ports)
 
     def _wait_connectivity(self, timeout: float = 10.0) -> None:
         """Every client address reaches the server address on its segment (learns L2 too)."""
@@ -324,7 +350,8 @@ class Network:
 
     @property
     def shaping_backend(self) -> str:
-        kinds = sorted(set(self.backends.values()))
+        """netem / userspace, or 'mixed: ...'; links with nothing to emulate ('plain') aside."""
+        kinds = sorted(set(self.backends.values()) - {"plain"}) or ["plain"]
         return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
 
     # ------------------------------------------------------------------ describe
@@ -332,7 +359,8 @@ class Network:
     def describe(self) -> dict[str, Any]:
         """Per host: sysctls, endpoints, limits, rules; per interface: qdiscs and offloads."""
         assert self.net is not None
-        out: dict[str, Any] = {"hosts": {}, "interfaces": {}, "links": {}}
+        out: dict[str, Any] = {"hosts": {}, "interfaces": {}, "links": {},
+                               "controller": self.controller.describe() if self.controller else {"kind": "none"}}
         for pl, link in zip(self.plan.links, self.net.links):
             out["links"][pl.name] = link.describe()
         for h in self.plan.hosts:
@@ -367,6 +395,8 @@ class Network:
 
     def stop(self) -> None:
         t0 = time.monotonic()
+        if self.controller is not None:
+            self.controller.stop()
         if self.net is not None:
             try:
                 self.net.stop()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .spec import Experiment, LinkParams
+
+if TYPE_CHECKING:  # the path core (networkx) is imported lazily
+    from .paths import Topology
 
 #: Mininet numbers host ports from 0 and switch ports from 1 (Switch.portBase).
 HOST_PORT_BASE = 0
@@ -20,6 +23,9 @@ SWITCH_PORT_BASE = 1
 #: Per-address routing tables and rule priorities (well clear of main=254, local=255).
 TABLE_BASE = 100
 RULE_PRIORITY_BASE = 1000
+#: Ports the server announces for a variant's extra subflows: fresh ones for every test (an
+#: endpoint's listening port cannot be announced again at once after its endpoint is removed).
+SIGNAL_PORT_BASE = 20000
 #: Endpoint flag bits of the in-kernel path manager (include/uapi/linux/mptcp.h).
 FLAG_BITS = {"signal": 1 << 0, "subflow": 1 << 1, "backup": 1 << 2, "fullmesh": 1 << 3}
 
@@ -67,6 +73,7 @@ class PlanMptcp:
     add_addr_accepted: int
     scheduler: str
     congestion_control: str | None
+    signal_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,10 +106,13 @@ class PlanTest:
     index: int
     protocol: str
     repetition: int
+    variant: str = ""
+    signal_ports: tuple[int, ...] = ()
+    expected_subflows: int = 1
 
     @property
     def label(self) -> str:
-        return f"{self.index:03d}-{self.protocol}-r{self.repetition}"
+        return f"{self.index:03d}-{self.variant or self.protocol}-r{self.repetition}"
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,8 @@ class Plan:
     server_address: str
     expected_subflows: int
     tests: tuple[PlanTest, ...]
+    controller: str = "none"
+    policy: str = "mixed"
     notes: tuple[str, ...] = field(default=())
 
     def host(self, name: str) -> PlanHost:
@@ -193,7 +205,7 @@ def expected_subflows(plan_client: PlanMptcp, plan_server: PlanMptcp) -> int:
         return 1
     n_subflow = sum(1 for e in plan_client.endpoints if "subflow" in e.flags and "fullmesh" not in e.flags)
     n_fullmesh = sum(1 for e in plan_client.endpoints if "fullmesh" in e.flags)
-    n_signal = sum(1 for e in plan_server.endpoints if "signal" in e.flags)
+    n_signal = sum(1 for e in plan_server.endpoints if "signal" in e.flags) + len(plan_server.signal_ports)
     accepted = min(n_signal, plan_client.add_addr_accepted)
     extra = n_subflow + accepted * max(1, n_fullmesh)
     return 1 + min(plan_client.subflows, extra)
@@ -311,6 +323,7 @@ def make_plan(exp: Experiment) -> Plan:
                 scheduler=(over.scheduler if over and over.scheduler else m.scheduler),
                 congestion_control=(over.congestion_control if over and over.congestion_control
                                     else m.congestion_control),
+                signal_ports=tuple(over.signal_ports) if over else (),
             ),
         ))
     by_host = {h.name: h for h in hosts}
@@ -329,14 +342,36 @@ def make_plan(exp: Experiment) -> Plan:
             "the initial subflow needs a direct path (mptcplab does not route between segments)"
         )
 
+    if exp.controller.kind == "none":
+        loop = _switch_loop(exp)
+        if loop:
+            problems.append(
+                f"topology: the switches form a loop ({' - '.join(loop)}); OVS learning switches would "
+                "flood it forever: use controller: {kind: static} or {kind: pox}")
+
+    server_mptcp = by_host[server].mptcp
+    variants = exp.variants or [None]
     tests = []
     for rep in range(1, exp.traffic.repetitions + 1):
-        for proto in exp.traffic.protocols:
-            tests.append(PlanTest(index=len(tests) + 1, protocol=proto, repetition=rep))
-
-    expected = exp.traffic.expect_subflows or expected_subflows(
-        by_host[client].mptcp, by_host[server].mptcp
-    )
+        for v in variants:
+            for proto in ([v.protocol] if v else exp.traffic.protocols):
+                index = len(tests) + 1
+                ports = server_mptcp.signal_ports
+                if v and v.extra_subflows:
+                    ports = tuple(SIGNAL_PORT_BASE + 10 * index + k for k in range(1, v.extra_subflows + 1))
+                if proto == "mptcp":
+                    server_v = PlanMptcp(**{**asdict(server_mptcp), "endpoints": server_mptcp.endpoints,
+                                            "signal_ports": ports})
+                    want = (v.expect_subflows if v and v.expect_subflows else None) or \
+                        exp.traffic.expect_subflows or expected_subflows(by_host[client].mptcp, server_v)
+                else:
+                    want = 1
+                tests.append(PlanTest(index=index, protocol=proto, repetition=rep,
+                                      variant=v.name if v else "", signal_ports=ports if proto == "mptcp" else (),
+                                      expected_subflows=want))
+    if any(p > 65535 for t in tests for p in t.signal_ports):
+        problems.append("variants: too many tests for fresh signal ports (at most about 4500)")
+    expected = max((t.expected_subflows for t in tests if t.protocol == "mptcp"), default=1)
     if problems:
         raise PlanError(problems)
     return Plan(
@@ -352,4 +387,50 @@ def make_plan(exp: Experiment) -> Plan:
         server_address=server_address,
         expected_subflows=expected,
         tests=tuple(tests),
+        controller=exp.controller.kind,
+        policy=exp.controller.policy,
     )
+
+
+def _switch_loop(exp: Experiment) -> list[str]:
+    """A cycle among the switches (hosts do not forward), or [] when there is none."""
+    import networkx as nx
+
+    g = nx.MultiGraph()
+    switches = set(exp.topology.switches)
+    g.add_nodes_from(switches)
+    for link in exp.topology.links:
+        a, b = link.endpoints
+        if a in switches and b in switches:
+            g.add_edge(a, b)
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        return []
+    return [u for u, *_ in cycle] + [cycle[0][0]]
+
+
+def controller_topology(plan: Plan, first_port: int) -> "Topology":
+    """The resolved topology the controller works on (written as JSON for POX).
+
+    ``port_subflow``: server port -> subflow index: the traffic port is subflow 0, a test's k-th
+    signalled port subflow k + 1.
+    """
+    from .paths import TopoLink, Topology
+
+    hosts = {h.name for h in plan.hosts}
+    attach: dict[str, list[dict[str, Any]]] = {h.name: [] for h in plan.hosts}
+    links = []
+    for link in plan.links:
+        i1, i2 = link.intf1, link.intf2
+        links.append(TopoLink(i1.node, i1.port, i2.node, i2.port, link.params.get("bw")))
+        for me, other in ((i1, i2), (i2, i1)):
+            if me.node in hosts:
+                attach[me.node].append({"name": me.name, "ip": me.ip, "switch": other.node,
+                                        "switch_port": other.port})
+    port_subflow = {first_port: 0}
+    for t in plan.tests:
+        for k, p in enumerate(t.signal_ports):
+            port_subflow.setdefault(p, k + 1)
+    return Topology(hosts=attach, switches={s.name: s.dpid for s in plan.switches}, links=links,
+                    client=plan.client, server=plan.server, port_subflow=port_subflow, policy=plan.policy)

@@ -30,7 +30,7 @@ SUBFLOWS = "subflows.csv"
 METADATA = "metadata.json"
 #: Columns every summary.csv starts with, in this order.
 SUMMARY_COLUMNS = [
-    "experiment", "test", "protocol", "repetition", "goodput_mbps", "retransmits", "subflows",
+    "experiment", "test", "variant", "protocol", "repetition", "goodput_mbps", "retransmits", "subflows",
     "expected_subflows", "subflows_ok", "duration_s", "bytes", "error",
 ]
 

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from . import capabilities, selfcheck
+from .controller import flow_bytes
 from .measurements import (
     connection_token,
     counter_delta,
@@ -92,10 +93,9 @@ def test_row(exp: Experiment, plan: Plan, test: PlanTest, outcome: Any,
     from .traffic import summarize_iperf3
 
     row: dict[str, Any] = {
-        "experiment": exp.name, "test": test.label, "protocol": test.protocol,
-        "repetition": test.repetition, "expected_subflows": plan.expected_subflows
-        if test.protocol == "mptcp" else 1,
-        "error": outcome.error,
+        "experiment": exp.name, "test": test.label, "variant": test.variant or test.protocol,
+        "protocol": test.protocol, "repetition": test.repetition,
+        "expected_subflows": test.expected_subflows, "error": outcome.error,
     }
     sub_rows: list[dict[str, Any]] = []
     if outcome.client_json and not outcome.error:
@@ -167,9 +167,39 @@ def describe_plan(exp: Experiment, plan: Plan, console: Console) -> None:
     console.print(f"expected subflows per MPTCP connection: {plan.expected_subflows}")
 
 
+def make_controller(exp: Experiment, plan: Plan, rd: RunDir, pox_home: Path | None) -> Any:
+    from .controller import PoxController, StaticController
+    from .plan import controller_topology
+
+    kind = exp.controller.kind
+    if kind == "none":
+        return None
+    topo = controller_topology(plan, exp.traffic.port)
+    if kind == "static":
+        return StaticController(topo)
+    assert pox_home is not None
+    return PoxController(topo, pox_home, exp.controller.openflow_port, rd.path / "controller-topology.json",
+                         rd.raw / "pox.log")
+
+
+def path_columns(controller: Any, before: dict[str, dict[int, int]], after: dict[str, dict[int, int]],
+                 n_subflows: int) -> dict[str, int]:
+    """Bytes client -> server per path of the set, read at each path's first switch."""
+    from .paths import COOKIE_FWD
+
+    paths = controller.paths
+    cols = {f"path{j + 1}_bytes": 0 for j in range(len(paths))}
+    for i in range(n_subflows):
+        j = i % len(paths)
+        first = paths[j][1]
+        cookie = COOKIE_FWD + i
+        cols[f"path{j + 1}_bytes"] += after.get(first, {}).get(cookie, 0) - before.get(first, {}).get(cookie, 0)
+    return cols
+
+
 def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
         console: Console | None = None, figures: bool = True, shaper: str | None = None,
-        check: str | None = None) -> RunReport | None:
+        check: str | None = None, pox_home: str | None = None) -> RunReport | None:
     """Run one experiment. Raises SpecError/PlanError/PreflightError before creating anything."""
     from .network import Network, preflight
     from .registry import Registry
@@ -190,6 +220,14 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
     if os.geteuid() == 0 and caps.ovs_installed:
         capabilities.start_ovs()
     preflight(plan, caps, exp.emulation.shaper)
+    pox_dir = None
+    if exp.controller.kind == "pox":
+        from .controller import POX_HELP, find_pox
+        from .network import PreflightError
+
+        pox_dir = find_pox(pox_home or exp.controller.pox_home)
+        if pox_dir is None:
+            raise PreflightError([f"controller.kind: pox, but no POX checkout was found. {POX_HELP}"])
 
     run_id = new_run_id()
     rd = RunDir.create(exp.name, root=exp.outputs.dir, out=out, run_id=run_id)
@@ -216,7 +254,14 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
     sub_rows: list[dict[str, Any]] = []
     flagged: list[str] = []
     registry = Registry(run_id)
-    net = Network(plan, caps, registry, shaper=exp.emulation.shaper, seed=exp.emulation.seed)
+    from .paths import max_flow
+    from .plan import controller_topology
+
+    ctl = make_controller(exp, plan, rd, pox_dir)
+    topo = controller_topology(plan, exp.traffic.port)
+    maxflow = max_flow(topo, plan.client, plan.server)
+    meta["maxflow_mbps"] = maxflow
+    net = Network(plan, caps, registry, shaper=exp.emulation.shaper, seed=exp.emulation.seed, controller=ctl)
     tr = exp.traffic
     try:
         with signals_as_exceptions():
@@ -244,8 +289,12 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
                 server_pid = net.node(plan.server).pid
                 with progress:
                     task = progress.add_task("tests", total=len(plan.tests))
+                    switches = [sw.name for sw in plan.switches]
                     for test in plan.tests:
-                        progress.update(task, description=f"{test.protocol} #{test.repetition}")
+                        progress.update(task, description=f"{test.variant or test.protocol} #{test.repetition}")
+                        if test.protocol == "mptcp":
+                            net.set_signal_ports(plan.server, test.signal_ports)
+                        flows_before = flow_bytes(switches) if ctl else {}
                         before = {"client": read_counters(client_pid), "server": read_counters(server_pid)}
                         outcome = run_test(
                             net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port,
@@ -255,6 +304,18 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
                         deltas = {"client": counter_delta(before["client"], read_counters(client_pid)),
                                   "server": counter_delta(before["server"], read_counters(server_pid))}
                         row, subs = test_row(exp, plan, test, outcome, deltas)
+                        row["maxflow_mbps"] = maxflow
+                        if row.get("goodput_mbps") is not None and maxflow:
+                            row["goodput_over_maxflow"] = row["goodput_mbps"] / maxflow
+                        if ctl:
+                            flows_after = flow_bytes(switches)
+                            row.update(path_columns(ctl, flows_before, flows_after,
+                                                    max(topo.port_subflow.values()) + 1))
+                            rd.write_raw(f"{test.label}-flows.json", {"before": flows_before, "after": flows_after})
+                            if not ctl.alive():
+                                row["error"] = row.get("error") or f"controller died: {ctl.describe().get('died')}"
+                                row["subflows_ok"] = False
+                                meta["controller_died"] = ctl.describe().get("died")
                         rd.write_raw(f"{test.label}-client.json", outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr})
                         rd.write_raw(f"{test.label}-server.json", outcome.server_json or {})
                         rd.write_raw(f"{test.label}-counters.json", deltas)

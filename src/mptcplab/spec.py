@@ -252,6 +252,9 @@ class MptcpHost(_Model):
     limits: Limits | None = None
     scheduler: str | None = None
     congestion_control: str | None = None
+    signal_ports: list[Port] = Field(
+        default_factory=list, description="announce the first address again with these ports: one "
+        "more subflow each over the same address pair (as ndiffports did)")
 
 
 class Mptcp(_Model):
@@ -311,8 +314,31 @@ class Traffic(_Model):
         return self
 
 
+Port = Annotated[int, AfterValidator(_between(1024, 65535, ""))]
+
+
 class Controller(_Model):
-    kind: Literal["none"] = Field("none", description="none: switches learn (OVS standalone)")
+    """Who forwards: `none` -- OVS learning switches (loop-free topologies only); `static` --
+    the path core's rules installed with ovs-ofctl; `pox` -- the POX component
+    controllers/mptcp_paths.py, steering each new subflow by its MPTCP options."""
+
+    kind: Literal["none", "static", "pox"] = "none"
+    policy: Literal["independent", "dependent", "mixed", "shortest"] = Field(
+        "mixed", description="subflow i takes path i of the set: independent paths, dependent "
+        "(sharing links), mixed (independent first), or shortest")
+    pox_home: str | None = Field(None, description="POX checkout (else --pox-home or $POX_HOME)")
+    openflow_port: Port | None = Field(None, description="POX's OpenFlow port on 127.0.0.1; none = a free one")
+
+
+class Variant(_Model):
+    """One way of running the traffic on the same network (compared in one summary)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+    protocol: Protocol = "mptcp"
+    extra_subflows: int = Field(
+        0, ge=0, le=7, description="the server announces its address again on this many fresh ports: "
+        "one more subflow each over the same address pair (as ndiffports did)")
+    expect_subflows: int | None = Field(None, ge=1, le=9)
 
 
 class Outputs(_Model):
@@ -329,7 +355,8 @@ class Emulation(_Model):
     check: Literal["none", "rtt", "full"] = Field(
         "rtt", description="self-check before measuring: RTT per path; full adds rate and loss")
     rtt_tolerance_pct: float = Field(5.0, ge=0, le=100)
-    rtt_tolerance_ms: float = Field(1.5, ge=0, le=1000)
+    rtt_tolerance_ms: float = Field(
+        1.0, ge=0, le=1000, description="RTT slack per link crossed (forwarding cost of emulator and switch)")
     rate_tolerance_pct: float = Field(10.0, ge=0, le=100)
     seed: int = Field(1, ge=1, description="seed of the emulator's loss and jitter draws")
 
@@ -346,6 +373,8 @@ class Experiment(_Model):
     traffic: Traffic
     controller: Controller = Field(default_factory=Controller)
     emulation: Emulation = Field(default_factory=Emulation)
+    variants: list[Variant] | None = Field(
+        None, description="named variants run on the same network (replace traffic.protocols)")
     measurements: Measurements = Field(default_factory=Measurements)
     outputs: Outputs = Field(default_factory=Outputs)
 
@@ -369,6 +398,9 @@ class Experiment(_Model):
                         f"mptcp.hosts.{h}.endpoints: {ifname!r} is not an interface of {h} "
                         f"({', '.join(valid)})"
                     )
+        names = [v.name for v in self.variants or []]
+        if len(set(names)) != len(names):
+            problems.append("variants: names must be unique")
         if problems:
             raise ValueError("\n".join(problems))
         return self

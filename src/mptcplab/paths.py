@@ -1,0 +1,330 @@
+"""The path core: which path each MPTCP subflow takes. Plain networkx -- no POX, no Mininet.
+
+Used by the POX component (controllers/mptcp_paths.py), by the ``static`` controller (the same
+rules through ovs-ofctl) and by the results (max-flow, the known answer).
+
+Vocabulary:
+- a *path* is a list of node names from one host to another (hosts at both ends);
+- *link-independent* paths share no link (edge-disjoint; capacity-aware: found by max-flow);
+- *link-dependent* paths share at least one link with a path already in the set;
+- a *policy* turns the paths between two hosts into an ordered *path set*; subflow i of a
+  connection takes ``path_set[i % len(path_set)]``:
+    independent: the link-independent paths only;
+    dependent:   the shortest path, then the paths sharing most links with it;
+    mixed:       the link-independent paths, then the dependent ones;
+    shortest:    the shortest path only.
+Everything is deterministic: ties break on length, then on node names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path as FsPath
+from typing import Any, Iterable
+
+import networkx as nx
+
+POLICIES = ("independent", "dependent", "mixed", "shortest")
+UNSHAPED = 1e6  # Mbit/s given to links without a rate (faster than any shaped link)
+
+
+@dataclass(frozen=True)
+class TopoLink:
+    a: str
+    a_port: int
+    b: str
+    b_port: int
+    bw: float | None = None  # Mbit/s
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return tuple(sorted((self.a, self.b)))  # type: ignore[return-value]
+
+
+@dataclass
+class Topology:
+    """What the controller needs: nodes, ports and rates. Written by the harness as JSON."""
+
+    hosts: dict[str, list[dict[str, Any]]]  # host -> [{name, ip, switch, switch_port}]
+    switches: dict[str, str]                # switch -> dpid (16 hex digits)
+    links: list[TopoLink]
+    client: str = ""
+    server: str = ""
+    port_subflow: dict[int, int] = field(default_factory=dict)  # server port -> subflow index
+    policy: str = "mixed"
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Topology":
+        d = json.loads(text)
+        d["links"] = [TopoLink(**l) for l in d["links"]]
+        d["port_subflow"] = {int(k): v for k, v in d.get("port_subflow", {}).items()}
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | FsPath) -> "Topology":
+        return cls.from_json(FsPath(path).read_text())
+
+    def graph(self) -> nx.MultiGraph:
+        g = nx.MultiGraph()
+        for n in sorted(self.hosts):
+            g.add_node(n, kind="host")
+        for n in sorted(self.switches):
+            g.add_node(n, kind="switch")
+        for i, l in enumerate(self.links):
+            g.add_edge(l.a, l.b, key=i, capacity=l.bw or UNSHAPED, link=l)
+        return g
+
+    def dpid_of(self, switch: str) -> int:
+        return int(self.switches[switch], 16)
+
+    def switch_of_dpid(self, dpid: int) -> str:
+        return next(s for s, d in self.switches.items() if int(d, 16) == dpid)
+
+
+def _simple(g: nx.MultiGraph) -> nx.Graph:
+    """One edge per node pair (the lowest-index link), capacities kept; for path search."""
+    s = nx.Graph()
+    s.add_nodes_from(g.nodes(data=True))
+    for u, v, k, d in sorted(g.edges(keys=True, data=True), key=lambda e: e[2]):
+        if not s.has_edge(u, v):
+            s.add_edge(u, v, capacity=d["capacity"], key=k)
+    return s
+
+
+def _hosts_as_ends(g: nx.Graph, src: str, dst: str) -> nx.Graph:
+    """Hosts do not forward: drop every host but the two ends."""
+    keep = [n for n, d in g.nodes(data=True) if d.get("kind") != "host" or n in (src, dst)]
+    return g.subgraph(keep).copy()
+
+
+def edges_of(path: list[str]) -> set[tuple[str, str]]:
+    return {tuple(sorted(e)) for e in zip(path, path[1:])}  # type: ignore[misc]
+
+
+def _order(paths: Iterable[list[str]]) -> list[list[str]]:
+    return sorted(paths, key=lambda p: (len(p), p))
+
+
+def independent_paths(topo: Topology, src: str, dst: str) -> list[list[str]]:
+    """Edge-disjoint paths, as many as the max-flow with unit capacities allows.
+
+    Among several such sets the one with the most capacity wins (each path's bottleneck summed),
+    then the shortest; the paths come out shortest first.
+    """
+    g = _hosts_as_ends(_simple(topo.graph()), src, dst)
+    # A single-homed host's access link is shared by every path from it: contract it (its switch
+    # becomes the end), so disjointness is judged on the network, not on the host's one cable.
+    inner = g.copy()
+    a = src if g.degree(src) > 1 else _attach(g, src)
+    b = dst if g.degree(dst) > 1 else _attach(g, dst)
+    inner.remove_nodes_from([n for n, e in ((src, a), (dst, b)) if n != e])
+    head = [src] if a != src else []
+    tail = [dst] if b != dst else []
+    if a == b:
+        return [[*head, a, *tail]]
+    candidates = []
+    k = nx.edge_connectivity(inner, a, b) if nx.has_path(inner, a, b) else 0
+    if k == 0:
+        return []
+    # All sets of k edge-disjoint simple paths among the shortest ones; pick by capacity, length.
+    simple = list(itertools.islice(nx.shortest_simple_paths(inner, a, b), 64))
+    for combo in itertools.combinations(simple, k):
+        used: set[tuple[str, str]] = set()
+        ok = True
+        for p in combo:
+            e = edges_of(p)
+            if e & used:
+                ok = False
+                break
+            used |= e
+        if ok:
+            cap = sum(min(inner[u][v]["capacity"] for u, v in zip(p, p[1:])) for p in combo)
+            candidates.append((-cap, sum(len(p) for p in combo), sorted(combo), combo))
+    if not candidates:
+        best = [list(p) for p in nx.edge_disjoint_paths(inner, a, b)]
+    else:
+        best = [list(p) for p in min(candidates, key=lambda c: (c[0], c[1], c[2]))[3]]
+    return [[*head, *p, *tail] for p in _order(best)]
+
+
+def _attach(g: nx.Graph, host: str) -> str:
+    """The switch a single-homed host hangs off (the first by name if it has several)."""
+    return sorted(g.neighbors(host))[0]
+
+
+def shortest_paths(topo: Topology, src: str, dst: str, k: int = 16) -> list[list[str]]:
+    g = _hosts_as_ends(_simple(topo.graph()), src, dst)
+    return [list(p) for p in itertools.islice(nx.shortest_simple_paths(g, src, dst), k)]
+
+
+def dependent_paths(topo: Topology, src: str, dst: str, k: int = 16) -> list[list[str]]:
+    """The shortest path, then the others ranked by links shared with the set so far (most
+    first), then by length."""
+    pool = shortest_paths(topo, src, dst, k)
+    if not pool:
+        return []
+    chosen = [pool.pop(0)]
+    while pool:
+        used = set().union(*(edges_of(p) for p in chosen))
+        pool.sort(key=lambda p: (-len(edges_of(p) & used), len(p), p))
+        chosen.append(pool.pop(0))
+    return chosen
+
+
+def path_set(topo: Topology, src: str, dst: str, policy: str) -> list[list[str]]:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
+    if policy == "shortest":
+        return shortest_paths(topo, src, dst, 1)
+    if policy == "independent":
+        return independent_paths(topo, src, dst)
+    if policy == "dependent":
+        return dependent_paths(topo, src, dst)
+    indep = independent_paths(topo, src, dst)
+    rest = [p for p in dependent_paths(topo, src, dst) if p not in indep]
+    used = set().union(*(edges_of(p) for p in indep)) if indep else set()
+    rest.sort(key=lambda p: (-len(edges_of(p) & used), len(p), p))
+    return indep + rest
+
+
+def shared_links(paths: list[list[str]]) -> dict[tuple[str, str], int]:
+    """How many paths of the set cross each link (links crossed by one path left out)."""
+    count: dict[tuple[str, str], int] = {}
+    for p in paths:
+        for e in edges_of(p):
+            count[e] = count.get(e, 0) + 1
+    return {e: n for e, n in sorted(count.items()) if n > 1}
+
+
+def max_flow(topo: Topology, src: str, dst: str) -> float:
+    """The known answer: h1 -> h2 max-flow in Mbit/s over the links' rates (both directions)."""
+    g = _hosts_as_ends(_simple(topo.graph()), src, dst)
+    d = nx.DiGraph()
+    for u, v, data in g.edges(data=True):
+        d.add_edge(u, v, capacity=data["capacity"])
+        d.add_edge(v, u, capacity=data["capacity"])
+    return float(nx.maximum_flow_value(d, src, dst))
+
+
+# --------------------------------------------------------------------------- flow rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One OpenFlow rule, in terms both POX and ovs-ofctl can render."""
+
+    switch: str
+    priority: int
+    match: tuple[tuple[str, Any], ...]  # (field, value): dl_type, nw_proto, nw_src, nw_dst, tp_src, tp_dst, arp_tpa
+    out_port: int
+    cookie: int = 0
+
+    def match_dict(self) -> dict[str, Any]:
+        return dict(self.match)
+
+    def ofctl(self) -> str:
+        """ovs-ofctl add-flow syntax (OpenFlow 1.0 fields)."""
+        names = {"dl_type": "dl_type", "nw_proto": "nw_proto", "nw_src": "nw_src", "nw_dst": "nw_dst",
+                 "tp_src": "tp_src", "tp_dst": "tp_dst"}
+        parts = [f"cookie={self.cookie:#x}", f"priority={self.priority}"]
+        for k, v in self.match:
+            parts.append(f"{names[k]}={v:#06x}" if k == "dl_type" else f"{names[k]}={v}")
+        return ",".join(parts) + f",actions=output:{self.out_port}"
+
+
+ARP, IPV4, TCP = 0x0806, 0x0800, 6
+PRIO_SUBFLOW, PRIO_PAIR, PRIO_DEFAULT = 300, 200, 100
+#: cookie = COOKIE_FWD + i for subflow i from client to server, COOKIE_REV + i back.
+COOKIE_FWD, COOKIE_REV, COOKIE_DEFAULT = 0x100, 0x200, 0x1
+
+
+def hop_ports(topo: Topology, path: list[str]) -> list[tuple[str, int, int]]:
+    """(switch, in_port, out_port) for every switch on a path."""
+    g = topo.graph()
+    out = []
+    for prev, sw, nxt in zip(path, path[1:], path[2:]):
+        def port_to(u: str, v: str) -> int:
+            k = min(g.get_edge_data(u, v))  # lowest-index link between them
+            l: TopoLink = g.edges[u, v, k]["link"]
+            return l.a_port if l.a == u else l.b_port
+        out.append((sw, port_to(sw, prev), port_to(sw, nxt)))
+    return out
+
+
+def host_ips(topo: Topology, host: str) -> list[str]:
+    return [i["ip"] for i in topo.hosts[host] if i.get("ip")]
+
+
+def default_rules(topo: Topology) -> list[Rule]:
+    """ARP and IP delivery to every host address along a shortest-path tree toward it: no
+    flooding, so meshed topologies have no loops."""
+    rules = []
+    g = _simple(topo.graph())
+    for host in sorted(topo.hosts):
+        for intf in topo.hosts[host]:
+            ip, sw = intf.get("ip"), intf["switch"]
+            if not ip:
+                continue
+            sub = g.subgraph([n for n, d in g.nodes(data=True) if d.get("kind") == "switch"])
+            dist = nx.shortest_path(sub, target=sw) if sw in sub else {}
+            for s in sorted(dist):
+                p = dist[s]
+                port = intf["switch_port"] if len(p) == 1 else _port(topo, p[0], p[1])
+                for dl in (ARP, IPV4):  # for ARP, OpenFlow 1.0's nw_dst is the target address
+                    rules.append(Rule(s, PRIO_DEFAULT, (("dl_type", dl), ("nw_dst", ip)), port, COOKIE_DEFAULT))
+    return rules
+
+
+def _port(topo: Topology, u: str, v: str) -> int:
+    g = topo.graph()
+    k = min(g.get_edge_data(u, v))
+    l: TopoLink = g.edges[u, v, k]["link"]
+    return l.a_port if l.a == u else l.b_port
+
+
+def subflow_rules(topo: Topology, paths: list[list[str]], client_ip: str, server_ip: str,
+                  port_subflow: dict[int, int]) -> list[Rule]:
+    """Subflow i (to a server port mapped to i) along paths[i % len(paths)], both directions."""
+    rules = []
+    for port, i in sorted(port_subflow.items()):
+        path = paths[i % len(paths)]
+        for sw, in_port, out_port in hop_ports(topo, path):
+            fwd = (("dl_type", IPV4), ("nw_proto", TCP), ("nw_src", client_ip), ("nw_dst", server_ip), ("tp_dst", port))
+            rev = (("dl_type", IPV4), ("nw_proto", TCP), ("nw_src", server_ip), ("nw_dst", client_ip), ("tp_src", port))
+            rules.append(Rule(sw, PRIO_SUBFLOW, fwd, out_port, COOKIE_FWD + i))
+            rules.append(Rule(sw, PRIO_SUBFLOW, rev, in_port, COOKIE_REV + i))
+    return rules
+
+
+def pair_rules(topo: Topology, paths: list[list[str]], pairs: list[tuple[str, str]]) -> list[Rule]:
+    """Address pair k pinned (all IP traffic, both ways) to paths[k % len(paths)]."""
+    rules = []
+    for k, (cip, sip) in enumerate(pairs):
+        path = paths[k % len(paths)]
+        for sw, in_port, out_port in hop_ports(topo, path):
+            rules.append(Rule(sw, PRIO_PAIR, (("dl_type", IPV4), ("nw_src", cip), ("nw_dst", sip)), out_port, COOKIE_FWD + k))
+            rules.append(Rule(sw, PRIO_PAIR, (("dl_type", IPV4), ("nw_src", sip), ("nw_dst", cip)), in_port, COOKIE_REV + k))
+    return rules
+
+
+def proactive_rules(topo: Topology) -> tuple[list[Rule], list[list[str]]]:
+    """Every rule the static controller installs, and the path set they use.
+
+    Per host interface the path set runs between the two interfaces' switches; single-homed
+    client and server get one rule set per server port; multi-homed ones are pinned per address
+    pair.
+    """
+    paths = path_set(topo, topo.client, topo.server, topo.policy)
+    rules = default_rules(topo)
+    cips, sips = host_ips(topo, topo.client), host_ips(topo, topo.server)
+    if len(cips) > 1 and len(sips) > 1:
+        rules += pair_rules(topo, paths, list(zip(cips, sips)))
+    else:
+        rules += subflow_rules(topo, paths, cips[0], sips[0], topo.port_subflow)
+    return rules, paths
