@@ -107,7 +107,7 @@ class PoxController:
         self.topo_file = topo_file
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
-        self.paths = proactive_rules(topo)[1]
+        self.paths: list[list[str]] = []
         self.died: str | None = None
 
     def argv(self) -> list[str]:
@@ -117,6 +117,7 @@ class PoxController:
                 "mptcp_paths", f"--topology={self.topo_file}", f"--policy={self.topo.policy}"]
 
     def start(self, network: Any) -> None:
+        rules, self.paths = proactive_rules(self.topo)
         self.topo_file.write_text(self.topo.to_json())
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_CONTROLLERS), env.get("PYTHONPATH")) if p)
@@ -135,8 +136,8 @@ class PoxController:
         for sw in sorted(self.topo.switches):
             subprocess.run(["ovs-vsctl", "--timeout=10", "set-controller", sw, f"tcp:127.0.0.1:{self.port}"],
                            check=True, capture_output=True)
-        want = {sw: sum(1 for r in proactive_rules(self.topo)[0]
-                        if r.switch == sw and r.cookie == COOKIE_DEFAULT) for sw in self.topo.switches}
+        want = {sw: sum(1 for r in rules if r.switch == sw and r.cookie == COOKIE_DEFAULT)
+                for sw in self.topo.switches}
         deadline = time.monotonic() + 30
         while True:
             missing = [sw for sw in sorted(self.topo.switches)

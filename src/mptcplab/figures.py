@@ -22,6 +22,14 @@ PROTOCOL_LABELS = {"mptcp": "MPTCP", "tcp": "TCP"}
 PROTOCOL_ORDER = ["mptcp", "tcp"]
 
 
+def label(name: str) -> str:
+    """Axis label of a protocol or variant: 'mptcp-independent' -> 'MPTCP\nindependent'."""
+    if name in PROTOCOL_LABELS:
+        return PROTOCOL_LABELS[name]
+    head, sep, tail = name.partition("-")
+    return f"{PROTOCOL_LABELS.get(head, head)}\n{tail}" if sep else name
+
+
 def paper_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font="serif",
                   rc={
@@ -54,13 +62,13 @@ def goodput_by_variant(df: pd.DataFrame, out_dir: Path, formats: list[str],
     col = "variant" if "variant" in ok and ok["variant"].notna().all() else "protocol"
     seen = list(dict.fromkeys(ok[col]))
     order = [p for p in PROTOCOL_ORDER if p in seen] + [v for v in seen if v not in PROTOCOL_ORDER]
-    labels = [PROTOCOL_LABELS.get(p, p) for p in order]
+    labels = [label(p) for p in order]
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.1))
     sns.barplot(data=ok, x=col, y="goodput_mbps", order=order, hue=col, hue_order=order,
                 errorbar=("ci", 95), capsize=0.15, err_kws={"linewidth": 0.8}, width=0.55, ax=ax,
                 legend=False)
     sns.stripplot(data=ok, x=col, y="goodput_mbps", order=order, color="0.15", size=2.5, jitter=0.12, ax=ax)
-    ax.set_xticks(range(len(order)), labels, rotation=0 if len(order) < 4 else 20)
+    ax.set_xticks(range(len(order)), labels)
     ax.set_xlabel("")
     ax.set_ylabel("Goodput (Mbit/s)")
     for value, text in ((link_rate, "one path"), (maxflow, "max-flow")):

@@ -133,7 +133,7 @@ def independent_paths(topo: Topology, src: str, dst: str) -> list[list[str]]:
     if k == 0:
         return []
     # All sets of k edge-disjoint simple paths among the shortest ones; pick by capacity, length.
-    simple = list(itertools.islice(nx.shortest_simple_paths(inner, a, b), 64))
+    simple = list(itertools.islice(nx.shortest_simple_paths(inner, a, b), 24))
     for combo in itertools.combinations(simple, k):
         used: set[tuple[str, str]] = set()
         ok = True

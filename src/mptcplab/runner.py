@@ -313,7 +313,8 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
                                                     max(topo.port_subflow.values()) + 1))
                             rd.write_raw(f"{test.label}-flows.json", {"before": flows_before, "after": flows_after})
                             if not ctl.alive():
-                                row["error"] = row.get("error") or f"controller died: {ctl.describe().get('died')}"
+                                died = f"controller died ({ctl.describe().get('died')})"
+                                row["error"] = f"{died}; {row['error']}" if row.get("error") else died
                                 row["subflows_ok"] = False
                                 meta["controller_died"] = ctl.describe().get("died")
                         rd.write_raw(f"{test.label}-client.json", outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr})

@@ -1,0 +1,168 @@
+"""POX component: puts MPTCP subflows on link-independent or link-dependent paths (MPTCP v1).
+
+    pox.py openflow.of_01 --address=127.0.0.1 --port=P mptcp_paths --topology=FILE --policy=mixed
+
+with controllers/ on PYTHONPATH (mptcplab's harness does all this). The path computation is the
+framework-free core :mod:`mptcplab.paths`; this file only speaks OpenFlow.
+
+- On connection of a switch: the core's default rules (ARP and IP to every host address along a
+  shortest-path tree -- no flooding, so meshed topologies have no loops), address pairs of
+  multi-homed hosts pinned proactively to their path, and "TCP between the hosts -> controller".
+- Subflows that share an address pair are steered reactively by 5-tuple on their SYN. The MPTCP
+  options are parsed from the raw TCP bytes (mptcplab.mptcp_options; POX 0.8's parser rejects the
+  v1 MP_CAPABLE option): a SYN with MP_CAPABLE starts a connection on path 0; its SYN/ACK carries
+  the server's key, whose token (SHA-256) names the connection; a SYN with MP_JOIN carries that
+  token and takes the connection's next path. Rule cookies say subflow and direction, so flow
+  statistics give the bytes per path.
+"""
+
+from __future__ import annotations
+
+from pox.core import core
+import pox.openflow.libopenflow_01 as of
+
+from mptcplab.mptcp_options import MpCapable, MpJoin, mptcp_option, parse_tcp
+from mptcplab.paths import (
+    COOKIE_FWD, COOKIE_REV, IPV4, PRIO_DEFAULT, TCP, Topology, default_rules, hop_ports, host_ips,
+    pair_rules, path_set,
+)
+
+log = core.getLogger()
+PRIO_TO_CONTROLLER = PRIO_DEFAULT + 50
+PRIO_FLOW = 400
+IDLE_TIMEOUT = 120
+
+
+def _flow_mod(rule) -> of.ofp_flow_mod:
+    fm = of.ofp_flow_mod()
+    m = rule.match_dict()
+    fm.match.dl_type = m["dl_type"]
+    for field in ("nw_proto", "nw_src", "nw_dst", "tp_src", "tp_dst"):
+        if field in m:
+            setattr(fm.match, field, m[field])
+    fm.priority = rule.priority
+    fm.cookie = rule.cookie
+    fm.actions.append(of.ofp_action_output(port=rule.out_port))
+    return fm
+
+
+class Connection:
+    """One MPTCP connection: the next path index for its next subflow."""
+
+    def __init__(self):
+        self.subflows = 1
+
+    def next_index(self) -> int:
+        i = self.subflows
+        self.subflows += 1
+        return i
+
+
+class MptcpPaths:
+    def __init__(self, topo: Topology):
+        self.topo = topo
+        self.paths = path_set(topo, topo.client, topo.server, topo.policy)
+        self.client_ips = host_ips(topo, topo.client)
+        self.server_ips = host_ips(topo, topo.server)
+        self.rules = default_rules(topo)
+        self.multihomed = len(self.client_ips) > 1 and len(self.server_ips) > 1
+        if self.multihomed:
+            self.rules += pair_rules(topo, self.paths, list(zip(self.client_ips, self.server_ips)))
+        self.flows = {}    # (src, sport, dst, dport) of the SYN -> (path index, Connection or None)
+        self.tokens = {}   # server token -> Connection
+        log.info("mptcp_paths: policy %s, paths %s", topo.policy, self.paths)
+        core.openflow.addListeners(self)
+
+    # ------------------------------------------------------------------ proactive
+
+    def _handle_ConnectionUp(self, event):
+        sw = self.topo.switch_of_dpid(event.dpid)
+        for rule in self.rules:
+            if rule.switch == sw:
+                event.connection.send(_flow_mod(rule))
+        if not self.multihomed:
+            for cip in self.client_ips:
+                for sip in self.server_ips:
+                    for src, dst in ((cip, sip), (sip, cip)):
+                        fm = of.ofp_flow_mod(priority=PRIO_TO_CONTROLLER)
+                        fm.match.dl_type, fm.match.nw_proto = IPV4, TCP
+                        fm.match.nw_src, fm.match.nw_dst = src, dst
+                        fm.actions.append(of.ofp_action_output(port=of.OFPP_CONTROLLER, max_len=0xFFFF))
+                        event.connection.send(fm)
+        log.info("switch %s up: rules installed", sw)
+
+    # ------------------------------------------------------------------ reactive
+
+    def _handle_PacketIn(self, event):
+        data = event.data
+        if len(data) < 34 or int.from_bytes(data[12:14], "big") != IPV4:
+            return
+        ihl = (data[14] & 0x0F) * 4
+        if data[23] != TCP:
+            return
+        src, dst = ".".join(map(str, data[26:30])), ".".join(map(str, data[30:34]))
+        try:
+            seg = parse_tcp(data[14 + ihl:])
+        except ValueError as e:
+            log.warning("unparsable TCP segment: %s", e)
+            return
+        opt = mptcp_option(seg)
+        key = (src, seg.sport, dst, seg.dport)
+        rkey = (dst, seg.dport, src, seg.sport)
+        if seg.syn:
+            conn = None
+            if isinstance(opt, MpJoin) and opt.token in self.tokens:
+                conn = self.tokens[opt.token]
+                index = conn.next_index()
+            elif isinstance(opt, MpJoin):
+                log.warning("MP_JOIN with unknown token %s: path 0", opt.token)
+                index = 0
+            else:
+                index = 0
+                conn = Connection() if isinstance(opt, MpCapable) else None
+            self.flows[key] = (index, conn)
+            forward = True
+        elif rkey in self.flows:  # the answer (SYN/ACK) of a SYN we placed
+            index, conn = self.flows[rkey]
+            if seg.synack and isinstance(opt, MpCapable) and opt.sender_token is not None and conn:
+                self.tokens[opt.sender_token] = conn
+            forward = False
+            key = rkey
+        elif key in self.flows:  # a later packet racing its rule to a switch
+            index, _ = self.flows[key]
+            forward = True
+        else:
+            index, forward = 0, True
+            self.flows[key] = (0, None)
+        self._install(key, index, forward)
+        out = of.ofp_packet_out(in_port=event.port)
+        if event.ofp.buffer_id not in (None, -1, 0xFFFFFFFF):
+            out.buffer_id = event.ofp.buffer_id
+        else:
+            out.data = data
+        out.actions.append(of.ofp_action_output(port=of.OFPP_TABLE))
+        event.connection.send(out)
+
+    def _install(self, key, index: int, forward: bool) -> None:
+        """Rules for one direction of a 5-tuple (the SYN's direction when forward) on its path."""
+        src, sport, dst, dport = key
+        path = self.paths[index % len(self.paths)]
+        if src not in self.client_ips:  # a connection opened by the server: walk the path back
+            path = list(reversed(path))
+        if not forward:
+            src, sport, dst, dport = dst, dport, src, sport
+        hops = hop_ports(self.topo, path)
+        cookie = (COOKIE_FWD if src in self.client_ips else COOKIE_REV) + index
+        for sw, in_port, out_port in hops:
+            fm = of.ofp_flow_mod(priority=PRIO_FLOW, idle_timeout=IDLE_TIMEOUT, cookie=cookie)
+            fm.match.dl_type, fm.match.nw_proto = IPV4, TCP
+            fm.match.nw_src, fm.match.nw_dst = src, dst
+            fm.match.tp_src, fm.match.tp_dst = sport, dport
+            fm.actions.append(of.ofp_action_output(port=out_port if forward else in_port))
+            core.openflow.sendToDPID(self.topo.dpid_of(sw), fm)
+
+
+def launch(topology: str, policy: str = "mixed"):
+    topo = Topology.load(topology)
+    topo.policy = policy
+    core.registerNew(MptcpPaths, topo)
