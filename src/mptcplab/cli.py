@@ -28,7 +28,8 @@ def _fail(problems: list[str], code: int = 2, what: str = "error") -> None:
 
 
 def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = None,
-         check: Optional[str] = None, pox_home: Optional[str] = None) -> None:
+         check: Optional[str] = None, pox_home: Optional[str] = None,
+         sets: Optional[list[str]] = None, resume: Optional[Path] = None) -> None:
     from .network import PreflightError
     from .plan import PlanError
     from .runner import Interrupted, run
@@ -41,7 +42,7 @@ def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = 
         _fail([f"--check: {check!r} is not one of none, rtt, full"])
     try:
         report = run(spec, out=out, dry_run=dry_run, console=err, shaper=shaper, check=check,
-                     pox_home=pox_home)
+                     pox_home=pox_home, sets=sets, resume=resume)
     except (SpecError, PlanError, PreflightError) as e:
         _fail(e.problems)
     except FileExistsError as e:
@@ -58,7 +59,7 @@ def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = 
         err.print(f"[red]error:[/] the run failed: {type(e).__name__}: {e} (everything it created was "
                   "removed; MPTCPLAB_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    if report is not None and any(r.get("error") for r in report.rows):
+    if report is not None and (report.failed_points or any(r.get("error") for r in report.rows)):
         raise typer.Exit(1)
 
 
@@ -73,9 +74,11 @@ def run_cmd(
     shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
     check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
     pox_home: Optional[str] = typer.Option(None, "--pox-home", help="POX checkout (else $POX_HOME)"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="sweep PATH=V1,V2,... (repeatable), e.g. links.h1-s1.loss=0,1,2"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run in RUN_DIR (SPEC is ignored)"),
 ) -> None:
     """Run an experiment: build the network, run the tests, store results, draw figures."""
-    _run(spec, out, dry_run, shaper, check, pox_home)
+    _run(spec, out, dry_run, shaper, check, pox_home, sets, resume)
 
 
 @app.command()
@@ -150,9 +153,11 @@ def _run_experiment(
     shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
     check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
     pox_home: Optional[str] = typer.Option(None, "--pox-home", help="POX checkout (else $POX_HOME)"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="sweep PATH=V1,V2,... (repeatable), e.g. links.h1-s1.loss=0,1,2"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run in RUN_DIR (SPEC is ignored)"),
 ) -> None:
     """Run an experiment spec (same as `mptcplab run`)."""
-    _run(spec, out, dry_run, shaper, check, pox_home)
+    _run(spec, out, dry_run, shaper, check, pox_home, sets, resume)
 
 
 def run_experiment_main() -> None:

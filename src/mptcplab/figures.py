@@ -6,7 +6,9 @@ PDFs (publishers reject Type 3). Error bars are 95% confidence intervals over re
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -82,6 +84,132 @@ def goodput_by_variant(df: pd.DataFrame, out_dir: Path, formats: list[str],
     return _save(fig, out_dir, "goodput", formats)
 
 
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+
+
+def factors(df: pd.DataFrame, swept: list[str]) -> list[str]:
+    """The independent swept parameters: of columns that move together (a zip group) keep the first."""
+    out: list[str] = []
+    for col in swept:
+        if col not in df or df[col].nunique() < 2:
+            continue
+        if any(df.groupby(f)[col].nunique().max() == 1 and df.groupby(col)[f].nunique().max() == 1 for f in out):
+            continue
+        out.append(col)
+    return out
+
+
+def _hue(ok: pd.DataFrame) -> str:
+    return "variant" if "variant" in ok and ok["variant"].nunique() > 1 else "protocol"
+
+
+def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str]) -> list[Path]:
+    """Goodput against one swept parameter, one line per protocol/variant, 95% CIs."""
+    ok = df[df["error"].isna()]
+    hue = _hue(ok)
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.2))
+    sns.lineplot(data=ok, x=x, y="goodput_mbps", hue=hue, style=hue, markers=True, dashes=False,
+                 errorbar=("ci", 95), err_style="bars", err_kws={"capsize": 2, "linewidth": 0.8},
+                 linewidth=1.0, markersize=4, ax=ax)
+    ax.set_xlabel(x)
+    ax.set_ylabel("Goodput (Mbit/s)")
+    ax.set_ylim(bottom=0)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [label(l).replace("\n", " ") for l in labels], title=None, frameon=False)
+    return _save(fig, out_dir, f"goodput-vs-{_safe(x)}", formats)
+
+
+def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[str]) -> list[Path]:
+    """MPTCP's gain (mean MPTCP goodput / mean TCP goodput) over a two-parameter sweep."""
+    ok = df[df["error"].isna()]
+    means = ok.groupby([y, x, "protocol"])["goodput_mbps"].mean().unstack("protocol")
+    gain = (means["mptcp"] / means["tcp"]).unstack(x)
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
+    sns.heatmap(gain, annot=True, fmt=".2f", cmap="viridis", cbar_kws={"label": "MPTCP / TCP goodput"},
+                annot_kws={"fontsize": 6}, ax=ax)
+    ax.invert_yaxis()
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    return _save(fig, out_dir, "mptcp-gain-heatmap", formats)
+
+
+def subflow_share(sub: pd.DataFrame, out_dir: Path, formats: list[str], by: str) -> list[Path]:
+    """Share of each MPTCP connection's bytes carried by each subflow (local address), by `by`."""
+    parts = []
+    for _, g in sub.groupby("test", sort=False):
+        g = g.copy()
+        pairs = g["local"].str.rsplit(":", n=1).str[0] + " -> " + g["remote"].str.rsplit(":", n=1).str[0]
+        if pairs.is_unique:  # one subflow per address pair: name it by the pair
+            g["subflow"] = pairs
+        else:  # several over one pair: the initial one first, then by the server port they joined
+            g["_initial"] = g["local"] != g["connection"]
+            g["_port"] = g["remote"].str.rsplit(":", n=1).str[1].astype(int)
+            g = g.sort_values(["_initial", "_port"])
+            g["subflow"] = [f"subflow {k + 1}" for k in range(len(g))]
+        parts.append(g)
+    sub = pd.concat(parts)
+    table = sub.groupby([by, "subflow"], sort=False)["share"].mean().unstack("subflow").fillna(0)
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.2))
+    table.plot(kind="bar", stacked=True, ax=ax, width=0.7, color=sns.color_palette("colorblind"),
+               edgecolor="none", legend=True)
+    ax.set_ylabel("Share of bytes")
+    ax.set_xlabel(by)
+    ax.set_ylim(0, 1)
+    ax.legend(title=None, frameon=False, fontsize=6, loc="lower right")
+    ax.tick_params(axis="x", rotation=45)
+    return _save(fig, out_dir, "subflow-share", formats)
+
+
+def subflow_goodput_time(samples: pd.DataFrame, title: str, out_dir: Path, formats: list[str]) -> list[Path]:
+    """Per-subflow goodput over time (bytes acked per sampling interval) of one MPTCP test."""
+    tcp = samples[(samples["kind"] == "tcp") & samples["token"].notna() & samples["bytes_acked"].notna()].copy()
+    if tcp.empty:
+        return []
+    token = tcp.groupby("token")["bytes_acked"].max().idxmax()  # the data connection
+    tcp = tcp[tcp["token"] == token].sort_values("t")
+    tcp["subflow"] = tcp["local"].str.rsplit(":", n=1).str[0] + " -> " + tcp["remote"]
+    rows = []
+    for name, g in tcp.groupby("subflow"):
+        dt, db = g["t"].diff(), g["bytes_acked"].diff()
+        rows.append(pd.DataFrame({"t": g["t"], "goodput_mbps": db * 8 / dt / 1e6, "subflow": name}))
+    ts = pd.concat(rows).dropna()
+    ts = ts[ts["goodput_mbps"] >= 0]
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.0))
+    sns.lineplot(data=ts, x="t", y="goodput_mbps", hue="subflow", linewidth=0.8, ax=ax)
+    ax.set_xlabel("Time (s)")
+    ax.set_ylabel("Goodput (Mbit/s)")
+    ax.set_title(title, fontsize=7)
+    ax.legend(title=None, frameon=False, fontsize=6)
+    ax.set_ylim(bottom=0)
+    return _save(fig, out_dir, "subflow-goodput-time", formats)
+
+
+def goodput_cdf(df: pd.DataFrame, out_dir: Path, formats: list[str]) -> list[Path]:
+    """Distribution of goodput across repetitions (and points), per protocol/variant."""
+    ok = df[df["error"].isna()]
+    hue = _hue(ok)
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.0))
+    sns.ecdfplot(data=ok, x="goodput_mbps", hue=hue, ax=ax, linewidth=1.0)
+    ax.set_xlabel("Goodput (Mbit/s)")
+    ax.set_ylabel("CDF")
+    return _save(fig, out_dir, "goodput-cdf", formats)
+
+
+def custom(df: pd.DataFrame, fig_spec: dict[str, Any], index: int, out_dir: Path, formats: list[str]) -> list[Path]:
+    """A plot the spec's `figures:` block asks for: x, y, hue, col, kind (line, bar, box, point)."""
+    ok = df[df["error"].isna()]
+    kind = fig_spec.get("kind", "line")
+    kw = dict(data=ok, x=fig_spec["x"], y=fig_spec.get("y", "goodput_mbps"), hue=fig_spec.get("hue"),
+              col=fig_spec.get("col"), height=2.0, aspect=COLUMN_WIDTH_IN / 2.0)
+    if kind == "line":
+        g = sns.relplot(kind="line", errorbar=("ci", 95), marker="o", **kw)
+    else:
+        g = sns.catplot(kind=kind, **kw)
+    name = fig_spec.get("name") or f"custom-{index + 1}"
+    return _save(g.figure, out_dir, _safe(name), formats)
+
+
 def render(run_dir: str | Path, formats: list[str] | None = None) -> list[Path]:
     """Render every figure a run's results support; returns the files written."""
     run_dir = Path(run_dir)
@@ -89,9 +217,38 @@ def render(run_dir: str | Path, formats: list[str] | None = None) -> list[Path]:
     meta = read_metadata(run_dir)
     formats = formats or meta.get("formats") or ["pdf", "png"]
     paper_style()
+    out = run_dir / "figures"
     rates = df["bw_mbps"].dropna() if "bw_mbps" in df else pd.Series(dtype=float)
     link_rate = float(rates.iloc[0]) if len(rates) and rates.nunique() == 1 else None
     maxflow = meta.get("maxflow_mbps")
     if link_rate and maxflow and abs(maxflow - link_rate) < 1e-9:
         maxflow = None
-    return goodput_by_variant(df, run_dir / "figures", formats, link_rate, maxflow)
+    paths: list[Path] = []
+    swept = factors(df, meta.get("swept") or [])
+    if not swept:
+        paths += goodput_by_variant(df, out, formats, link_rate, maxflow)
+    for x in swept:
+        paths += goodput_vs(df, x, out, formats)
+    if len(swept) >= 2 and {"mptcp", "tcp"} <= set(df["protocol"]):
+        paths += gain_heatmap(df, swept[0], swept[1], out, formats)
+    if df["error"].notna().sum() < len(df):
+        paths += goodput_cdf(df, out, formats)
+    sub_path = run_dir / "subflows.csv"
+    if sub_path.exists():
+        sub = pd.read_csv(sub_path)
+        by = "point" if "point" in sub and sub["point"].nunique() > 1 else "test"
+        if not sub.empty:
+            paths += subflow_share(sub, out, formats, by)
+    mptcp = df[(df["protocol"] == "mptcp") & df["error"].isna()]
+    if not mptcp.empty:
+        test = mptcp.iloc[0]["test"]
+        sp = run_dir / "raw" / f"{test}-samples.csv"
+        if sp.exists():
+            paths += subflow_goodput_time(pd.read_csv(sp), f"{test}", out, formats)
+    spec_path = run_dir / "spec.yaml"
+    if spec_path.exists():
+        import yaml
+
+        for i, fs in enumerate((yaml.safe_load(spec_path.read_text()) or {}).get("figures") or []):
+            paths += custom(df, fs, i, out, formats)
+    return paths

@@ -106,9 +106,12 @@ class Sampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            t = time.monotonic() - self._t0
+            t0 = time.monotonic()
             try:
-                for s in parse_ss(self.run(SS_ARGV)):
+                text = self.run(SS_ARGV)
+                # the kernel answered somewhere between the call and the return: stamp the middle
+                t = (t0 + time.monotonic()) / 2 - self._t0
+                for s in parse_ss(text):
                     s["t"] = round(t, 4)
                     self.samples.append(s)
             except Exception:  # a failed sample is counted, never fatal to the test

@@ -340,6 +340,24 @@ class Network:
         direction) without rebuilding the network."""
         self.link(name).set_params(**params)
 
+    def apply_links(self, plan: Plan) -> bool:
+        """Change the running links to a new plan's parameters in place (a sweep's next point).
+
+        False when that cannot be done in place (a link built without emulation, or a change
+        that needs another backend): the caller rebuilds the network then.
+        """
+        PARAMS = ("bw", "delay", "jitter", "loss", "queue", "queue_bytes", "burst_loss", "reorder")
+        changes = [(new.index, new.params) for old, new in zip(self.plan.links, plan.links)
+                   if old.params != new.params]
+        try:
+            for index, params in changes:
+                self.link(index).set_params(up=params.get("up") or {}, down=params.get("down") or {},
+                                            **{k: params.get(k) for k in PARAMS})
+        except LinkEmulationError:
+            return False
+        self.plan = plan
+        return True
+
     def set_link_down(self, name: str | int, down: bool = True) -> None:
         self.link(name).set_down(down)
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -72,23 +73,32 @@ class RunReport:
     rows: list[dict[str, Any]]
     flagged: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    failed_points: list[str] = field(default_factory=list)
 
 
-def link_columns(plan: Plan) -> dict[str, Any]:
-    """Link parameters as summary columns: one column when every link agrees, else per link."""
+def varying_link_params(plans: list[Plan]) -> set[str]:
+    """Link parameters that differ between links in any of these plans (one column per link)."""
+    return {key for plan in plans for key in LINK_COLUMNS
+            if len({link.params[key] for link in plan.links}) > 1}
+
+
+def link_columns(plan: Plan, per_link: set[str] | None = None) -> dict[str, Any]:
+    """Link parameters as summary columns: one column when every link agrees (in every point of
+    the run), else one per link, named `links[i].<param>` like the sweep's field paths."""
+    per_link = varying_link_params([plan]) if per_link is None else per_link
     cols: dict[str, Any] = {}
     for key, col in LINK_COLUMNS.items():
-        values = [link.params[key] for link in plan.links]
-        if len(set(values)) == 1:
-            cols[col] = values[0]
+        if key in per_link:
+            for link in plan.links:
+                cols[f"links[{link.index}].{col}"] = link.params[key]
         else:
-            for link, v in zip(plan.links, values):
-                cols[f"{link.name}.{col}"] = v
+            cols[col] = plan.links[0].params[key] if plan.links else None
     return cols
 
 
 def test_row(exp: Experiment, plan: Plan, test: PlanTest, outcome: Any,
-             counters: dict[str, dict[str, int]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             counters: dict[str, dict[str, int]], per_link: set[str] | None = None
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One summary row and the per-subflow rows of one test."""
     from .traffic import summarize_iperf3
 
@@ -130,14 +140,10 @@ def test_row(exp: Experiment, plan: Plan, test: PlanTest, outcome: Any,
     else:
         row.update(goodput_mbps=None, subflows=0)
     row["subflows_ok"] = bool(row.get("subflows", 0) >= row["expected_subflows"]) and not outcome.error
-    row.update(link_columns(plan))
+    row.update(link_columns(plan, per_link))
     row["started"] = outcome.started
     row["ended"] = outcome.ended
     return row, sub_rows
-
-
-def samples_rows(test: PlanTest, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"test": test.label, **s} for s in samples]
 
 
 def describe_plan(exp: Experiment, plan: Plan, console: Console) -> None:
@@ -197,168 +203,346 @@ def path_columns(controller: Any, before: dict[str, dict[int, int]], after: dict
     return cols
 
 
+class PointState:
+    """points.json: every sweep point with its values and status (pending, done, failed)."""
+
+    def __init__(self, rd: RunDir, pts: list[Any]):
+        self.rd = rd
+        self.path = rd.path / "points.json"
+        old = {p["id"]: p for p in json.loads(self.path.read_text())} if self.path.exists() else {}
+        self.points = [{"id": p.id, "values": p.as_dict(), "status": old.get(p.id, {}).get("status", "pending"),
+                        "error": old.get(p.id, {}).get("error")} for p in pts]
+        self.save()
+
+    def status(self, pid: str) -> str:
+        return next(p["status"] for p in self.points if p["id"] == pid)
+
+    def mark(self, pid: str, status: str, error: str | None = None) -> None:
+        for p in self.points:
+            if p["id"] == pid:
+                p.update(status=status, error=error)
+        self.save()
+
+    def save(self) -> None:
+        self.rd.write_json("points.json", self.points)
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    if not path.exists():
+        return []
+    df = pd.read_csv(path)
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+            for r in df.to_dict("records")]
+
+
+def _self_check(net: Any, exp: Experiment, console: Console, rd: RunDir, tag: str) -> selfcheck.SelfCheckReport | None:
+    em = exp.emulation
+    if em.check == "none":
+        return None
+    console.print(f"self-check ({em.check}) of {len(selfcheck.paths(net.plan))} path(s){tag}...")
+    report = selfcheck.run(net, em.check, em.rtt_tolerance_pct, em.rtt_tolerance_ms, em.rate_tolerance_pct)
+    console.print(report.table(), highlight=False, soft_wrap=True)
+    return report
+
+
 def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
         console: Console | None = None, figures: bool = True, shaper: str | None = None,
-        check: str | None = None, pox_home: str | None = None) -> RunReport | None:
-    """Run one experiment. Raises SpecError/PlanError/PreflightError before creating anything."""
-    from .network import Network, preflight
+        check: str | None = None, pox_home: str | None = None, sets: list[str] | None = None,
+        resume: str | Path | None = None) -> RunReport | None:
+    """Run an experiment -- every point of its sweep. Raises SpecError/PlanError/PreflightError
+    before anything is created."""
+    from . import sweep as sweeps
+    from .network import Network, PreflightError, preflight
+    from .paths import max_flow
+    from .plan import controller_topology
     from .registry import Registry
-    from .traffic import run_test
 
     console = console or Console(stderr=True)
-    spec_path = resolve_spec_path(spec)
+    if resume:
+        rd_resume = RunDir(Path(resume))
+        if not (rd_resume.path / "spec.yaml").exists():
+            raise PreflightError([f"--resume: {resume} is not a run directory (no spec.yaml)"])
+        spec_path = rd_resume.path / "spec.yaml"
+    else:
+        spec_path = resolve_spec_path(spec)
     exp = load_spec(spec_path)
     if shaper or check:
         emu = exp.emulation.model_copy(update={k: v for k, v in (("shaper", shaper), ("check", check)) if v})
         exp = exp.model_copy(update={"emulation": emu})
-    plan = make_plan(exp)
+    extra = sweeps.parse_set(sets or [])
+    if extra:  # --set parameters become part of the recorded spec's sweep
+        from .spec import Sweep
+
+        sw = exp.sweep or Sweep()
+        exp = exp.model_copy(update={"sweep": sw.model_copy(update={"parameters": {**sw.parameters, **extra}})})
+    pts = sweeps.points(exp)
+    # Every point is validated and planned before anything is created: bad input exits 2.
+    point_exps = [(p, sweeps.apply(exp, p)) for p in pts]
+    plans = {p.id: make_plan(e) for p, e in point_exps}
+    first_plan = plans[pts[0].id]
     if dry_run:
-        describe_plan(exp, plan, console)
+        describe_plan(point_exps[0][1], first_plan, console)
+        describe_points(pts, plans, console)
         return None
     t_start = time.monotonic()
     caps = capabilities.probe()
     if os.geteuid() == 0 and caps.ovs_installed:
         capabilities.start_ovs()
-    preflight(plan, caps, exp.emulation.shaper)
+    for p, e in point_exps:
+        preflight(plans[p.id], caps, e.emulation.shaper)
     pox_dir = None
     if exp.controller.kind == "pox":
         from .controller import POX_HELP, find_pox
-        from .network import PreflightError
 
         pox_dir = find_pox(pox_home or exp.controller.pox_home)
         if pox_dir is None:
             raise PreflightError([f"controller.kind: pox, but no POX checkout was found. {POX_HELP}"])
 
-    run_id = new_run_id()
-    rd = RunDir.create(exp.name, root=exp.outputs.dir, out=out, run_id=run_id)
-    rd.write_spec(exp.model_dump(mode="json"))
-    rd.write_json("plan.json", plan.to_dict())
-    meta: dict[str, Any] = {
-        "run_id": run_id, "experiment": exp.name, "spec_file": str(spec_path),
-        "command": sys.argv, "hostname": socket.gethostname(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kernel": os.uname().release,
-        "capabilities": caps.to_dict(), "versions": capabilities.versions(),
-        "datapath": caps.datapath, "shaper_requested": exp.emulation.shaper,
-        "root_sysctls": {k: capabilities.read_sysctl(k) for k in (
-            "net.mptcp.enabled", "net.mptcp.path_manager", "net.mptcp.scheduler",
-            "net.ipv4.tcp_congestion_control", "net.ipv4.tcp_allowed_congestion_control")},
-        "mptcp_mode": caps.iperf3_mptcp, "expected_subflows": plan.expected_subflows,
-        "formats": exp.outputs.formats, "status": "running",
-    }
+    if resume:
+        rd = RunDir(Path(resume))
+        meta: dict[str, Any] = json.loads((rd.path / "metadata.json").read_text())
+        run_id = meta["run_id"]
+        meta.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    else:
+        run_id = new_run_id()
+        rd = RunDir.create(exp.name, root=exp.outputs.dir, out=out, run_id=run_id)
+        rd.write_spec(exp.model_dump(mode="json"))
+        rd.write_json("plan.json", first_plan.to_dict())
+        meta = {
+            "run_id": run_id, "experiment": exp.name, "spec_file": str(spec_path),
+            "command": sys.argv, "hostname": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kernel": os.uname().release,
+            "capabilities": caps.to_dict(), "versions": capabilities.versions(),
+            "datapath": caps.datapath, "shaper_requested": exp.emulation.shaper,
+            "root_sysctls": {k: capabilities.read_sysctl(k) for k in (
+                "net.mptcp.enabled", "net.mptcp.path_manager", "net.mptcp.scheduler",
+                "net.ipv4.tcp_congestion_control", "net.ipv4.tcp_allowed_congestion_control")},
+            "mptcp_mode": caps.iperf3_mptcp, "expected_subflows": first_plan.expected_subflows,
+            "formats": exp.outputs.formats, "swept": [k for k, _ in pts[0].values],
+            "shuffle_seed": exp.sweep.seed if exp.sweep and exp.sweep.shuffle else None,
+        }
+    meta["status"] = "running"
     rd.write_json("metadata.json", meta)
+    state = PointState(rd, pts)
+    done_ids = {p["id"] for p in state.points if p["status"] == "done"}
+    # Rows of points that did not finish (killed half-way) are dropped: the point runs again.
+    rows = [r for r in _csv_rows(rd.path / "summary.csv") if r.get("point", pts[0].id) in done_ids]
+    sub_rows = [r for r in _csv_rows(rd.path / "subflows.csv") if r.get("point", pts[0].id) in done_ids]
+    todo = [(p, e) for p, e in point_exps if p.id not in done_ids]
     console.print(f"[bold]{exp.name}[/]: run {run_id} -> {rd.path}  "
                   f"(OVS {caps.datapath} datapath, netem {'present' if caps.netem else 'absent'}, "
-                  f"shaper {exp.emulation.shaper}, MPTCP via {caps.iperf3_mptcp})")
+                  f"shaper {exp.emulation.shaper}, MPTCP via {caps.iperf3_mptcp})"
+                  + (f"; {len(pts)} points, {len(todo)} to run" if len(pts) > 1 or resume else ""))
 
-    rows: list[dict[str, Any]] = []
-    sub_rows: list[dict[str, Any]] = []
     flagged: list[str] = []
+    failed: list[str] = []
     registry = Registry(run_id)
-    from .paths import max_flow
-    from .plan import controller_topology
+    timings: dict[str, float] = {"build_s": 0.0, "configure_s": 0.0, "teardown_s": 0.0,
+                                 "reconfigure_s": 0.0, "selfcheck_s": 0.0, "measure_s": 0.0}
+    net: Any = None
+    net_exp: dict[str, Any] | None = None
+    n_tests = sum(len(plans[p.id].tests) for p, _ in todo)
+    per_link = varying_link_params(list(plans.values()))
 
-    ctl = make_controller(exp, plan, rd, pox_dir)
-    topo = controller_topology(plan, exp.traffic.port)
-    maxflow = max_flow(topo, plan.client, plan.server)
-    meta["maxflow_mbps"] = maxflow
-    net = Network(plan, caps, registry, shaper=exp.emulation.shaper, seed=exp.emulation.seed, controller=ctl)
-    tr = exp.traffic
+    def close_net() -> None:
+        nonlocal net, net_exp
+        if net is not None:
+            try:
+                meta.setdefault("link_stats", {})[net_point] = {
+                    pl.name: net.link(pl.index).stats() for pl in net.plan.links} if net.net else {}
+            except Exception:
+                pass
+            net.stop()
+            for k in ("build_s", "configure_s", "teardown_s"):
+                timings[k] += net.timings.get(k, 0.0)
+            net, net_exp = None, None
+
+    net_point = ""
     try:
         with signals_as_exceptions():
+            progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
             try:
-                net.start()
-                meta["network"] = net.describe()
-                meta["shaping_backend"] = net.shaping_backend
-                rd.write_json("metadata.json", meta)
-                if exp.emulation.check != "none":
-                    em = exp.emulation
-                    console.print(f"self-check ({em.check}) of {len(selfcheck.paths(plan))} path(s)...")
-                    check_report = selfcheck.run(net, em.check, em.rtt_tolerance_pct, em.rtt_tolerance_ms,
-                                                 em.rate_tolerance_pct)
-                    meta["self_check"] = check_report.to_dict()
-                    rd.write_json("selfcheck.json", check_report.to_dict())
-                    rd.write_json("metadata.json", meta)
-                    console.print(check_report.table(), highlight=False, soft_wrap=True)
-                    if not check_report.ok:
-                        raise selfcheck.SelfCheckError(check_report)
-                progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                                    TextColumn("eta"), TimeRemainingColumn(), console=console,
-                                    transient=False)
-                client_pid = net.node(plan.client).pid
-                server_pid = net.node(plan.server).pid
                 with progress:
-                    task = progress.add_task("tests", total=len(plan.tests))
-                    switches = [sw.name for sw in plan.switches]
-                    for test in plan.tests:
-                        progress.update(task, description=f"{test.variant or test.protocol} #{test.repetition}")
-                        if test.protocol == "mptcp":
-                            net.set_signal_ports(plan.server, test.signal_ports)
-                        flows_before = flow_bytes(switches) if ctl else {}
-                        before = {"client": read_counters(client_pid), "server": read_counters(server_pid)}
-                        outcome = run_test(
-                            net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port,
-                            duration=tr.duration, nbytes=tr.bytes, parallel=tr.parallel,
-                            congestion_control=plan.host(plan.client).mptcp.congestion_control,
-                            timeout_margin=tr.timeout_margin, sample_interval=exp.measurements.interval)
-                        deltas = {"client": counter_delta(before["client"], read_counters(client_pid)),
-                                  "server": counter_delta(before["server"], read_counters(server_pid))}
-                        row, subs = test_row(exp, plan, test, outcome, deltas)
-                        row["maxflow_mbps"] = maxflow
-                        if row.get("goodput_mbps") is not None and maxflow:
-                            row["goodput_over_maxflow"] = row["goodput_mbps"] / maxflow
-                        if ctl:
-                            flows_after = flow_bytes(switches)
-                            row.update(path_columns(ctl, flows_before, flows_after,
-                                                    max(topo.port_subflow.values()) + 1))
-                            rd.write_raw(f"{test.label}-flows.json", {"before": flows_before, "after": flows_after})
-                            if not ctl.alive():
-                                died = f"controller died ({ctl.describe().get('died')})"
-                                row["error"] = f"{died}; {row['error']}" if row.get("error") else died
-                                row["subflows_ok"] = False
-                                meta["controller_died"] = ctl.describe().get("died")
-                        rd.write_raw(f"{test.label}-client.json", outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr})
-                        rd.write_raw(f"{test.label}-server.json", outcome.server_json or {})
-                        rd.write_raw(f"{test.label}-counters.json", deltas)
-                        write_csv(rd.raw / f"{test.label}-samples.csv", samples_rows(test, outcome.samples))
-                        rows.append(row)
-                        sub_rows.extend(subs)
+                    task = progress.add_task("tests", total=n_tests)
+                    for point, pexp in todo:
+                        plan = plans[point.id]
+                        pdump = pexp.model_dump(mode="json")
+                        try:
+                            t0 = time.monotonic()
+                            in_place = net is not None and net_exp is not None and \
+                                sweeps.link_only_change(net_exp, pdump) and net.apply_links(plan)
+                            if in_place:
+                                timings["reconfigure_s"] += time.monotonic() - t0
+                            else:
+                                close_net()
+                                ctl = make_controller(pexp, plan, rd, pox_dir)
+                                net = Network(plan, caps, registry, shaper=pexp.emulation.shaper,
+                                              seed=pexp.emulation.seed, controller=ctl)
+                                net.start()
+                                net_exp, net_point = pdump, point.id
+                                if "network" not in meta:
+                                    meta["network"] = net.describe()
+                                    meta["shaping_backend"] = net.shaping_backend
+                                    rd.write_json("metadata.json", meta)
+                            net_exp = pdump
+                            t1 = time.monotonic()
+                            report = _self_check(net, pexp, progress.console, rd,
+                                                 f" at {point.label()}" if point.values else "")
+                            timings["selfcheck_s"] += time.monotonic() - t1
+                            if report is not None:
+                                checks = meta.setdefault("self_checks", {})
+                                checks[point.id] = report.to_dict()
+                                if not point.values:
+                                    meta["self_check"] = report.to_dict()
+                                    rd.write_json("selfcheck.json", report.to_dict())
+                                else:
+                                    rd.write_json(f"selfcheck-{point.id}.json", report.to_dict())
+                                rd.write_json("metadata.json", meta)
+                                if not report.ok:
+                                    raise selfcheck.SelfCheckError(report)
+                            t2 = time.monotonic()
+                            new_rows, new_subs, new_flags = run_point(net, pexp, plan, point, rd, caps,
+                                                                      progress, task, per_link)
+                            timings["measure_s"] += time.monotonic() - t2
+                        except selfcheck.SelfCheckError as e:
+                            if len(pts) == 1:
+                                raise
+                            state.mark(point.id, "failed", "self-check failed")
+                            failed.append(f"{point.id} ({point.label()}): self-check failed")
+                            progress.console.print(f"[red]point failed[/] {point.label()}: self-check failed")
+                            close_net()
+                            progress.advance(task, len(plan.tests))
+                            continue
+                        except (Interrupted, KeyboardInterrupt):
+                            raise
+                        except Exception as e:
+                            if len(pts) == 1:
+                                raise
+                            # A failed point is recorded and the sweep goes on, on a fresh network.
+                            msg = f"{type(e).__name__}: {e}"
+                            state.mark(point.id, "failed", msg)
+                            failed.append(f"{point.id} ({point.label()}): {msg}")
+                            progress.console.print(f"[red]point failed[/] {point.label()}: {msg}")
+                            close_net()
+                            continue
+                        rows.extend(new_rows)
+                        sub_rows.extend(new_subs)
+                        flagged.extend(new_flags)
                         rd.write_summary(rows)
                         if sub_rows:
                             rd.write_subflows(sub_rows)
-                        if not row["subflows_ok"]:
-                            why = row["error"] or (f"{row['subflows']} subflow(s), expected "
-                                                   f"{row['expected_subflows']}")
-                            flagged.append(f"{test.label}: {why}")
-                            progress.console.print(f"[yellow]warning[/] {test.label}: {why}")
-                        progress.advance(task)
-                # What the links did: emulator counters (drops by loss and by queue) or qdisc stats.
-                meta["link_stats"] = {pl.name: net.link(pl.index).stats() for pl in plan.links}
+                        state.mark(point.id, "done")
             finally:
-                net.stop()
+                close_net()
     except Interrupted as e:
-        meta.update(status=f"interrupted ({e})", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    timings=net.timings)
+        meta.update(status=f"interrupted ({e})", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), timings=timings)
         rd.write_json("metadata.json", meta)
         raise
     except BaseException as e:
         meta.update(status=f"failed: {type(e).__name__}: {e}", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    timings=net.timings)
+                    timings=timings)
         rd.write_json("metadata.json", meta)
         raise
-    timings = dict(net.timings)
     timings["total_s"] = time.monotonic() - t_start
-    meta.update(status="complete" if not flagged else f"complete, {len(flagged)} test(s) flagged",
-                flagged=flagged, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), timings=timings)
+    timings["points_run"] = len(todo)
+    status = "complete"
+    if failed:
+        status += f", {len(failed)} of {len(pts)} point(s) failed"
+    if flagged:
+        status += f", {len(flagged)} test(s) flagged"
+    meta.update(status=status, flagged=flagged, failed_points=failed,
+                ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), timings=timings)
+    meta["maxflow_mbps"] = rows[0].get("maxflow_mbps") if rows else None
     rd.write_json("metadata.json", meta)
-    report = RunReport(rd.path, rows, flagged, timings)
+    report_ = RunReport(rd.path, rows, flagged, timings, failed)
     if figures and rows:
         from .figures import render
 
         paths = render(rd.path, exp.outputs.formats)
         console.print("figures: " + ", ".join(str(p) for p in paths))
-    print_summary(report, console)
-    return report
+    print_summary(report_, console)
+    return report_
+
+
+def run_point(net: Any, exp: Experiment, plan: Plan, point: Any, rd: RunDir, caps: Any,
+              progress: Progress, task: Any, per_link: set[str] | None = None
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Every test of one point on the running network; rows carry the point's values."""
+    from .paths import max_flow
+    from .plan import controller_topology
+    from .traffic import run_test
+
+    tr = exp.traffic
+    ctl = net.controller
+    topo = controller_topology(plan, tr.port)
+    maxflow = max_flow(topo, plan.client, plan.server)
+    client_pid, server_pid = net.node(plan.client).pid, net.node(plan.server).pid
+    switches = [sw.name for sw in plan.switches]
+    rows, sub_rows, flagged = [], [], []
+    prefix = f"{point.id}-" if point.values else ""
+    for test in plan.tests:
+        label = prefix + test.label
+        progress.update(task, description=f"{point.id + ' ' if point.values else ''}"
+                        f"{test.variant or test.protocol} #{test.repetition}")
+        if test.protocol == "mptcp":
+            net.set_signal_ports(plan.server, test.signal_ports)
+        flows_before = flow_bytes(switches) if ctl else {}
+        before = {"client": read_counters(client_pid), "server": read_counters(server_pid)}
+        outcome = run_test(
+            net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port, duration=tr.duration,
+            nbytes=tr.bytes, parallel=tr.parallel,
+            congestion_control=plan.host(plan.client).mptcp.congestion_control,
+            timeout_margin=tr.timeout_margin, sample_interval=exp.measurements.interval)
+        deltas = {"client": counter_delta(before["client"], read_counters(client_pid)),
+                  "server": counter_delta(before["server"], read_counters(server_pid))}
+        row, subs = test_row(exp, plan, test, outcome, deltas, per_link)
+        row["test"] = label
+        for s_ in subs:
+            s_["test"] = label
+        if point.values:
+            row = {"point": point.id, **point.as_dict(), **row}
+            subs = [{"point": point.id, **point.as_dict(), **s_} for s_ in subs]
+        row["maxflow_mbps"] = maxflow
+        if row.get("goodput_mbps") is not None and maxflow:
+            row["goodput_over_maxflow"] = row["goodput_mbps"] / maxflow
+        if ctl:
+            flows_after = flow_bytes(switches)
+            row.update(path_columns(ctl, flows_before, flows_after, max(topo.port_subflow.values()) + 1))
+            rd.write_raw(f"{label}-flows.json", {"before": flows_before, "after": flows_after})
+            if not ctl.alive():
+                died = f"controller died ({ctl.describe().get('died')})"
+                row["error"] = f"{died}; {row['error']}" if row.get("error") else died
+                row["subflows_ok"] = False
+        rd.write_raw(f"{label}-client.json", outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr})
+        rd.write_raw(f"{label}-server.json", outcome.server_json or {})
+        rd.write_raw(f"{label}-counters.json", deltas)
+        write_csv(rd.raw / f"{label}-samples.csv", [{"test": label, **x} for x in outcome.samples])
+        rows.append(row)
+        sub_rows.extend(subs)
+        if not row["subflows_ok"]:
+            why = row["error"] or f"{row['subflows']} subflow(s), expected {row['expected_subflows']}"
+            flagged.append(f"{label}: {why}")
+            progress.console.print(f"[yellow]warning[/] {label}: {why}")
+        progress.advance(task)
+    return rows, sub_rows, flagged
+
+
+def describe_points(pts: list[Any], plans: dict[str, Plan], console: Console) -> None:
+    if len(pts) == 1 and not pts[0].values:
+        return
+    t = Table(title=f"{len(pts)} sweep points")
+    t.add_column("point")
+    keys = [k for k, _ in pts[0].values]
+    for k in keys:
+        t.add_column(k)
+    t.add_column("tests")
+    for p in pts:
+        t.add_row(p.id, *[str(v) for _, v in p.values], str(len(plans[p.id].tests)))
+    console.print(t)
 
 
 def print_summary(report: RunReport, console: Console) -> None:
@@ -378,8 +562,12 @@ def print_summary(report: RunReport, console: Console) -> None:
     if "mptcp" in means and "tcp" in means and means["tcp"] > 0:
         console.print(f"MPTCP/TCP goodput ratio: {means['mptcp'] / means['tcp']:.2f}")
     tm = report.timings
-    console.print(f"set-up {tm.get('build_s', 0) + tm.get('configure_s', 0):.2f} s, tear-down "
-                  f"{tm.get('teardown_s', 0):.2f} s, total {tm.get('total_s', 0):.1f} s")
+    console.print(f"set-up {tm.get('build_s', 0) + tm.get('configure_s', 0):.2f} s, reconfiguration "
+                  f"{tm.get('reconfigure_s', 0):.2f} s, self-check {tm.get('selfcheck_s', 0):.2f} s, "
+                  f"measurement {tm.get('measure_s', 0):.1f} s, tear-down {tm.get('teardown_s', 0):.2f} s, "
+                  f"total {tm.get('total_s', 0):.1f} s")
+    for f in report.failed_points:
+        console.print(f"[red]failed point[/] {f}")
     for f in report.flagged:
         console.print(f"[yellow]flagged[/] {f}")
     console.print(f"results: {report.run_dir}")

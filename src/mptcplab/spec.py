@@ -341,6 +341,35 @@ class Variant(_Model):
     expect_subflows: int | None = Field(None, ge=1, le=9)
 
 
+class Sweep(_Model):
+    """Points to run: a cartesian product of `parameters`, times each `zip` group moving together.
+    Field paths: links.h1-s1.loss, links[2].bw, links.*.bw, links.h1-s1.up.delay, mptcp.scheduler..."""
+
+    parameters: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: list[dict[str, list[Any]]] = Field(default_factory=list)
+    shuffle: bool = Field(False, description="run the points in a random order drawn from seed")
+    seed: int = 1
+
+    @field_validator("parameters")
+    @classmethod
+    def _non_empty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for k, values in v.items():
+            if not values:
+                raise ValueError(f"{k}: give at least one value")
+        return v
+
+
+class FigureSpec(_Model):
+    """A custom plot drawn from summary.csv's columns."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    x: str
+    y: str = "goodput_mbps"
+    hue: str | None = None
+    col: str | None = None
+    kind: Literal["line", "bar", "box", "point", "strip"] = "line"
+
+
 class Outputs(_Model):
     dir: str = Field("results", description="results root; runs go to DIR/<experiment>/<run-id>")
     formats: list[Literal["pdf", "png", "svg"]] = Field(default_factory=lambda: ["pdf", "png"])
@@ -375,6 +404,8 @@ class Experiment(_Model):
     emulation: Emulation = Field(default_factory=Emulation)
     variants: list[Variant] | None = Field(
         None, description="named variants run on the same network (replace traffic.protocols)")
+    sweep: Sweep | None = None
+    figures: list[FigureSpec] = Field(default_factory=list, description="custom plots from summary.csv")
     measurements: Measurements = Field(default_factory=Measurements)
     outputs: Outputs = Field(default_factory=Outputs)
 
