@@ -48,6 +48,10 @@ def test_dual_path_end_to_end(tmp_path, no_leftovers):
     # Per-subflow view: each MPTCP test's bytes split over its two paths.
     subs = pd.read_csv(out / "subflows.csv")
     assert len(subs) == 4
+    # The kernel's per-subflow view adds up to what iperf3 sent (within 5%).
+    for test, g in subs.groupby("test"):
+        sent = json.loads((out / "raw" / f"{test}-client.json").read_text())["end"]["sum_sent"]["bytes"]
+        assert abs(g["bytes_acked"].sum() - sent) <= 0.05 * sent, (test, g["bytes_acked"].sum(), sent)
     for _, g in subs.groupby("test"):
         assert sorted(g["local"].str.split(":").str[0]) == ["10.0.1.1", "10.0.2.1"]
         assert g["share"].between(0.25, 0.75).all()
