@@ -44,8 +44,37 @@ def test_figure_from_saved_results(tmp_path):
     rd.write_summary(rows)
     rd.write_json("metadata.json", {"formats": ["pdf", "png"]})
     files = render(rd.path)
-    assert sorted(f.name for f in files) == ["goodput.pdf", "goodput.png"]
+    assert sorted(f.name for f in files) == ["goodput-cdf.pdf", "goodput-cdf.png", "goodput.pdf", "goodput.png"]
     assert all(f.stat().st_size > 1000 for f in files)
     assert files[0].read_bytes().startswith(b"%PDF")
     assert find_runs(tmp_path) == [rd.path]
     assert list(read_summary(rd.path)["protocol"]) == ["mptcp", "tcp", "mptcp", "tcp"]
+
+
+def test_sweep_figures_from_saved_results(tmp_path):
+    """A two-parameter sweep's figure set, from files alone (no network, no root)."""
+    rd = RunDir.create("sweep", out=tmp_path / "run")
+    rows, subs, k = [], [], 0
+    for bw in (2, 5, 10):
+        for loss in (0, 1):
+            for rep in (1, 2):
+                for proto, base in (("mptcp", 5 + bw), ("tcp", 5)):
+                    k += 1
+                    test = f"p{k:03d}-{proto}-r{rep}"
+                    rows.append({"experiment": "sweep", "test": test, "protocol": proto, "repetition": rep,
+                                 "goodput_mbps": base * (1 - loss / 10) + rep * 0.01, "error": None,
+                                 "point": f"b{bw}l{loss}", "links.h1-s2.bw": bw, "links.s2-h2.bw": bw,
+                                 "links.h1-s2.loss": loss, "subflows": 2 if proto == "mptcp" else 1})
+                    if proto == "mptcp":
+                        share = 5 / (5 + bw)
+                        for local, remote, sh in (("10.0.1.1:4000", "10.0.1.2:5201", share),
+                                                  ("10.0.2.1:4001", "10.0.2.2:5201", 1 - share)):
+                            subs.append({"test": test, "point": f"b{bw}l{loss}", "connection": "10.0.1.1:4000",
+                                         "local": local, "remote": remote, "local_id": 0, "share": sh})
+    rd.write_summary(rows)
+    rd.write_subflows(subs)
+    rd.write_json("metadata.json", {"formats": ["png"], "swept": ["links.h1-s2.bw", "links.s2-h2.bw", "links.h1-s2.loss"]})
+    names = sorted(f.name for f in render(rd.path))
+    # links.s2-h2.bw moves with links.h1-s2.bw (a zip group): one plot for the pair
+    assert names == ["goodput-cdf.png", "goodput-vs-links-h1-s2-bw.png", "goodput-vs-links-h1-s2-loss.png",
+                     "mptcp-gain-heatmap.png", "subflow-share.png"]
