@@ -142,22 +142,9 @@ def main() -> None:
     app()
 
 
+# `run-experiment SPEC ...` is `mptcplab run SPEC ...` as a command of its own.
 run_app = typer.Typer(add_completion=False)
-
-
-@run_app.command()
-def _run_experiment(
-    spec: str = typer.Argument(..., help=SPEC_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="write the run exactly here"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
-    shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
-    check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
-    pox_home: Optional[str] = typer.Option(None, "--pox-home", help="POX checkout (else $POX_HOME)"),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help="sweep PATH=V1,V2,... (repeatable), e.g. links.h1-s1.loss=0,1,2"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run in RUN_DIR (SPEC is ignored)"),
-) -> None:
-    """Run an experiment spec (same as `mptcplab run`)."""
-    _run(spec, out, dry_run, shaper, check, pox_home, sets, resume)
+run_app.command()(run_cmd)
 
 
 def run_experiment_main() -> None:

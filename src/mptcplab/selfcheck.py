@@ -44,19 +44,19 @@ class PathSpec:
     server: PlanIntf
     hops: list[tuple[PlanLink, bool]]  # (link, crossed from endpoints[0] to endpoints[1])
 
-    def forward(self) -> list[dict[str, Any]]:
+    def _crossing(self, forward: bool) -> list[dict[str, Any]]:
+        """Each link's model in the direction the path crosses it (client->server if forward)."""
         out = []
         for link, along in self.hops:
             up, down = directions(link.params, link.params.get("up"), link.params.get("down"))
-            out.append(up if along else down)
+            out.append(up if along == forward else down)
         return out
 
+    def forward(self) -> list[dict[str, Any]]:
+        return self._crossing(True)
+
     def backward(self) -> list[dict[str, Any]]:
-        out = []
-        for link, along in self.hops:
-            up, down = directions(link.params, link.params.get("up"), link.params.get("down"))
-            out.append(down if along else up)
-        return out
+        return self._crossing(False)
 
     def expected_rtt_ms(self) -> float:
         total = 0.0
