@@ -133,6 +133,8 @@ def check() -> None:
     t.add_column("value")
     for k, v in caps.items():
         t.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
+    for path in sorted(Path("/proc/sys/net/mptcp").glob("*")):
+        t.add_row(f"sysctl: net.mptcp.{path.name}", capabilities.read_sysctl(f"net.mptcp.{path.name}") or "")
     for k, v in capabilities.versions().items():
         t.add_row(f"version: {k}", str(v))
     Console().print(t)
