@@ -84,6 +84,22 @@ def goodput_by_variant(df: pd.DataFrame, out_dir: Path, formats: list[str],
     return _save(fig, out_dir, "goodput", formats)
 
 
+UNITS = {"bw": "Mbit/s", "delay": "ms", "jitter": "ms", "loss": "%", "queue": "packets",
+         "queue_bytes": "bytes", "duration": "s"}
+
+
+def param_label(path: str) -> str:
+    """'links.h1-s2.loss' -> 'loss h1-s2 (%)'; other field paths keep their name."""
+    parts = path.replace("[", ".[").split(".")
+    field = parts[-1]
+    where = " ".join(f"link {p[1:-1]}" if p.startswith("[") else ("all links" if p == "*" else p)
+                     for p in parts[1:-1] if p) \
+        if parts[0] == "links" else ""
+    unit = UNITS.get(field)
+    text = f"{field} {where}".strip() if parts[0] == "links" else path
+    return f"{text} ({unit})" if unit else text
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
 
@@ -112,7 +128,7 @@ def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str]) -> l
     sns.lineplot(data=ok, x=x, y="goodput_mbps", hue=hue, style=hue, markers=True, dashes=False,
                  errorbar=("ci", 95), err_style="bars", err_kws={"capsize": 2, "linewidth": 0.8},
                  linewidth=1.0, markersize=4, ax=ax)
-    ax.set_xlabel(x)
+    ax.set_xlabel(param_label(x))
     ax.set_ylabel("Goodput (Mbit/s)")
     ax.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()
@@ -120,8 +136,10 @@ def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str]) -> l
     return _save(fig, out_dir, f"goodput-vs-{_safe(x)}", formats)
 
 
-def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[str]) -> list[Path]:
-    """MPTCP's gain (mean MPTCP goodput / mean TCP goodput) over a two-parameter sweep."""
+def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[str],
+                 others: list[str] | None = None) -> list[Path]:
+    """MPTCP's gain (mean MPTCP goodput / mean TCP goodput) over two swept parameters (averaged
+    over any others, which the title names)."""
     ok = df[df["error"].isna()]
     means = ok.groupby([y, x, "protocol"])["goodput_mbps"].mean().unstack("protocol")
     gain = (means["mptcp"] / means["tcp"]).unstack(x)
@@ -129,8 +147,10 @@ def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[
     sns.heatmap(gain, annot=True, fmt=".2f", cmap="viridis", cbar_kws={"label": "MPTCP / TCP goodput"},
                 annot_kws={"fontsize": 6}, ax=ax)
     ax.invert_yaxis()
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(param_label(x))
+    ax.set_ylabel(param_label(y))
+    if others:
+        ax.set_title("mean over " + ", ".join(param_label(o) for o in others), fontsize=6)
     return _save(fig, out_dir, "mptcp-gain-heatmap", formats)
 
 
@@ -230,7 +250,7 @@ def render(run_dir: str | Path, formats: list[str] | None = None) -> list[Path]:
     for x in swept:
         paths += goodput_vs(df, x, out, formats)
     if len(swept) >= 2 and {"mptcp", "tcp"} <= set(df["protocol"]):
-        paths += gain_heatmap(df, swept[0], swept[1], out, formats)
+        paths += gain_heatmap(df, swept[0], swept[1], out, formats, swept[2:])
     if df["error"].notna().sum() < len(df):
         paths += goodput_cdf(df, out, formats)
     sub_path = run_dir / "subflows.csv"
