@@ -32,15 +32,17 @@ def channel_spec(tmp_path: Path, bws, duration=2, **extra) -> Path:
 
 def test_sweep_changes_links_in_place(tmp_path, no_leftovers):
     out = tmp_path / "run"
-    r = cli("run-experiment", str(channel_spec(tmp_path, [2, 10, 40])), "--out", str(out))
+    r = cli("run-experiment", str(channel_spec(tmp_path, [2, 10, 40], duration=4)), "--out", str(out))
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out / "summary.csv")
     assert list(df["point"]) == ["p001", "p002", "p003"] and list(df["links[1].bw"]) == [2, 10, 40]
     assert (df["subflows"] == 2).all()
     g = list(df["goodput_mbps"])
-    # channel 1 is 10 Mbit/s: MPTCP carries about 10 + the second channel's rate
+    # channel 1 is 10 Mbit/s: MPTCP carries about 10 + the second channel's rate (less the
+    # ramp-up of a 4 s test), and more as the second channel grows
     for got, second in zip(g, (2, 10, 40)):
-        assert 0.85 * (10 + second) * 1448 / 1514 <= got <= (10 + second), (got, second)
+        assert 0.8 * (10 + second) * 1448 / 1514 <= got <= (10 + second), (got, second)
+    assert g[0] < g[1] < g[2]
     meta = json.loads((out / "metadata.json").read_text())
     assert list(meta["link_stats"]) == ["p001"]  # one network for the whole sweep
     assert meta["timings"]["reconfigure_s"] > 0
