@@ -358,6 +358,30 @@ class Network:
         self.plan = plan
         return True
 
+    def queued(self) -> int:
+        """Frames waiting in the links right now (emulator queues, qdisc backlogs)."""
+        assert self.net is not None
+        total = 0
+        for link in self.net.links:
+            if link.backend == "userspace":
+                st = link.stats()
+                total += st["a2b"]["queued"] + st["b2a"]["queued"]
+            elif link.backend == "netem":
+                for intf in (link.intf1, link.intf2):
+                    total += sum(q.get("qlen", 0) for q in intf.qdiscs())
+        return total
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until the last test's tail has left every queue, so that a measurement (the
+        self-check after a change) does not queue behind it; frames already queued keep the
+        schedule of the rate they arrived under."""
+        deadline = time.monotonic() + timeout
+        while self.queued():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def set_link_down(self, name: str | int, down: bool = True) -> None:
         self.link(name).set_down(down)
 

@@ -242,6 +242,8 @@ def _self_check(net: Any, exp: Experiment, console: Console, rd: RunDir, tag: st
     if em.check == "none":
         return None
     console.print(f"self-check ({em.check}) of {len(selfcheck.paths(net.plan))} path(s){tag}...")
+    if not net.wait_idle():
+        console.print("[yellow]warning[/] the links still held frames after 5 s; checking anyway")
     report = selfcheck.run(net, em.check, em.rtt_tolerance_pct, em.rtt_tolerance_ms, em.rate_tolerance_pct)
     console.print(report.table(), highlight=False, soft_wrap=True)
     return report
