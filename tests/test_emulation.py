@@ -77,7 +77,7 @@ def test_delay(shaper, no_leftovers):
 def test_rate(shaper, no_leftovers):
     with pair(shaper, bw=20, queue=100) as (net, _):
         g = goodput(iperf3(net, seconds=4))
-    assert within(g, 20 * TCP_EFFICIENCY, 4), g
+    assert within(g, 20 * TCP_EFFICIENCY, 5), g
 
 
 def test_jitter_keeps_order_unless_asked(no_leftovers):
@@ -138,7 +138,7 @@ def test_queue_limit_drops(limit, no_leftovers):
     else:  # small frames (ACKs of iperf3's control connection) may make an 11th fit
         assert stats["max_backlog_bytes"] <= 10 * 1442
     received = r["server"]["end"]["sum_received"]["bits_per_second"] / 1e6
-    assert within(received, 5 * 1400 / 1442, 8), received
+    assert within(received, 5 * 1400 / 1442, 15), received  # a 2 s UDP test: ramp and tail
 
 
 @pytest.mark.parametrize("shaper", backends())
@@ -148,8 +148,8 @@ def test_asymmetric(shaper, no_leftovers):
         fwd = goodput(iperf3(net, seconds=4))
         rev = goodput(iperf3(net, "-R", seconds=4))
     assert within(statistics.median(rtts), 35.0, 2, 0.6), rtts
-    assert within(fwd, 10 * TCP_EFFICIENCY, 6), fwd
-    assert within(rev, 2 * TCP_EFFICIENCY, 6), rev
+    assert within(fwd, 10 * TCP_EFFICIENCY, 8), fwd
+    assert within(rev, 2 * TCP_EFFICIENCY, 8), rev
 
 
 @pytest.mark.parametrize("shaper", backends())
@@ -162,8 +162,8 @@ def test_change_in_place(shaper, no_leftovers):
         g2 = goodput(iperf3(net, seconds=4))
     assert within(statistics.median(before), 10.0, 2, 0.6), before
     assert within(statistics.median(after), 50.0, 2, 0.6), after
-    assert within(g1, 5 * TCP_EFFICIENCY, 5), g1
-    assert within(g2, 20 * TCP_EFFICIENCY, 6), g2
+    assert within(g1, 5 * TCP_EFFICIENCY, 7), g1
+    assert within(g2, 20 * TCP_EFFICIENCY, 8), g2
 
 
 @pytest.mark.parametrize("shaper", backends())
