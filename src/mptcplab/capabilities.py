@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -202,5 +203,5 @@ def versions() -> dict[str, str | None]:
         "mininet": mininet_version(),
         "iproute2": tool_version(("ip", "-V"), r"iproute2-([0-9][0-9.]*[0-9])"),
         "ethtool": tool_version(("ethtool", "--version"), r"version (\S+)"),
-        "python": ".".join(map(str, os.sys.version_info[:3])),
+        "python": ".".join(map(str, sys.version_info[:3])),
     }

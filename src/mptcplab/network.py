@@ -409,10 +409,9 @@ class Network:
             node = self.net[h.name]
             ns = netns_path(node)
             with MPTCP(netns=ns) as mp:
-                eps = [dict(e.get("attrs") and {
-                    k.removeprefix("MPTCP_PM_ADDR_ATTR_").lower(): v
-                    for k, v in e.get_attr("MPTCP_PM_ATTR_ADDR")["attrs"]
-                }) for e in mp.endpoint("show")]
+                eps = [{k.removeprefix("MPTCP_PM_ADDR_ATTR_").lower(): v
+                        for k, v in e.get_attr("MPTCP_PM_ATTR_ADDR")["attrs"]}
+                       for e in mp.endpoint("show")]
                 lim = mp.limits("show")[0]
                 limits = {"subflows": lim.get_attr("MPTCP_PM_ATTR_SUBFLOWS"),
                           "add_addr_accepted": lim.get_attr("MPTCP_PM_ATTR_RCV_ADD_ADDRS")}
