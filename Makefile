@@ -40,8 +40,13 @@ $(VENV)/.installed: pyproject.toml | apt
 run: setup
 	$(VENV)/bin/run-experiment experiments/dual-path.yaml
 
+# KERNEL_TESTS=0 skips the kernel series' KUnit run (about 6 min on 2 cores the first time,
+# cached in /var/cache/mptcplab-kernel afterwards).
+KERNEL_TESTS ?= 1
+
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@if [ "$(KERNEL_TESTS)" = 1 ]; then $(MAKE) -C kernel-patches test; fi
 
 check: setup
 	$(VENV)/bin/mptcplab check
