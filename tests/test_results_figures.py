@@ -1,9 +1,7 @@
 """Results are written atomically and figures render from a saved run directory alone."""
 
-import json
 import os
 
-import pandas as pd
 import pytest
 
 from mptcplab.figures import render

@@ -90,10 +90,7 @@ def normalize(params: dict[str, Any]) -> dict[str, Any]:
 def directions(params: dict[str, Any], up: dict[str, Any] | None = None,
                down: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(node1 -> node2, node2 -> node1) models: the link's parameters, then each override."""
-    base = {k: params.get(k) for k in DIRECTION_KEYS if k in params}
-    for extra in ("max_queue_size",):
-        if extra in params:
-            base[extra] = params[extra]
+    base = {k: params[k] for k in (*DIRECTION_KEYS, "max_queue_size") if k in params}
     out = []
     for over in (up, down):
         merged = dict(base)

@@ -26,7 +26,7 @@ from mininet.topo import Topo
 from pyroute2 import MPTCP, IPRoute
 
 from .capabilities import Capabilities
-from .links import EmuLink, LinkEmulationError, choose_backend, directions, node_run
+from .links import DIRECTION_KEYS, EmuLink, LinkEmulationError, choose_backend, directions, node_run
 from .plan import Plan, PlanHost
 from .registry import ALIAS_PREFIX, BRIDGE_TAG, Registry
 
@@ -346,13 +346,12 @@ class Network:
         False when that cannot be done in place (a link built without emulation, or a change
         that needs another backend): the caller rebuilds the network then.
         """
-        PARAMS = ("bw", "delay", "jitter", "loss", "queue", "queue_bytes", "burst_loss", "reorder")
         changes = [(new.index, new.params) for old, new in zip(self.plan.links, plan.links)
                    if old.params != new.params]
         try:
             for index, params in changes:
                 self.link(index).set_params(up=params.get("up") or {}, down=params.get("down") or {},
-                                            **{k: params.get(k) for k in PARAMS})
+                                            **{k: params.get(k) for k in DIRECTION_KEYS})
         except LinkEmulationError:
             return False
         self.plan = plan

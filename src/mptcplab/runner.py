@@ -257,8 +257,6 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
     before anything is created."""
     from . import sweep as sweeps
     from .network import Network, PreflightError, preflight
-    from .paths import max_flow
-    from .plan import controller_topology
     from .registry import Registry
 
     console = console or Console(stderr=True)

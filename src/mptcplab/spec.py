@@ -31,8 +31,6 @@ from pydantic import (
 #: Linux limits interface names to 15 characters (IFNAMSIZ - 1); Mininet names them NODE-ethK.
 IFNAME_MAX = 15
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,9}$")
-#: Endpoint flags of the in-kernel path manager (include/uapi/linux/mptcp.h).
-ENDPOINT_FLAGS = ("signal", "subflow", "backup", "fullmesh")
 
 
 class SpecError(Exception):
