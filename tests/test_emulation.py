@@ -66,6 +66,11 @@ def within(measured: float, expected: float, pct: float, abs_: float = 0.0) -> b
 TCP_EFFICIENCY = 1448 / 1514  # payload per Ethernet frame with timestamps
 
 
+def PING_MS(mbps: float) -> float:  # noqa: N802  (a constant of the link, in ms)
+    """Serialization time of one 98-byte ping frame at `mbps`."""
+    return 98 * 8 / (mbps * 1e6) * 1e3
+
+
 @pytest.mark.parametrize("shaper", backends())
 def test_delay(shaper, no_leftovers):
     with pair(shaper, delay="15ms") as (net, _):
@@ -160,8 +165,9 @@ def test_change_in_place(shaper, no_leftovers):
         link.set_params(delay=25, bw=20)
         after, _ = ping(net)
         g2 = goodput(iperf3(net, seconds=4))
-    assert within(statistics.median(before), 10.0, 2, 0.6), before
-    assert within(statistics.median(after), 50.0, 2, 0.6), after
+    # 2 x one-way delay plus the ping frame's serialization in each direction at the link rate
+    assert within(statistics.median(before), 10.0 + 2 * PING_MS(5), 2, 0.6), before
+    assert within(statistics.median(after), 50.0 + 2 * PING_MS(20), 2, 0.6), after
     assert within(g1, 5 * TCP_EFFICIENCY, 7), g1
     assert within(g2, 20 * TCP_EFFICIENCY, 8), g2
 
