@@ -40,8 +40,9 @@ $(VENV)/.installed: pyproject.toml | apt
 run: setup
 	$(VENV)/bin/run-experiment experiments/dual-path.yaml
 
-# KERNEL_TESTS=0 skips the kernel series' KUnit run (about 6 min on 2 cores the first time,
-# cached in /var/cache/mptcplab-kernel afterwards).
+# KERNEL_TESTS=0 skips the kernel series' tests: KUnit under ARCH=um, then the User-Mode Linux
+# end-to-end check (two builds of about 6-7 min each on 2 cores the first time, cached in
+# /var/cache/mptcplab-kernel by the series' hash afterwards).
 KERNEL_TESTS ?= 1
 
 test: setup

@@ -1,0 +1,375 @@
+"""Runs inside the User-Mode Linux guest as PID 1 (through init.sh) and powers the guest off.
+
+Two checks, each printing one line ``MPTCPLAB-RESULT <json>`` on the console for uml.py:
+
+e2e    two namespaces joined by two veth paths; an MPTCP transfer runs while the second path's
+       interface flaps N times, once with automatic endpoints (net.mptcp.pm_auto_endpoints) and
+       once the way userspace daemons do it today (endpoint del/add around every flap). The MIB
+       gives the walks over the connections (MPTcpExtPmWalks) each way costs.
+bench  N idle MPTCP connections and a burst of K address changes, with automatic endpoints
+       (batched) and with one netlink endpoint change per address (unbatched): walks, CPU time
+       (/proc/schedstat) and wall time for each.
+
+Everything runs in namespaces of the guest; nothing here touches the host.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+IPPROTO_MPTCP = 262
+SUBFLOW = 2  # MPTCP_PM_ADDR_FLAG_SUBFLOW
+
+
+def ip(*args: str, ns: str | None = None) -> str:
+    cmd = ["ip"] + (["-n", ns] if ns else []) + list(args)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def ip_batch(ns: str, lines: list[str]) -> float:
+    """Runs ``ip -n NS -batch`` and returns its wall time in seconds."""
+    path = Path("/tmp") / f"batch-{ns}-{time.monotonic_ns()}"
+    path.write_text("\n".join(lines) + "\n")
+    start = time.monotonic()
+    ip("-batch", str(path), ns=ns)
+    return time.monotonic() - start
+
+
+def sysctl(ns: str, name: str, value: int) -> None:
+    """Writes /proc/sys/net/mptcp/NAME in netns NS (names are this file's constants)."""
+    subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
+                    f"echo {int(value)} > /proc/sys/net/mptcp/{name}"], check=True)
+
+
+def in_netns(ns: str):
+    """Moves the calling thread into netns NS (setns on the thread, not the process)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+    finally:
+        os.close(fd)
+
+
+def mib(ns: str) -> dict[str, int]:
+    """The netns's MPTcpExt counters, read in that netns by a short-lived thread (no process
+    to start, so that reading them costs next to no CPU inside a measurement)."""
+    text: list[str] = []
+
+    def read() -> None:
+        in_netns(ns)
+        text.append(Path("/proc/thread-self/net/netstat").read_text())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join()
+    out = text[0].splitlines() if text else []
+    for names, values in zip(out[::2], out[1::2]):
+        if names.startswith("MPTcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:])))
+    return {}
+
+
+def mptcp_sockets(ns: str) -> int:
+    """Established MPTCP sockets in NS, from ss (the kernel's socket table)."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-HMn", "state", "established"],
+                         capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
+
+
+def cpu_ns() -> int:
+    """Time all tasks spent running, summed over CPUs (CONFIG_SCHEDSTATS), in ns."""
+    total = 0
+    for line in Path("/proc/schedstat").read_text().splitlines():
+        if line.startswith("cpu"):
+            total += int(line.split()[7])
+    return total
+
+
+def wait_for(pred, timeout: float, step: float = 0.01) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def two_paths(cli: str, srv: str) -> None:
+    """cli and srv joined by c1-s1 (10.1.1.0/24) and c2-s2 (10.1.2.0/24); the client's second
+    address is routed over the second path (table 2)."""
+    for ns in (cli, srv):
+        ip("netns", "add", ns)
+        ip("link", "set", "lo", "up", ns=ns)
+        ip("mptcp", "limits", "set", "subflows", "2", "add_addr_accepted", "2", ns=ns)
+    for k in (1, 2):
+        ip("link", "add", f"c{k}", "netns", cli, "type", "veth", "peer", f"s{k}", "netns", srv)
+
+
+def two_paths_up(cli: str, srv: str) -> None:
+    for k in (1, 2):
+        ip("addr", "add", f"10.1.{k}.1/24", "dev", f"c{k}", ns=cli)
+        ip("addr", "add", f"10.1.{k}.2/24", "dev", f"s{k}", ns=srv)
+        ip("link", "set", f"c{k}", "up", ns=cli)
+        ip("link", "set", f"s{k}", "up", ns=srv)
+    ip("rule", "add", "from", "10.1.2.1", "table", "2", ns=cli)
+    ip("route", "add", "10.1.1.0/24", "via", "10.1.2.2", "dev", "c2", "table", "2", ns=cli)
+
+
+class Transfer:
+    """An MPTCP transfer cli -> srv (10.1.1.2:5201) that runs until stop(); the server counts
+    what it receives, the client what it sent."""
+
+    def __init__(self, cli: str, srv: str) -> None:
+        self.sent = 0
+        self.received = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._server = threading.Thread(target=self._serve, args=(srv,))
+        self._client = threading.Thread(target=self._send, args=(cli,))
+
+    def start(self) -> None:
+        self._server.start()
+        if not self._listening.wait(10):
+            raise RuntimeError("server did not listen")
+        self._client.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._client.join(60)
+        self._server.join(60)
+
+    def _serve(self, ns: str) -> None:
+        try:
+            in_netns(ns)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP) as ls:
+                ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                ls.bind(("10.1.1.2", 5201))
+                ls.listen(1)
+                self._listening.set()
+                conn, _ = ls.accept()
+                with conn:
+                    while data := conn.recv(1 << 16):
+                        self.received += len(data)
+        except OSError as exc:
+            self.error = f"server: {exc}"
+
+    def _send(self, ns: str) -> None:
+        chunk = b"m" * (1 << 14)
+        try:
+            in_netns(ns)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+            s.connect(("10.1.1.2", 5201))
+            while not self._stop.is_set():
+                s.sendall(chunk)
+                self.sent += len(chunk)
+                time.sleep(0.001)
+            s.shutdown(socket.SHUT_WR)
+            s.close()
+        except OSError as exc:
+            self.error = f"client: {exc}"
+
+
+def e2e_mode(auto: bool, flaps: int, delay_ms: int) -> dict:
+    tag = "a" if auto else "u"
+    cli, srv = f"cli{tag}", f"srv{tag}"
+    two_paths(cli, srv)
+    if auto:
+        # before the addresses exist: the kernel follows them as they come
+        sysctl(cli, "pm_auto_delay_ms", delay_ms)
+        sysctl(cli, "pm_auto_endpoints", SUBFLOW)
+    two_paths_up(cli, srv)
+    if auto:
+        ok = wait_for(lambda: "10.1.2.1" in ip("mptcp", "endpoint", "show", ns=cli), 10)
+        if not ok:
+            raise RuntimeError("no automatic endpoint for 10.1.2.1")
+    else:
+        ip("mptcp", "endpoint", "add", "10.1.2.1", "dev", "c2", "id", "2", "subflow", ns=cli)
+    endpoints = ip("mptcp", "endpoint", "show", ns=cli).strip().splitlines()
+
+    transfer = Transfer(cli, srv)
+    transfer.start()
+    joined = wait_for(lambda: mib(cli).get("MPJoinSynAckRx", 0) >= 1, 10)
+
+    if auto:
+        lines = ["link set c2 down", "link set c2 up"] * flaps
+    else:
+        lines = ["link set c2 down", "mptcp endpoint delete id 2",
+                 "link set c2 up", "mptcp endpoint add 10.1.2.1 dev c2 id 2 subflow"] * flaps
+    time.sleep(1)
+    before = mib(cli)
+    flap_s = ip_batch(cli, lines)
+    time.sleep(2 * delay_ms / 1000 + 1)  # the worker runs after the delay
+    after = mib(cli)
+    time.sleep(1)
+    transfer.stop()
+
+    delta = {k: after.get(k, 0) - before.get(k, 0)
+             for k in ("PmWalks", "PmAutoEvents", "PmAutoCancelled", "PmAutoRescans")}
+    return {
+        "mode": "automatic endpoints" if auto else "userspace del/add",
+        "flaps": flaps,
+        "flap_seconds": round(flap_s, 3),
+        "walks": delta["PmWalks"],
+        "walks_per_flap": delta["PmWalks"] / flaps,
+        "events_queued": delta["PmAutoEvents"],
+        "events_cancelled": delta["PmAutoCancelled"],
+        "rescans": delta["PmAutoRescans"],
+        "second_subflow_joined": joined,
+        "endpoints": endpoints,
+        "sent": transfer.sent,
+        "received": transfer.received,
+        "transfer_complete": transfer.error is None and transfer.sent == transfer.received > 0,
+        "transfer_error": transfer.error,
+    }
+
+
+def e2e(flaps: int) -> dict:
+    delay_ms = int(os.environ.get("mptcplab_delay_ms", "2000"))
+    return {"check": "e2e", "kernel": os.uname().release,
+            "runs": [e2e_mode(True, flaps, delay_ms), e2e_mode(False, flaps, delay_ms)]}
+
+
+def open_connections(cli: str, srv: str, n: int) -> list[socket.socket]:
+    """N established MPTCP connections cli -> srv; both ends are kept open."""
+    socks: list[socket.socket] = []
+    ready = threading.Event()
+
+    def serve() -> None:
+        in_netns(srv)
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("10.2.0.2", 5201))
+        ls.listen(4096)
+        ready.set()
+        for _ in range(n):
+            conn, _ = ls.accept()
+            conn.recv(1)
+            conn.sendall(b"y")
+            socks.append(conn)
+        socks.append(ls)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    ready.wait(10)
+
+    def connect() -> None:
+        in_netns(cli)
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+            s.connect(("10.2.0.2", 5201))
+            s.sendall(b"x")  # data both ways: both ends fully established
+            s.recv(1)
+            socks.append(s)
+
+    client = threading.Thread(target=connect)
+    client.start()
+    client.join()
+    server.join()
+    return socks
+
+
+def bench_one(n: int, k: int, rounds: int, delay_ms: int) -> list[dict]:
+    cli, srv = f"bc{n}", f"bs{n}"
+    for ns in (cli, srv):
+        ip("netns", "add", ns)
+        ip("link", "set", "lo", "up", ns=ns)
+        # no new subflows: the walk itself is what is measured
+        ip("mptcp", "limits", "set", "subflows", "0", "add_addr_accepted", "0", ns=ns)
+    ip("link", "add", "x0", "netns", cli, "type", "veth", "peer", "x1", "netns", srv)
+    # scope link: not followed by the automatic endpoints, which leaves all 8 endpoint slots
+    # (MPTCP_PM_ADDR_MAX) to the burst
+    ip("addr", "add", "10.2.0.1/24", "dev", "x0", "scope", "link", ns=cli)
+    ip("addr", "add", "10.2.0.2/24", "dev", "x1", ns=srv)
+    ip("link", "add", "d0", "netns", cli, "type", "veth", "peer", "d1", "netns", cli)
+    for ns, dev in ((cli, "x0"), (srv, "x1"), (cli, "d0"), (cli, "d1")):
+        ip("link", "set", dev, "up", ns=ns)
+    sysctl(cli, "pm_auto_delay_ms", delay_ms)
+
+    start = time.monotonic()
+    socks = open_connections(cli, srv, n)
+    opened = time.monotonic() - start
+    tokens = mptcp_sockets(cli)
+    counters = mib(cli)
+    capable = counters.get("MPCapableSYNACKRX", 0)
+    if capable < n:
+        raise RuntimeError(f"{capable} MP_CAPABLE SYN-ACKs in {cli}, wanted {n}: {counters}")
+    addrs = [f"10.3.0.{i + 1}" for i in range(k)]
+    rows = []
+    for batched in (True, False):
+        sysctl(cli, "pm_auto_endpoints", SUBFLOW if batched else 0)
+        time.sleep(2 * delay_ms / 1000 + 0.5)
+        acc = {"add": [0, 0, 0.0], "delete": [0, 0, 0.0]}  # walks, cpu ns, ip wall s
+        for _ in range(rounds):
+            for phase in ("add", "delete"):
+                if batched:
+                    lines = [f"addr {phase} {a}/32 dev d0" for a in addrs]
+                elif phase == "add":
+                    lines = [line for i, a in enumerate(addrs)
+                             for line in (f"addr add {a}/32 dev d0",
+                                          f"mptcp endpoint add {a} dev d0 id {i + 10} subflow")]
+                else:
+                    lines = [line for i, a in enumerate(addrs)
+                             for line in (f"mptcp endpoint delete id {i + 10}",
+                                          f"addr delete {a}/32 dev d0")]
+                walks0, cpu0 = mib(cli).get("PmWalks", 0), cpu_ns()
+                acc[phase][2] += ip_batch(cli, lines)
+                time.sleep(delay_ms / 1000 + 0.3)  # the batched walk runs after the delay
+                acc[phase][1] += cpu_ns() - cpu0
+                acc[phase][0] += mib(cli).get("PmWalks", 0) - walks0
+        for phase, (walks, cpu, wall) in acc.items():
+            rows.append({"connections": n, "address_changes": k, "phase": phase,
+                         "mode": "batched" if batched else "unbatched",
+                         "walks_per_burst": walks / rounds,
+                         "cpu_ms_per_burst": round(cpu / rounds / 1e6, 3),
+                         "ip_wall_ms_per_burst": round(wall / rounds * 1000, 3),
+                         "open_seconds": round(opened, 2), "mptcp_sockets": tokens})
+    for s in socks:
+        s.close()
+    return rows
+
+
+def bench(conns: list[int], k: int, rounds: int) -> dict:
+    delay_ms = int(os.environ.get("mptcplab_delay_ms", "50"))
+    rows = []
+    for n in conns:
+        rows += bench_one(n, k, rounds, delay_ms)
+    return {"check": "bench", "kernel": os.uname().release, "rows": rows}
+
+
+def power_off() -> None:
+    os.sync()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.reboot(0x4321FEDC)  # LINUX_REBOOT_CMD_POWER_OFF
+
+
+def main() -> None:
+    check = sys.argv[1] if len(sys.argv) > 1 else "e2e"
+    try:
+        if check == "e2e":
+            result = e2e(int(os.environ.get("mptcplab_flaps", "1000")))
+        else:
+            conns = [int(c) for c in os.environ.get("mptcplab_conns", "0,1000,10000").split(",")]
+            result = bench(conns, int(os.environ.get("mptcplab_changes", "8")),
+                           int(os.environ.get("mptcplab_rounds", "10")))
+    except Exception as exc:  # noqa: BLE001 - reported to the host, which fails loudly
+        result = {"check": check, "error": f"{type(exc).__name__}: {exc}"}
+    print("MPTCPLAB-RESULT " + json.dumps(result), flush=True)
+    power_off()
+
+
+if __name__ == "__main__":
+    main()

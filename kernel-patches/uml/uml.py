@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Boots the User-Mode Linux kernel built by ``make uml`` and runs one check in it.
+
+    uml.py KERNEL e2e   [--flaps 1000]            the end-to-end check (exit 1 if it fails)
+    uml.py KERNEL bench [--conns 0,1000,10000] [--changes 8] [--rounds 20]
+
+The guest gets the host's root read-only through hostfs (init.sh mounts tmpfs on /run and /tmp)
+and runs guest.py as PID 1, which prints one ``MPTCPLAB-RESULT <json>`` line and powers off.
+The guest's console is saved next to the report (--log). Only the UML process is started here,
+and it is stopped by its PID if it outlives the timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MARK = "MPTCPLAB-RESULT "
+
+
+def boot(kernel: Path, check: str, env: dict[str, str], mem: str, timeout: float,
+         log: Path) -> dict:
+    args = [str(kernel), f"mem={mem}", "rootfstype=hostfs", "rootflags=/", "ro",
+            "con=null", "con0=fd:0,fd:1", f"init={HERE / 'init.sh'}",
+            f"mptcplab_check={check}"] + [f"mptcplab_{k}={v}" for k, v in env.items()]
+    start = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise SystemExit(f"uml: the guest did not finish in {timeout:.0f} s; console in {log}")
+    seconds = time.monotonic() - start
+    for line in log.read_text(errors="replace").splitlines():
+        if MARK in line:
+            result = json.loads(line.split(MARK, 1)[1])
+            result["boot_to_poweroff_seconds"] = round(seconds, 1)
+            return result
+    raise SystemExit(f"uml: no result from the guest (exit {proc.returncode}); console in {log}")
+
+
+def report_e2e(result: dict) -> bool:
+    ok = True
+    print(f"UML {result['kernel']}: {result['runs'][0]['flaps']} flaps of the second path's "
+          f"interface during an MPTCP transfer ({result['boot_to_poweroff_seconds']} s in all)")
+    for run in result["runs"]:
+        print(f"  {run['mode']:<20} walks {run['walks']:>5} ({run['walks_per_flap']:.3f} per flap)"
+              f"  events queued {run['events_queued']}, cancelled {run['events_cancelled']}"
+              f"  flapping took {run['flap_seconds']} s")
+        print(f"  {'':<20} transfer: sent {run['sent']} B, received {run['received']} B, "
+              f"complete: {run['transfer_complete']}"
+              + (f" ({run['transfer_error']})" if run["transfer_error"] else "")
+              + f"; second subflow joined: {run['second_subflow_joined']}")
+        ok &= run["transfer_complete"] and run["second_subflow_joined"]
+    auto, user = result["runs"]
+    ok &= auto["walks"] == 0 and user["walks"] == 2 * user["flaps"]
+    print("e2e: " + ("passed" if ok else "FAILED") + " (want 0 walks with automatic endpoints, "
+          "2 per flap the userspace way, both transfers complete)")
+    return ok
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:6.2f}x" if b > 0 else "   n/a "
+
+
+def report_bench(result: dict) -> bool:
+    rows = result["rows"]
+    print(f"UML {result['kernel']}: a burst of {rows[0]['address_changes']} address changes "
+          f"with N idle MPTCP connections; mean of the rounds ({result['boot_to_poweroff_seconds']}"
+          " s in all)")
+    print(f"  {'N':>6} {'phase':<7} {'mode':<10} {'walks':>6} {'CPU ms':>9} {'ip wall ms':>11}")
+    for r in rows:
+        print(f"  {r['connections']:>6} {r['phase']:<7} {r['mode']:<10} {r['walks_per_burst']:>6.1f}"
+              f" {r['cpu_ms_per_burst']:>9.2f} {r['ip_wall_ms_per_burst']:>11.2f}")
+    key = {(r["connections"], r["phase"], r["mode"]): r for r in rows}
+    print("  unbatched / batched: walks; CPU time; CPU time above the N=0 baseline (the walks'"
+          " share)")
+    for n, phase in sorted({(r["connections"], r["phase"]) for r in rows}):
+        b, u = key[(n, phase, "batched")], key[(n, phase, "unbatched")]
+        line = (f"  {n:>6} {phase:<7} walks {ratio(u['walks_per_burst'], b['walks_per_burst'])}"
+                f"   CPU {ratio(u['cpu_ms_per_burst'], b['cpu_ms_per_burst'])}")
+        if n and (0, phase, "batched") in key:
+            b0, u0 = key[(0, phase, "batched")], key[(0, phase, "unbatched")]
+            eb = b["cpu_ms_per_burst"] - b0["cpu_ms_per_burst"]
+            eu = u["cpu_ms_per_burst"] - u0["cpu_ms_per_burst"]
+            line += f"   above baseline: {eu:7.2f} / {eb:7.2f} ms = {ratio(eu, eb)}"
+        print(line)
+    return True
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("kernel", type=Path)
+    ap.add_argument("check", choices=["e2e", "bench"])
+    ap.add_argument("--flaps", type=int, default=1000)
+    ap.add_argument("--delay-ms", type=int, default=None)
+    ap.add_argument("--conns", default="0,1000,10000",
+                    help="connection counts; 0 is the baseline (the ip processes, no walk cost)")
+    ap.add_argument("--changes", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--mem", default=None,
+                    help="guest memory; the bench's default, 16G, sizes the kernel's MPTCP token\n"
+                         "table (one bucket per MiB, 4 tokens each) for 10k connections (20k\n"
+                         "tokens); the memory is a sparse file, only what is used is allocated")
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--log", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the result here")
+    a = ap.parse_args()
+    if not a.kernel.is_file():
+        print(f"uml: no kernel at {a.kernel}: run make -C kernel-patches uml", file=sys.stderr)
+        return 2
+    env = {"flaps": str(a.flaps)} if a.check == "e2e" else {
+        "conns": a.conns, "changes": str(a.changes), "rounds": str(a.rounds)}
+    if a.delay_ms is not None:
+        env["delay_ms"] = str(a.delay_ms)
+    log = a.log or a.kernel.with_name(f"console-{a.check}.log")
+    mem = a.mem or ("2G" if a.check == "e2e" else "16G")
+    result = boot(a.kernel, a.check, env, mem, a.timeout, log)
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=1) + "\n")
+    if "error" in result:
+        print(f"uml: the guest failed: {result['error']}; console in {log}", file=sys.stderr)
+        return 1
+    ok = report_e2e(result) if a.check == "e2e" else report_bench(result)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
