@@ -48,11 +48,16 @@ def test_dual_path_end_to_end(tmp_path, no_leftovers):
     # Per-subflow view: each MPTCP test's bytes split over its two paths.
     subs = pd.read_csv(out / "subflows.csv")
     assert len(subs) == 4
-    # The kernel's per-subflow view adds up to what iperf3's receiver got (within 5%; the
-    # subflows' sum is a little higher: data MPTCP reinjects on a second subflow counts twice).
+    # The kernel's per-subflow view agrees with iperf3: the subflows acked at least what the
+    # receiving application read and at most what the sending one wrote (5% either way: the
+    # last 100 ms sample, and data MPTCP reinjects on a second subflow, which both subflows
+    # count). Data acked but still unread in the receiver's buffers at the end lies between the
+    # two; a CI run saw it at 6% of the total, so the receiver's count alone is no upper bound.
     for test, g in subs.groupby("test"):
         got = json.loads((out / "raw" / f"{test}-server.json").read_text())["end"]["sum_received"]["bytes"]
-        assert abs(g["bytes_acked"].sum() - got) <= 0.05 * got, (test, g["bytes_acked"].sum(), got)
+        sent = json.loads((out / "raw" / f"{test}-client.json").read_text())["end"]["sum_sent"]["bytes"]
+        acked = g["bytes_acked"].sum()
+        assert 0.95 * got <= acked <= 1.05 * sent, (test, got, acked, sent)
     for _, g in subs.groupby("test"):
         assert sorted(g["local"].str.split(":").str[0]) == ["10.0.1.1", "10.0.2.1"]
         assert g["share"].between(0.25, 0.75).all()
