@@ -44,7 +44,11 @@ def boot(kernel: Path, check: str, env: dict[str, str], mem: str, timeout: float
             result = json.loads(line.split(MARK, 1)[1])
             result["boot_to_poweroff_seconds"] = round(seconds, 1)
             return result
-    raise SystemExit(f"uml: no result from the guest (exit {proc.returncode}); console in {log}")
+    lines = [x for x in log.read_text(errors="replace").splitlines()
+             if x.strip() and not x.lstrip().startswith(("[<", "Stack:", "Call Trace:"))]
+    tail = "\n  ".join(lines[-12:])
+    raise SystemExit(f"uml: no result from the guest (exit {proc.returncode}); console in {log},"
+                     f" ending:\n  {tail}")
 
 
 def report_e2e(result: dict) -> bool:
