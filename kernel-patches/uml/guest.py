@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 IPPROTO_MPTCP = 262
+MARK = "MPTCPLAB-MARK"
 SUBFLOW = 2  # MPTCP_PM_ADDR_FLAG_SUBFLOW
 
 
@@ -96,6 +97,14 @@ def cpu_ns() -> int:
         if line.startswith("cpu"):
             total += int(line.split()[7])
     return total
+
+
+def mark(label: str) -> None:
+    """A point in time the host stamps with the UML kernel's CPU time (uml.py reads it from
+    the host's /proc with ns resolution, where the guest's own accounting has 10 ms ticks).
+    The guest then idles a little, so that the host reads it while nothing runs."""
+    print(f"{MARK} {label}", flush=True)
+    time.sleep(0.15)
 
 
 def wait_for(pred, timeout: float, step: float = 0.01) -> bool:
@@ -325,10 +334,14 @@ def bench_one(n: int, k: int, rounds: int, delay_ms: int) -> list[dict]:
                     lines = [line for i, a in enumerate(addrs)
                              for line in (f"mptcp endpoint delete id {i + 10}",
                                           f"addr delete {a}/32 dev d0")]
-                walks0, cpu0 = mib(cli).get("PmWalks", 0), cpu_ns()
+                label = f"{n}:{'batched' if batched else 'unbatched'}:{phase}"
+                walks0 = mib(cli).get("PmWalks", 0)
+                mark(f"begin {label}")
+                cpu0 = cpu_ns()
                 acc[phase][2] += ip_batch(cli, lines)
                 time.sleep(delay_ms / 1000 + 0.3)  # the batched walk runs after the delay
                 acc[phase][1] += cpu_ns() - cpu0
+                mark(f"end {label}")
                 acc[phase][0] += mib(cli).get("PmWalks", 0) - walks0
         for phase, (walks, cpu, wall) in acc.items():
             rows.append({"connections": n, "address_changes": k, "phase": phase,
