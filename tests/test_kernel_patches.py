@@ -4,6 +4,7 @@ kernel-patches test` builds and boots it; see kernel-patches/README.md)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -55,3 +56,42 @@ def test_missing_kernel_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["uml.py", str(tmp_path / "linux"), "e2e"])
     assert uml.main() == 2
     assert "make -C kernel-patches uml" in capsys.readouterr().err
+
+
+def test_kernel_cpu_windows_pair_begin_and_end_marks():
+    marks = [("begin 0:batched:add", 1_000_000), ("end 0:batched:add", 3_500_000),
+             ("end 9:stray:add", 9_000_000),  # an end without a begin is ignored
+             ("begin 0:batched:add", 10_000_000), ("end 0:batched:add", 10_500_000)]
+    assert load_uml().windows(marks) == {"0:batched:add": [2.5, 0.5]}
+
+
+def test_kernel_cpu_of_this_process_grows():
+    uml = load_uml()
+    before = uml.kernel_cpu_ns(os.getpid())
+    sum(i * i for i in range(200_000))
+    assert uml.kernel_cpu_ns(os.getpid()) > before > 0
+
+
+def bench_result(windows: dict[str, list[float]]) -> dict:
+    rows = [{"connections": n, "address_changes": 8, "phase": "add", "mode": mode,
+             "walks_per_burst": 1.0 if mode == "batched" else 8.0,
+             "cpu_ms_per_burst": 10.0, "ip_wall_ms_per_burst": 10.0}
+            for n in (0, 1000) for mode in ("batched", "unbatched")]
+    return {"kernel": "6.12", "boot_to_poweroff_seconds": 1.0, "rows": rows,
+            "kernel_cpu_windows": windows}
+
+
+def test_bench_ratios_use_host_kernel_time_when_every_burst_has_it(capsys):
+    windows = {"0:batched:add": [10.0], "0:unbatched:add": [12.0],
+               "1000:batched:add": [11.0, 13.0], "1000:unbatched:add": [30.0]}
+    load_uml().report_bench(bench_result(windows))
+    out = capsys.readouterr().out
+    assert "(kernel_ms_per_burst)" in out
+    # 1000 add: batched 12 (mean of 11, 13) vs unbatched 30; above baseline 18 / 2 = 9x
+    assert re.search(r"1000 add +walks +8\.00x +time +2\.50x +above baseline: +18\.00 / +2\.00 ms "
+                     r"= +9\.00x", out), out
+
+
+def test_bench_falls_back_to_guest_ticks_without_marks(capsys):
+    load_uml().report_bench(bench_result({}))
+    assert "(cpu_ms_per_burst)" in capsys.readouterr().out
