@@ -30,24 +30,31 @@ def test_series_lists_every_patch_in_order_with_sign_off():
         assert re.search(r"^diff --git ", text, re.MULTILINE), name
 
 
-def e2e_result(auto_walks: int, user_walks: int, complete: bool = True) -> dict:
-    def run(mode: str, walks: int) -> dict:
+def e2e_result(auto_walks: int, user_walks: int, complete: bool = True, kept: bool = True,
+               user_kept: bool = True) -> dict:
+    def run(mode: str, walks: int, user_endpoint_kept: bool | None) -> dict:
         return {"mode": mode, "flaps": 1000, "flap_seconds": 1.0, "walks": walks,
                 "walks_per_flap": walks / 1000, "events_queued": 0, "events_cancelled": 0,
                 "second_subflow_joined": True, "sent": 10, "received": 10 if complete else 9,
-                "transfer_complete": complete, "transfer_error": None}
+                "transfer_complete": complete, "transfer_error": None,
+                "endpoints_after": ["10.1.2.1 id 1 subflow dev c2"], "endpoints_kept": kept,
+                "user_endpoint_kept": user_endpoint_kept}
     return {"kernel": "6.12", "boot_to_poweroff_seconds": 1.0,
-            "runs": [run("automatic endpoints", auto_walks), run("userspace del/add", user_walks)]}
+            "runs": [run("automatic endpoints", auto_walks, user_kept),
+                     run("userspace del/add", user_walks, None)]}
 
 
-@pytest.mark.parametrize(("auto", "user", "complete", "ok"), [
-    (0, 2000, True, True),
-    (1, 2000, True, False),     # one walk with automatic endpoints is a failure
-    (0, 1999, True, False),     # the userspace way must really cost 2 per flap
-    (0, 2000, False, False),    # a transfer that did not complete
+@pytest.mark.parametrize(("auto", "user", "complete", "kept", "user_kept", "ok"), [
+    (0, 2000, True, True, True, True),
+    (1, 2000, True, True, True, False),     # one walk with automatic endpoints is a failure
+    (0, 1999, True, True, True, False),     # the userspace way must really cost 2 per flap
+    (0, 2000, False, True, True, False),    # a transfer that did not complete
+    (0, 2000, True, False, True, False),    # endpoints that did not end as they began
+    (0, 2000, True, True, False, False),    # the user's endpoint touched
+    (0, 2000, True, True, None, False),     # ... or not checked at all
 ])
-def test_e2e_verdict(auto, user, complete, ok, capsys):
-    assert load_uml().report_e2e(e2e_result(auto, user, complete)) is ok
+def test_e2e_verdict(auto, user, complete, kept, user_kept, ok, capsys):
+    assert load_uml().report_e2e(e2e_result(auto, user, complete, kept, user_kept)) is ok
     assert ("passed" if ok else "FAILED") in capsys.readouterr().out
 
 

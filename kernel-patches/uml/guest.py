@@ -5,7 +5,8 @@ Two checks, each printing one line ``MPTCPLAB-RESULT <json>`` on the console for
 e2e    two namespaces joined by two veth paths; an MPTCP transfer runs while the second path's
        interface flaps N times, once with automatic endpoints (net.mptcp.pm_auto_endpoints) and
        once the way userspace daemons do it today (endpoint del/add around every flap). The MIB
-       gives the walks over the connections (MPTcpExtPmWalks) each way costs.
+       gives the walks over the connections (MPTcpExtPmWalks) each way costs; the endpoint
+       list must end as it began, a user's endpoint on the flapping interface included.
 bench  N idle MPTCP connections and a burst of K address changes, with automatic endpoints
        (batched) and with one netlink endpoint change per address (unbatched): walks, CPU time
        (/proc/schedstat) and wall time for each.
@@ -28,6 +29,7 @@ from pathlib import Path
 IPPROTO_MPTCP = 262
 MARK = "MPTCPLAB-MARK"
 SUBFLOW = 2  # MPTCP_PM_ADDR_FLAG_SUBFLOW
+USER_ADDR = "10.1.2.3"  # the client's address with a user endpoint (automatic mode)
 
 
 def ip(*args: str, ns: str | None = None) -> str:
@@ -202,11 +204,20 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int) -> dict:
         sysctl(cli, "pm_auto_endpoints", SUBFLOW)
     two_paths_up(cli, srv)
     if auto:
+        # A second address on the flapping interface with an endpoint of the user's, added
+        # while the kernel's own add for that address is still queued: the automatic
+        # endpoints must leave it as it is, through the flaps too.
+        ip("addr", "add", f"{USER_ADDR}/24", "dev", "c2", ns=cli)
+        ip("rule", "add", "from", USER_ADDR, "table", "2", ns=cli)
+        ip("mptcp", "endpoint", "add", USER_ADDR, "dev", "c2", "id", "50", "subflow", "backup",
+           ns=cli)
         ok = wait_for(lambda: "10.1.2.1" in ip("mptcp", "endpoint", "show", ns=cli), 10)
         if not ok:
             raise RuntimeError("no automatic endpoint for 10.1.2.1")
     else:
         ip("mptcp", "endpoint", "add", "10.1.2.1", "dev", "c2", "id", "2", "subflow", ns=cli)
+    if auto:
+        time.sleep(2 * delay_ms / 1000)  # the worker has handled every queued add
     endpoints = ip("mptcp", "endpoint", "show", ns=cli).strip().splitlines()
 
     transfer = Transfer(cli, srv)
@@ -223,6 +234,7 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int) -> dict:
     flap_s = ip_batch(cli, lines)
     time.sleep(2 * delay_ms / 1000 + 1)  # the worker runs after the delay
     after = mib(cli)
+    endpoints_after = ip("mptcp", "endpoint", "show", ns=cli).strip().splitlines()
     time.sleep(1)
     transfer.stop()
 
@@ -239,6 +251,13 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int) -> dict:
         "rescans": delta["PmAutoRescans"],
         "second_subflow_joined": joined,
         "endpoints": endpoints,
+        "endpoints_after": endpoints_after,
+        # the flaps end with the interface up: every endpoint as it was, the user's included
+        "endpoints_kept": sorted(endpoints) == sorted(endpoints_after)
+        and any(line.startswith("10.1.2.1 ") for line in endpoints_after),
+        "user_endpoint_kept": None if not auto else any(
+            line.split()[:3] == [USER_ADDR, "id", "50"] and "subflow" in line.split()
+            and "backup" in line.split() for line in endpoints_after),
         "sent": transfer.sent,
         "received": transfer.received,
         "transfer_complete": transfer.error is None and transfer.sent == transfer.received > 0,

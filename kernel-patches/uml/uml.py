@@ -99,11 +99,17 @@ def report_e2e(result: dict) -> bool:
               f"complete: {run['transfer_complete']}"
               + (f" ({run['transfer_error']})" if run["transfer_error"] else "")
               + f"; second subflow joined: {run['second_subflow_joined']}")
+        kept = "kept" if run["endpoints_kept"] else "CHANGED: " + "; ".join(run["endpoints_after"])
+        user = run.get("user_endpoint_kept")
+        print(f"  {'':<20} endpoints after the flaps: {kept}"
+              + ("" if user is None else f"; the user's endpoint kept: {user}"))
         ok &= run["transfer_complete"] and run["second_subflow_joined"]
+        ok &= run["endpoints_kept"]
     auto, user = result["runs"]
     ok &= auto["walks"] == 0 and user["walks"] == 2 * user["flaps"]
+    ok &= auto.get("user_endpoint_kept") is True
     print("e2e: " + ("passed" if ok else "FAILED") + " (want 0 walks with automatic endpoints, "
-          "2 per flap the userspace way, both transfers complete)")
+          "2 per flap the userspace way, both transfers complete, endpoints as they were)")
     return ok
 
 
