@@ -31,31 +31,44 @@ def test_series_lists_every_patch_in_order_with_sign_off():
 
 
 def e2e_result(auto_walks: int, user_walks: int, complete: bool = True, kept: bool = True,
-               user_kept: bool = True) -> dict:
-    def run(mode: str, walks: int, user_endpoint_kept: bool | None) -> dict:
-        return {"mode": mode, "flaps": 1000, "flap_seconds": 1.0, "walks": walks,
-                "walks_per_flap": walks / 1000, "events_queued": 0, "events_cancelled": 0,
-                "second_subflow_joined": True, "sent": 10, "received": 10 if complete else 9,
-                "transfer_complete": complete, "transfer_error": None,
-                "endpoints_after": ["10.1.2.1 id 1 subflow dev c2"], "endpoints_kept": kept,
-                "user_endpoint_kept": user_endpoint_kept}
+               user_kept: bool | None = True, v6_walks: int = 0,
+               subflows_after: tuple[str, ...] = ("10.1.2.1%c2:40000",)) -> dict:
+    def run(auto: bool, family: str, walks: int) -> dict:
+        return {"mode": f"{auto} {family}", "automatic": auto, "family": family, "flaps": 1000,
+                "flap_seconds": 1.0, "walks": walks, "walks_per_flap": walks / 1000,
+                "events_queued": 0, "events_cancelled": 0, "second_subflow_joined": True,
+                "sent": 10, "received": 10 if complete else 9, "transfer_complete": complete,
+                "transfer_error": None, "endpoints_after": ["10.1.2.1 id 1 subflow dev c2"],
+                "endpoints_kept": kept, "user_endpoint_kept": user_kept if auto else None,
+                "second_path_subflows_before": ["10.1.2.1%c2:40000"],
+                "second_path_subflows_after": list(subflows_after)}
     return {"kernel": "6.12", "boot_to_poweroff_seconds": 1.0,
-            "runs": [run("automatic endpoints", auto_walks, user_kept),
-                     run("userspace del/add", user_walks, None)]}
+            "runs": [run(True, "IPv4", auto_walks), run(False, "IPv4", user_walks),
+                     run(True, "IPv6", v6_walks)]}
 
 
-@pytest.mark.parametrize(("auto", "user", "complete", "kept", "user_kept", "ok"), [
-    (0, 2000, True, True, True, True),
-    (1, 2000, True, True, True, False),     # one walk with automatic endpoints is a failure
-    (0, 1999, True, True, True, False),     # the userspace way must really cost 2 per flap
-    (0, 2000, False, True, True, False),    # a transfer that did not complete
-    (0, 2000, True, False, True, False),    # endpoints that did not end as they began
-    (0, 2000, True, True, False, False),    # the user's endpoint touched
-    (0, 2000, True, True, None, False),     # ... or not checked at all
+@pytest.mark.parametrize(("case", "ok"), [
+    ({}, True),
+    ({"auto_walks": 1}, False),    # one walk with automatic endpoints is a failure
+    ({"v6_walks": 1}, False),      # ... over IPv6 too
+    ({"user_walks": 1999}, False),  # the userspace way must really cost 2 per flap
+    ({"complete": False}, False),  # a transfer that did not complete
+    ({"kept": False}, False),      # endpoints that did not end as they began
+    ({"user_kept": False}, False),  # the user's endpoint touched
+    ({"user_kept": None}, False),  # ... or not checked at all
+    ({"subflows_after": ()}, False),  # no subflow left on the second path
+    ({"subflows_after": ("10.1.2.1%c2:40001",)}, False),  # a new one: the old one was closed
 ])
-def test_e2e_verdict(auto, user, complete, kept, user_kept, ok, capsys):
-    assert load_uml().report_e2e(e2e_result(auto, user, complete, kept, user_kept)) is ok
+def test_e2e_verdict(case, ok, capsys):
+    args = {"auto_walks": 0, "user_walks": 2000} | case
+    assert load_uml().report_e2e(e2e_result(**args)) is ok
     assert ("passed" if ok else "FAILED") in capsys.readouterr().out
+
+
+def test_e2e_verdict_wants_every_run(capsys):
+    result = e2e_result(0, 2000)
+    result["runs"].pop()  # no IPv6 run
+    assert load_uml().report_e2e(result) is False
 
 
 def test_missing_kernel_is_a_clear_error(tmp_path, monkeypatch, capsys):

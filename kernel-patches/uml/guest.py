@@ -29,7 +29,34 @@ from pathlib import Path
 IPPROTO_MPTCP = 262
 MARK = "MPTCPLAB-MARK"
 SUBFLOW = 2  # MPTCP_PM_ADDR_FLAG_SUBFLOW
-USER_ADDR = "10.1.2.3"  # the client's address with a user endpoint (automatic mode)
+
+
+class Family:
+    """The addresses of one run: IPv4 (the run compared with userspace) or IPv6."""
+
+    def __init__(self, v6: bool) -> None:
+        self.v6 = v6
+        self.af = socket.AF_INET6 if v6 else socket.AF_INET
+        self.name = "IPv6" if v6 else "IPv4"
+        self.prefix = 64 if v6 else 24
+        self.flag = "-6" if v6 else "-4"  # ip's family option (ip rule does not guess it)
+        # the client's address with a user endpoint (automatic mode)
+        self.user_addr = self.cli(2, user=True)
+
+    def net(self, k: int) -> str:
+        return f"fd00:{k}::/64" if self.v6 else f"10.1.{k}.0/24"
+
+    def cli(self, k: int, user: bool = False) -> str:
+        host = 3 if user else 1
+        return f"fd00:{k}::{host}" if self.v6 else f"10.1.{k}.{host}"
+
+    def srv(self, k: int) -> str:
+        return f"fd00:{k}::2" if self.v6 else f"10.1.{k}.2"
+
+    def addr_add(self, addr: str, dev: str) -> list[str]:
+        """``ip addr add`` arguments; IPv6 without duplicate address detection, so that an
+        address is usable (and announced to the path manager) at once."""
+        return ["addr", "add", f"{addr}/{self.prefix}", "dev", dev] + (["nodad"] if self.v6 else [])
 
 
 def ip(*args: str, ns: str | None = None) -> str:
@@ -109,6 +136,15 @@ def mark(label: str) -> None:
     time.sleep(0.15)
 
 
+def subflows_from(ns: str, addr: str) -> list[str]:
+    """Local ends of the established TCP sockets (MPTCP subflows here) with address ADDR."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-tnH", "state", "established"],
+                         check=True, capture_output=True, text=True).stdout
+    starts = (f"{addr}:", f"{addr}%", f"[{addr}]")
+    return sorted(line.split()[2] for line in out.splitlines()
+                  if len(line.split()) > 2 and line.split()[2].startswith(starts))
+
+
 def wait_for(pred, timeout: float, step: float = 0.01) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -119,7 +155,7 @@ def wait_for(pred, timeout: float, step: float = 0.01) -> bool:
 
 
 def two_paths(cli: str, srv: str) -> None:
-    """cli and srv joined by c1-s1 (10.1.1.0/24) and c2-s2 (10.1.2.0/24); the client's second
+    """cli and srv joined by c1-s1 and c2-s2 (addresses: two_paths_up); the client's second
     address is routed over the second path (table 2)."""
     for ns in (cli, srv):
         ip("netns", "add", ns)
@@ -129,21 +165,27 @@ def two_paths(cli: str, srv: str) -> None:
         ip("link", "add", f"c{k}", "netns", cli, "type", "veth", "peer", f"s{k}", "netns", srv)
 
 
-def two_paths_up(cli: str, srv: str) -> None:
+def two_paths_up(cli: str, srv: str, fam: Family) -> None:
     for k in (1, 2):
-        ip("addr", "add", f"10.1.{k}.1/24", "dev", f"c{k}", ns=cli)
-        ip("addr", "add", f"10.1.{k}.2/24", "dev", f"s{k}", ns=srv)
+        ip(*fam.addr_add(fam.cli(k), f"c{k}"), ns=cli)
+        ip(*fam.addr_add(fam.srv(k), f"s{k}"), ns=srv)
         ip("link", "set", f"c{k}", "up", ns=cli)
         ip("link", "set", f"s{k}", "up", ns=srv)
-    ip("rule", "add", "from", "10.1.2.1", "table", "2", ns=cli)
-    ip("route", "add", "10.1.1.0/24", "via", "10.1.2.2", "dev", "c2", "table", "2", ns=cli)
+    ip(fam.flag, "rule", "add", "from", fam.cli(2), "table", "2", ns=cli)
+    ip(*second_path_route(fam), ns=cli)
+
+
+def second_path_route(fam: Family) -> list[str]:
+    """The client's route for its second address: to the server's first address over c2."""
+    return ["route", "replace", fam.net(1), "via", fam.srv(2), "dev", "c2", "table", "2"]
 
 
 class Transfer:
-    """An MPTCP transfer cli -> srv (10.1.1.2:5201) that runs until stop(); the server counts
-    what it receives, the client what it sent."""
+    """An MPTCP transfer cli -> srv (the server's first address, port 5201) that runs until
+    stop(); the server counts what it receives, the client what it sent."""
 
-    def __init__(self, cli: str, srv: str) -> None:
+    def __init__(self, cli: str, srv: str, fam: Family) -> None:
+        self.fam = fam
         self.sent = 0
         self.received = 0
         self.error: str | None = None
@@ -166,9 +208,9 @@ class Transfer:
     def _serve(self, ns: str) -> None:
         try:
             in_netns(ns)
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP) as ls:
+            with socket.socket(self.fam.af, socket.SOCK_STREAM, IPPROTO_MPTCP) as ls:
                 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                ls.bind(("10.1.1.2", 5201))
+                ls.bind((self.fam.srv(1), 5201))
                 ls.listen(1)
                 self._listening.set()
                 conn, _ = ls.accept()
@@ -182,8 +224,8 @@ class Transfer:
         chunk = b"m" * (1 << 14)
         try:
             in_netns(ns)
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-            s.connect(("10.1.1.2", 5201))
+            s = socket.socket(self.fam.af, socket.SOCK_STREAM, IPPROTO_MPTCP)
+            s.connect((self.fam.srv(1), 5201))
             while not self._stop.is_set():
                 s.sendall(chunk)
                 self.sent += len(chunk)
@@ -194,54 +236,82 @@ class Transfer:
             self.error = f"client: {exc}"
 
 
-def e2e_mode(auto: bool, flaps: int, delay_ms: int) -> dict:
-    tag = "a" if auto else "u"
+def flap_lines(fam: Family, auto: bool) -> list[str]:
+    """One flap of c2 as ``ip -batch`` lines, and what brings the interface back as it was:
+    IPv6 drops a link's addresses when it goes down (keep_addr_on_down=0), so they are added
+    again, and the second path's route, which goes with the link, is put back. The userspace
+    way also deletes the endpoint after the down and adds it after the up, as daemons do."""
+    nodad = " nodad" if fam.v6 else ""
+    readd = [f"addr add {a}/{fam.prefix} dev c2{nodad}"
+             for a in (fam.cli(2), fam.user_addr)] if fam.v6 else []
+    back = readd + [" ".join(second_path_route(fam))]
+    if auto:
+        return ["link set c2 down", "link set c2 up"] + back
+    return (["link set c2 down", "mptcp endpoint delete id 2", "link set c2 up"] + back
+            + [f"mptcp endpoint add {fam.cli(2)} dev c2 id 2 subflow"])
+
+
+def has_endpoint(lines: list[str], addr: str, eid: str | None = None, *flags: str) -> bool:
+    """Whether ``ip mptcp endpoint show`` lists ADDR (with id EID and FLAGS, when given)."""
+    for line in lines:
+        words = line.split()
+        if words[:1] == [addr] and (eid is None or words[1:3] == ["id", eid]) \
+                and all(f in words for f in flags):
+            return True
+    return False
+
+
+def e2e_mode(auto: bool, flaps: int, delay_ms: int, fam: Family) -> dict:
+    tag = ("a" if auto else "u") + ("6" if fam.v6 else "")
     cli, srv = f"cli{tag}", f"srv{tag}"
     two_paths(cli, srv)
     if auto:
         # before the addresses exist: the kernel follows them as they come
         sysctl(cli, "pm_auto_delay_ms", delay_ms)
         sysctl(cli, "pm_auto_endpoints", SUBFLOW)
-    two_paths_up(cli, srv)
+    two_paths_up(cli, srv, fam)
     if auto:
         # A second address on the flapping interface with an endpoint of the user's, added
         # while the kernel's own add for that address is still queued: the automatic
         # endpoints must leave it as it is, through the flaps too.
-        ip("addr", "add", f"{USER_ADDR}/24", "dev", "c2", ns=cli)
-        ip("rule", "add", "from", USER_ADDR, "table", "2", ns=cli)
-        ip("mptcp", "endpoint", "add", USER_ADDR, "dev", "c2", "id", "50", "subflow", "backup",
-           ns=cli)
-        ok = wait_for(lambda: "10.1.2.1" in ip("mptcp", "endpoint", "show", ns=cli), 10)
+        ip(*fam.addr_add(fam.user_addr, "c2"), ns=cli)
+        ip(fam.flag, "rule", "add", "from", fam.user_addr, "table", "2", ns=cli)
+        ip("mptcp", "endpoint", "add", fam.user_addr, "dev", "c2", "id", "50", "subflow",
+           "backup", ns=cli)
+        ok = wait_for(lambda: has_endpoint(
+            ip("mptcp", "endpoint", "show", ns=cli).splitlines(), fam.cli(2)), 10)
         if not ok:
-            raise RuntimeError("no automatic endpoint for 10.1.2.1")
-    else:
-        ip("mptcp", "endpoint", "add", "10.1.2.1", "dev", "c2", "id", "2", "subflow", ns=cli)
-    if auto:
+            raise RuntimeError(f"no automatic endpoint for {fam.cli(2)}")
         time.sleep(2 * delay_ms / 1000)  # the worker has handled every queued add
+    else:
+        ip("mptcp", "endpoint", "add", fam.cli(2), "dev", "c2", "id", "2", "subflow", ns=cli)
     endpoints = ip("mptcp", "endpoint", "show", ns=cli).strip().splitlines()
 
-    transfer = Transfer(cli, srv)
+    transfer = Transfer(cli, srv, fam)
     transfer.start()
     joined = wait_for(lambda: mib(cli).get("MPJoinSynAckRx", 0) >= 1, 10)
 
-    if auto:
-        lines = ["link set c2 down", "link set c2 up"] * flaps
-    else:
-        lines = ["link set c2 down", "mptcp endpoint delete id 2",
-                 "link set c2 up", "mptcp endpoint add 10.1.2.1 dev c2 id 2 subflow"] * flaps
     time.sleep(1)
+    subflows_before = subflows_from(cli, fam.cli(2))
     before = mib(cli)
-    flap_s = ip_batch(cli, lines)
+    flap_s = ip_batch(cli, flap_lines(fam, auto) * flaps)
     time.sleep(2 * delay_ms / 1000 + 1)  # the worker runs after the delay
     after = mib(cli)
     endpoints_after = ip("mptcp", "endpoint", "show", ns=cli).strip().splitlines()
+    # The subflow on the second path lives through the flaps (automatic endpoints) or comes
+    # back with the endpoint (userspace). It carries little data either way: the transfer is
+    # application-limited and the default scheduler prefers the first subflow.
+    subflows_after = subflows_from(cli, fam.cli(2))
     time.sleep(1)
     transfer.stop()
 
     delta = {k: after.get(k, 0) - before.get(k, 0)
              for k in ("PmWalks", "PmAutoEvents", "PmAutoCancelled", "PmAutoRescans")}
     return {
-        "mode": "automatic endpoints" if auto else "userspace del/add",
+        "mode": ("automatic endpoints" if auto else "userspace del/add")
+        + (", IPv6" if fam.v6 else ""),
+        "automatic": auto,
+        "family": fam.name,
         "flaps": flaps,
         "flap_seconds": round(flap_s, 3),
         "walks": delta["PmWalks"],
@@ -252,12 +322,13 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int) -> dict:
         "second_subflow_joined": joined,
         "endpoints": endpoints,
         "endpoints_after": endpoints_after,
-        # the flaps end with the interface up: every endpoint as it was, the user's included
+        # the flaps end with the interface as it was: every endpoint too, the user's included
         "endpoints_kept": sorted(endpoints) == sorted(endpoints_after)
-        and any(line.startswith("10.1.2.1 ") for line in endpoints_after),
-        "user_endpoint_kept": None if not auto else any(
-            line.split()[:3] == [USER_ADDR, "id", "50"] and "subflow" in line.split()
-            and "backup" in line.split() for line in endpoints_after),
+        and has_endpoint(endpoints_after, fam.cli(2)),
+        "user_endpoint_kept": has_endpoint(endpoints_after, fam.user_addr, "50", "subflow",
+                                           "backup") if auto else None,
+        "second_path_subflows_before": subflows_before,
+        "second_path_subflows_after": subflows_after,
         "sent": transfer.sent,
         "received": transfer.received,
         "transfer_complete": transfer.error is None and transfer.sent == transfer.received > 0,
@@ -266,9 +337,13 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int) -> dict:
 
 
 def e2e(flaps: int) -> dict:
+    """The automatic endpoints and the userspace way over IPv4, then the automatic endpoints
+    over IPv6 (its own notifier, and addresses that go with the link)."""
     delay_ms = int(os.environ.get("mptcplab_delay_ms", "2000"))
+    v4, v6 = Family(False), Family(True)
     return {"check": "e2e", "kernel": os.uname().release,
-            "runs": [e2e_mode(True, flaps, delay_ms), e2e_mode(False, flaps, delay_ms)]}
+            "runs": [e2e_mode(True, flaps, delay_ms, v4), e2e_mode(False, flaps, delay_ms, v4),
+                     e2e_mode(True, flaps, delay_ms, v6)]}
 
 
 def open_connections(cli: str, srv: str, n: int) -> list[socket.socket]:
