@@ -12,8 +12,9 @@ framework-free core :mod:`mptcplab.paths`; this file only speaks OpenFlow.
   options are parsed from the raw TCP bytes (mptcplab.mptcp_options; POX 0.8's parser rejects the
   v1 MP_CAPABLE option): a SYN with MP_CAPABLE starts a connection on path 0; its SYN/ACK carries
   the server's key, whose token (SHA-256) names the connection; a SYN with MP_JOIN carries that
-  token and takes the connection's next path. Rule cookies say subflow and direction, so flow
-  statistics give the bytes per path.
+  token and takes the connection's next path. The decisions are mptcplab.placement's (once per
+  5-tuple: a SYN that comes back from a switch its rule had not reached yet keeps its path). Rule
+  cookies say subflow and direction, so flow statistics give the bytes per path.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from __future__ import annotations
 from pox.core import core
 import pox.openflow.libopenflow_01 as of
 
-from mptcplab.mptcp_options import MpCapable, MpJoin, mptcp_option, parse_tcp
+from mptcplab.mptcp_options import parse_tcp
 from mptcplab.paths import (
     COOKIE_FWD, COOKIE_REV, IPV4, PRIO_DEFAULT, TCP, Topology, default_rules, hop_ports, host_ips,
     pair_rules, path_set,
 )
+from mptcplab.placement import SubflowPlacer
 
 log = core.getLogger()
 PRIO_TO_CONTROLLER = PRIO_DEFAULT + 50
@@ -46,18 +48,6 @@ def _flow_mod(rule) -> of.ofp_flow_mod:
     return fm
 
 
-class Connection:
-    """One MPTCP connection: the next path index for its next subflow."""
-
-    def __init__(self):
-        self.subflows = 1
-
-    def next_index(self) -> int:
-        i = self.subflows
-        self.subflows += 1
-        return i
-
-
 class MptcpPaths:
     def __init__(self, topo: Topology):
         self.topo = topo
@@ -68,8 +58,7 @@ class MptcpPaths:
         self.multihomed = len(self.client_ips) > 1 and len(self.server_ips) > 1
         if self.multihomed:
             self.rules += pair_rules(topo, self.paths, list(zip(self.client_ips, self.server_ips)))
-        self.flows = {}    # (src, sport, dst, dport) of the SYN -> (path index, Connection or None)
-        self.tokens = {}   # server token -> Connection
+        self.placer = SubflowPlacer(hold=IDLE_TIMEOUT)  # the decisions; this class speaks OpenFlow
         log.info("mptcp_paths: policy %s, paths %s", topo.policy, self.paths)
         core.openflow.addListeners(self)
 
@@ -106,35 +95,8 @@ class MptcpPaths:
         except ValueError as e:
             log.warning("unparsable TCP segment: %s", e)
             return
-        opt = mptcp_option(seg)
-        key = (src, seg.sport, dst, seg.dport)
-        rkey = (dst, seg.dport, src, seg.sport)
-        if seg.syn:
-            conn = None
-            if isinstance(opt, MpJoin) and opt.token in self.tokens:
-                conn = self.tokens[opt.token]
-                index = conn.next_index()
-            elif isinstance(opt, MpJoin):
-                log.warning("MP_JOIN with unknown token %s: path 0", opt.token)
-                index = 0
-            else:
-                index = 0
-                conn = Connection() if isinstance(opt, MpCapable) else None
-            self.flows[key] = (index, conn)
-            forward = True
-        elif rkey in self.flows:  # the answer (SYN/ACK) of a SYN we placed
-            index, conn = self.flows[rkey]
-            if seg.synack and isinstance(opt, MpCapable) and opt.sender_token is not None and conn:
-                self.tokens[opt.sender_token] = conn
-            forward = False
-            key = rkey
-        elif key in self.flows:  # a later packet racing its rule to a switch
-            index, _ = self.flows[key]
-            forward = True
-        else:
-            index, forward = 0, True
-            self.flows[key] = (0, None)
-        self._install(key, index, forward)
+        placement = self.placer.place(src, dst, seg)
+        self._install(placement.key, placement.index, placement.forward)
         out = of.ofp_packet_out(in_port=event.port)
         if event.ofp.buffer_id not in (None, -1, 0xFFFFFFFF):
             out.buffer_id = event.ofp.buffer_id

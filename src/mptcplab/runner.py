@@ -408,6 +408,9 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
                             new_rows, new_subs, new_flags = run_point(net, pexp, plan, point, rd, caps,
                                                                       progress, task, per_link)
                             timings["measure_s"] += time.monotonic() - t2
+                            if net.controller is not None and not net.controller.alive():
+                                died = net.controller.describe().get("died")
+                                meta["controller_died"] = f"{point.id}: {died}" if point.values else died
                         except selfcheck.SelfCheckError as e:
                             if len(pts) == 1:
                                 raise
