@@ -65,6 +65,13 @@ def test_e2e_verdict(case, ok, capsys):
     assert ("passed" if ok else "FAILED") in capsys.readouterr().out
 
 
+def test_e2e_says_when_the_flapping_outlasted_the_batch_window(capsys):
+    result = e2e_result(0, 2000, v6_walks=2)
+    result["runs"][2].update(delay_ms=2000, flap_seconds=33.1)
+    assert load_uml().report_e2e(result) is False
+    assert "outlasted the batch window (10 x pm_auto_delay_ms = 20 s)" in capsys.readouterr().out
+
+
 def test_e2e_verdict_wants_every_run(capsys):
     result = e2e_result(0, 2000)
     result["runs"].pop()  # no IPv6 run

@@ -116,6 +116,10 @@ def report_e2e(result: dict) -> bool:
         if run["automatic"]:
             # no walk, so nothing closed the second path's subflow: the same one lives on
             ok &= run["walks"] == 0 and user is True and same
+            window = 10 * run.get("delay_ms", 0) / 1000
+            if run["walks"] and window and run["flap_seconds"] > window:
+                print(f"  {'':<{w}} the flapping ({run['flap_seconds']} s) outlasted the batch window "
+                      f"(10 x pm_auto_delay_ms = {window:.0f} s): try a larger --delay-ms")
         else:
             ok &= run["walks"] == 2 * run["flaps"]
     modes = {(r["automatic"], r["family"]) for r in result["runs"]}
