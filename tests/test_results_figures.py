@@ -76,3 +76,29 @@ def test_sweep_figures_from_saved_results(tmp_path):
     # links.s2-h2.bw moves with links.h1-s2.bw (a zip group): one plot for the pair
     assert names == ["goodput-cdf.png", "goodput-vs-links-h1-s2-bw.png", "goodput-vs-links-h1-s2-loss.png",
                      "mptcp-gain-heatmap.png", "subflow-share.png"]
+
+
+def test_subflow_share_groups_tests_by_variant(tmp_path):
+    """Variants' tests become groups of repetitions (r1, r2, ...) in the subflow-share figure."""
+    from mptcplab.figures import _test_groups
+
+    rd = RunDir.create("three", out=tmp_path / "run")
+    rows, subs = [], []
+    for rep in (1, 2):
+        for i, variant in enumerate(("tcp", "mptcp-independent", "mptcp-dependent")):
+            test = f"{3 * (rep - 1) + i + 1:03d}-{variant}-r{rep}"
+            proto = variant.split("-")[0]
+            rows.append({"experiment": "three", "test": test, "variant": variant, "protocol": proto,
+                         "repetition": rep, "goodput_mbps": 5.0 + i, "error": None, "subflows": i + 1})
+            for k in range(i + 1 if proto == "mptcp" else 0):
+                subs.append({"test": test, "connection": "10.0.1.1:4000",
+                             "local": "10.0.1.1:4000" if k == 0 else f"10.0.1.1:{4100 + k}",
+                             "remote": f"10.0.1.2:{5201 if k == 0 else 20010 + k}", "local_id": 0,
+                             "share": 1 / (i + 1)})
+    rd.write_summary(rows)
+    rd.write_subflows(subs)
+    rd.write_json("metadata.json", {"formats": ["png"]})
+    groups = _test_groups(read_summary(rd.path))
+    assert groups["005-mptcp-independent-r2"] == ("mptcp-independent", 2)
+    assert groups["001-tcp-r1"] == ("tcp", 1)
+    assert "subflow-share.png" in [f.name for f in render(rd.path)]

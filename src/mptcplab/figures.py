@@ -154,30 +154,69 @@ def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[
     return _save(fig, out_dir, "mptcp-gain-heatmap", formats)
 
 
-def subflow_share(sub: pd.DataFrame, out_dir: Path, formats: list[str], by: str) -> list[Path]:
-    """Share of each MPTCP connection's bytes carried by each subflow (local address), by `by`."""
+def _name_subflows(sub: pd.DataFrame) -> pd.DataFrame:
+    """A `subflow` column: the address pair when each subflow has its own, else 'subflow k' with
+    the initial subflow first and the others by the server port they joined."""
     parts = []
     for _, g in sub.groupby("test", sort=False):
         g = g.copy()
-        pairs = g["local"].str.rsplit(":", n=1).str[0] + " -> " + g["remote"].str.rsplit(":", n=1).str[0]
-        if pairs.is_unique:  # one subflow per address pair: name it by the pair
+        pairs = g["local"].str.rsplit(":", n=1).str[0] + " → " + g["remote"].str.rsplit(":", n=1).str[0]
+        if pairs.is_unique:
             g["subflow"] = pairs
-        else:  # several over one pair: the initial one first, then by the server port they joined
+        else:
             g["_initial"] = g["local"] != g["connection"]
             g["_port"] = g["remote"].str.rsplit(":", n=1).str[1].astype(int)
             g = g.sort_values(["_initial", "_port"])
             g["subflow"] = [f"subflow {k + 1}" for k in range(len(g))]
         parts.append(g)
-    sub = pd.concat(parts)
+    return pd.concat(parts)
+
+
+def _test_groups(summary: pd.DataFrame | None) -> dict[str, tuple[str, int]]:
+    """test -> (variant or protocol, repetition), from the summary, for grouped x labels."""
+    if summary is None or "test" not in summary or "repetition" not in summary:
+        return {}
+    key = "variant" if "variant" in summary and summary["variant"].notna().any() else "protocol"
+    return {str(r["test"]): (str(r[key]), int(r["repetition"]))
+            for _, r in summary.iterrows() if pd.notna(r.get(key)) and pd.notna(r["repetition"])}
+
+
+def subflow_share(sub: pd.DataFrame, out_dir: Path, formats: list[str], by: str,
+                  summary: pd.DataFrame | None = None) -> list[Path]:
+    """Share of each MPTCP connection's bytes carried by each subflow, one bar per test (or
+    sweep point). Tests are grouped by variant with the repetitions as ticks, rather than their
+    long names rotated; the legend sits above the axes, off the bars."""
+    sub = _name_subflows(sub)
     table = sub.groupby([by, "subflow"], sort=False)["share"].mean().unstack("subflow").fillna(0)
+    groups = _test_groups(summary) if by == "test" else {}
+    grouped = bool(groups) and all(str(x) in groups for x in table.index)
+    if grouped:
+        order = {g: i for i, g in enumerate(dict.fromkeys(groups[str(x)][0] for x in table.index))}
+        table = table.loc[sorted(table.index, key=lambda x: (order[groups[str(x)][0]], groups[str(x)][1]))]
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.2))
     table.plot(kind="bar", stacked=True, ax=ax, width=0.7, color=sns.color_palette("colorblind"),
                edgecolor="none", legend=True)
     ax.set_ylabel("Share of bytes")
-    ax.set_xlabel(by)
     ax.set_ylim(0, 1)
-    ax.legend(title=None, frameon=False, fontsize=6, loc="lower right")
-    ax.tick_params(axis="x", rotation=45)
+    names = [str(c) for c in table.columns]
+    ncol = len(names) if max(map(len, names)) <= 10 else min(2, len(names))
+    ax.legend(title=None, frameon=False, fontsize=6, ncol=ncol, loc="lower left",
+              bbox_to_anchor=(0, 1.02), borderaxespad=0)
+    if grouped:
+        keys = [groups[str(x)] for x in table.index]
+        ax.set_xticks(range(len(keys)), [f"r{rep}" for _, rep in keys], rotation=0)
+        ax.set_xlabel("")
+        for g in order:
+            at = [i for i, (name, _) in enumerate(keys) if name == g]
+            ax.text(sum(at) / len(at), -0.16, label(g).replace("\n", " "), ha="center", va="top",
+                    fontsize=7, transform=ax.get_xaxis_transform())
+        for i in range(1, len(keys)):  # a rule between groups
+            if keys[i][0] != keys[i - 1][0]:
+                ax.axvline(i - 0.5, color="0.6", linewidth=0.5)
+    else:
+        ax.set_xlabel(by)
+        short = all(len(str(x)) <= 6 for x in table.index)
+        ax.tick_params(axis="x", rotation=0 if short else 45)
     return _save(fig, out_dir, "subflow-share", formats)
 
 
@@ -188,7 +227,7 @@ def subflow_goodput_time(samples: pd.DataFrame, title: str, out_dir: Path, forma
         return []
     token = tcp.groupby("token")["bytes_acked"].max().idxmax()  # the data connection
     tcp = tcp[tcp["token"] == token].sort_values("t")
-    tcp["subflow"] = tcp["local"].str.rsplit(":", n=1).str[0] + " -> " + tcp["remote"]
+    tcp["subflow"] = tcp["local"].str.rsplit(":", n=1).str[0] + " → " + tcp["remote"]
     rows = []
     for name, g in tcp.groupby("subflow"):
         dt, db = g["t"].diff(), g["bytes_acked"].diff()
@@ -258,7 +297,7 @@ def render(run_dir: str | Path, formats: list[str] | None = None) -> list[Path]:
         sub = pd.read_csv(sub_path)
         by = "point" if "point" in sub and sub["point"].nunique() > 1 else "test"
         if not sub.empty:
-            paths += subflow_share(sub, out, formats, by)
+            paths += subflow_share(sub, out, formats, by, df)
     mptcp = df[(df["protocol"] == "mptcp") & df["error"].isna()]
     if not mptcp.empty:
         test = mptcp.iloc[0]["test"]
