@@ -102,3 +102,26 @@ def test_subflow_share_groups_tests_by_variant(tmp_path):
     assert groups["005-mptcp-independent-r2"] == ("mptcp-independent", 2)
     assert groups["001-tcp-r1"] == ("tcp", 1)
     assert "subflow-share.png" in [f.name for f in render(rd.path)]
+
+
+@pytest.mark.parametrize("with_retrans", [True, False])
+def test_subflow_goodput_time_marks_retransmissions(tmp_path, with_retrans):
+    import pandas as pd
+
+    from mptcplab.figures import paper_style, subflow_goodput_time
+
+    rows = []
+    for k, local in enumerate(("10.0.1.1:4000", "10.0.2.1:4001")):
+        acked, retrans = 0, 0
+        for i in range(50):
+            stalled = 20 <= i < 22  # loss recovery: the cumulative ACK stands still, then jumps
+            acked += 0 if stalled else (62_500 * (3 if i == 22 else 1))
+            retrans += 1 if i == 20 else 0
+            row = {"kind": "tcp", "token": "abcd", "local": local, "remote": f"10.0.{k + 1}.2:5201",
+                   "t": i * 0.1, "bytes_acked": acked}
+            if with_retrans:
+                row["retrans_total"] = retrans
+            rows.append(row)
+    paper_style()
+    files = subflow_goodput_time(pd.DataFrame(rows), "t", tmp_path, ["png"])
+    assert [f.name for f in files] == ["subflow-goodput-time.png"] and files[0].stat().st_size > 1000

@@ -221,25 +221,45 @@ def subflow_share(sub: pd.DataFrame, out_dir: Path, formats: list[str], by: str,
 
 
 def subflow_goodput_time(samples: pd.DataFrame, title: str, out_dir: Path, formats: list[str]) -> list[Path]:
-    """Per-subflow goodput over time (bytes acked per sampling interval) of one MPTCP test."""
+    """Per-subflow goodput over time (bytes acked per sampling interval) of one MPTCP test,
+    with a tick under the curve wherever the subflow retransmitted. Why the ticks: during loss
+    recovery the cumulative ACK stands still until the hole is filled and then jumps over the
+    SACKed data, so each recovery shows as a dip followed by a spike above the link rate; the
+    ticks tell that apart from a stalled link."""
     tcp = samples[(samples["kind"] == "tcp") & samples["token"].notna() & samples["bytes_acked"].notna()].copy()
     if tcp.empty:
         return []
     token = tcp.groupby("token")["bytes_acked"].max().idxmax()  # the data connection
     tcp = tcp[tcp["token"] == token].sort_values("t")
     tcp["subflow"] = tcp["local"].str.rsplit(":", n=1).str[0] + " → " + tcp["remote"]
-    rows = []
+    rows, events = [], []
     for name, g in tcp.groupby("subflow"):
         dt, db = g["t"].diff(), g["bytes_acked"].diff()
         rows.append(pd.DataFrame({"t": g["t"], "goodput_mbps": db * 8 / dt / 1e6, "subflow": name}))
+        if "retrans_total" in g:
+            grew = g["retrans_total"].ffill().fillna(0).diff() > 0
+            events.append(pd.DataFrame({"t": g.loc[grew, "t"], "subflow": name}))
     ts = pd.concat(rows).dropna()
     ts = ts[ts["goodput_mbps"] >= 0]
+    order = sorted(ts["subflow"].unique())
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.0))
-    sns.lineplot(data=ts, x="t", y="goodput_mbps", hue="subflow", linewidth=0.8, ax=ax)
+    sns.lineplot(data=ts, x="t", y="goodput_mbps", hue="subflow", hue_order=order, palette=palette,
+                 linewidth=0.8, ax=ax)
+    ev = pd.concat(events) if events else pd.DataFrame(columns=["t", "subflow"])
+    if not ev.empty:
+        sns.rugplot(data=ev, x="t", hue="subflow", hue_order=order, palette=palette, height=0.04,
+                    linewidth=0.8, ax=ax, legend=False)
     ax.set_xlabel("Time (s)")
     ax.set_ylabel("Goodput (Mbit/s)")
     ax.set_title(title, fontsize=7)
-    ax.legend(title=None, frameon=False, fontsize=6)
+    handles, labels = ax.get_legend_handles_labels()
+    if not ev.empty:
+        handles.append(plt.Line2D([], [], color="0.3", marker="|", linestyle="none", markersize=5))
+        labels.append("retransmission")
+    # below the axes: inside, it covers the curves wherever it goes
+    ax.legend(handles, labels, title=None, frameon=False, fontsize=6, ncol=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.28), borderaxespad=0)
     ax.set_ylim(bottom=0)
     return _save(fig, out_dir, "subflow-goodput-time", formats)
 
