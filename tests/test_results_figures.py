@@ -125,3 +125,20 @@ def test_subflow_goodput_time_marks_retransmissions(tmp_path, with_retrans):
     paper_style()
     files = subflow_goodput_time(pd.DataFrame(rows), "t", tmp_path, ["png"])
     assert [f.name for f in files] == ["subflow-goodput-time.png"] and files[0].stat().st_size > 1000
+
+
+def test_zipped_parameters_are_named_on_the_axis():
+    import pandas as pd
+
+    from mptcplab.figures import moves_with, param_label
+
+    df = pd.DataFrame({"links.h1-s2.bw": [2, 5, 10, 2], "links.s2-h2.bw": [2, 5, 10, 2],
+                       "links.s2-h2.delay": [5, 10, 20, 5], "links.h1-s2.loss": [0, 0, 1, 1]})
+    swept = list(df.columns)
+    x = "links.h1-s2.bw"
+    assert moves_with(df, swept, x) == ["links.s2-h2.bw", "links.s2-h2.delay"]
+    assert moves_with(df, swept, "links.h1-s2.loss") == []
+    assert param_label(x, moves_with(df, swept, x), df) == \
+        "bw h1-s2, s2-h2 (Mbit/s); with delay s2-h2 (ms)"
+    assert param_label("links.h1-s2.loss") == "loss h1-s2 (%)"
+    assert param_label("traffic.duration") == "traffic.duration (s)"

@@ -88,16 +88,41 @@ UNITS = {"bw": "Mbit/s", "delay": "ms", "jitter": "ms", "loss": "%", "queue": "p
          "queue_bytes": "bytes", "duration": "s"}
 
 
-def param_label(path: str) -> str:
-    """'links.h1-s2.loss' -> 'loss h1-s2 (%)'; other field paths keep their name."""
+def _link_field(path: str) -> tuple[str, str] | None:
+    """'links.h1-s2.loss' -> ('loss', 'h1-s2'); None for a path outside links."""
     parts = path.replace("[", ".[").split(".")
-    field = parts[-1]
+    if parts[0] != "links":
+        return None
     where = " ".join(f"link {p[1:-1]}" if p.startswith("[") else ("all links" if p == "*" else p)
-                     for p in parts[1:-1] if p) \
-        if parts[0] == "links" else ""
+                     for p in parts[1:-1] if p)
+    return parts[-1], where
+
+
+def param_label(path: str, moves_with: list[str] | None = None, df: pd.DataFrame | None = None) -> str:
+    """'links.h1-s2.loss' -> 'loss h1-s2 (%)'; other field paths keep their name. Parameters
+    zipped with it (``moves_with``) are named too: 'bw h1-s2, s2-h2 (Mbit/s)' when they are the
+    same field with the same values, else '...; with <their labels>'."""
+    link = _link_field(path)
+    field = link[0] if link else path.split(".")[-1]
     unit = UNITS.get(field)
-    text = f"{field} {where}".strip() if parts[0] == "links" else path
-    return f"{text} ({unit})" if unit else text
+    wheres = [link[1]] if link else []
+    others = []
+    for c in moves_with or []:
+        lc = _link_field(c)
+        same = df is not None and c in df and path in df and df[c].equals(df[path])
+        if link and lc and lc[0] == field and same:
+            wheres.append(lc[1])
+        else:
+            others.append(param_label(c))
+    text = f"{field} {', '.join(w for w in wheres if w)}".strip() if link else path
+    text = f"{text} ({unit})" if unit else text
+    return text + ("; with " + ", ".join(others) if others else "")
+
+
+def moves_with(df: pd.DataFrame, swept: list[str], x: str) -> list[str]:
+    """The swept columns that change together with x (its zip group), x excluded."""
+    return [c for c in swept if c != x and c in df and x in df and df[c].nunique() > 1
+            and df.groupby(x)[c].nunique().max() == 1 and df.groupby(c)[x].nunique().max() == 1]
 
 
 def _safe(name: str) -> str:
@@ -120,7 +145,8 @@ def _hue(ok: pd.DataFrame) -> str:
     return "variant" if "variant" in ok and ok["variant"].nunique() > 1 else "protocol"
 
 
-def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str]) -> list[Path]:
+def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str],
+               swept: list[str] | None = None) -> list[Path]:
     """Goodput against one swept parameter, one line per protocol/variant, 95% CIs."""
     ok = df[df["error"].isna()]
     hue = _hue(ok)
@@ -128,7 +154,7 @@ def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str]) -> l
     sns.lineplot(data=ok, x=x, y="goodput_mbps", hue=hue, style=hue, markers=True, dashes=False,
                  errorbar=("ci", 95), err_style="bars", err_kws={"capsize": 2, "linewidth": 0.8},
                  linewidth=1.0, markersize=4, ax=ax)
-    ax.set_xlabel(param_label(x))
+    ax.set_xlabel(param_label(x, moves_with(df, swept or [], x), df))
     ax.set_ylabel("Goodput (Mbit/s)")
     ax.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()
@@ -137,7 +163,7 @@ def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str]) -> l
 
 
 def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[str],
-                 others: list[str] | None = None) -> list[Path]:
+                 others: list[str] | None = None, swept: list[str] | None = None) -> list[Path]:
     """MPTCP's gain (mean MPTCP goodput / mean TCP goodput) over two swept parameters (averaged
     over any others, which the title names)."""
     ok = df[df["error"].isna()]
@@ -147,8 +173,8 @@ def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[
     sns.heatmap(gain, annot=True, fmt=".2f", cmap="viridis", cbar_kws={"label": "MPTCP / TCP goodput"},
                 annot_kws={"fontsize": 6}, ax=ax)
     ax.invert_yaxis()
-    ax.set_xlabel(param_label(x))
-    ax.set_ylabel(param_label(y))
+    ax.set_xlabel(param_label(x, moves_with(df, swept or [], x), df))
+    ax.set_ylabel(param_label(y, moves_with(df, swept or [], y), df))
     if others:
         ax.set_title("mean over " + ", ".join(param_label(o) for o in others), fontsize=6)
     return _save(fig, out_dir, "mptcp-gain-heatmap", formats)
@@ -303,13 +329,14 @@ def render(run_dir: str | Path, formats: list[str] | None = None) -> list[Path]:
     if link_rate and maxflow and abs(maxflow - link_rate) < 1e-9:
         maxflow = None
     paths: list[Path] = []
-    swept = factors(df, meta.get("swept") or [])
+    every = [c for c in meta.get("swept") or [] if c in df]
+    swept = factors(df, every)
     if not swept:
         paths += goodput_by_variant(df, out, formats, link_rate, maxflow)
     for x in swept:
-        paths += goodput_vs(df, x, out, formats)
+        paths += goodput_vs(df, x, out, formats, every)
     if len(swept) >= 2 and {"mptcp", "tcp"} <= set(df["protocol"]):
-        paths += gain_heatmap(df, swept[0], swept[1], out, formats, swept[2:])
+        paths += gain_heatmap(df, swept[0], swept[1], out, formats, swept[2:], every)
     if df["error"].notna().sum() < len(df):
         paths += goodput_cdf(df, out, formats)
     sub_path = run_dir / "subflows.csv"
