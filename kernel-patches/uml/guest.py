@@ -241,9 +241,7 @@ def flap_lines(fam: Family, auto: bool) -> list[str]:
     IPv6 drops a link's addresses when it goes down (keep_addr_on_down=0), so they are added
     again, and the second path's route, which goes with the link, is put back. The userspace
     way also deletes the endpoint after the down and adds it after the up, as daemons do."""
-    nodad = " nodad" if fam.v6 else ""
-    readd = [f"addr add {a}/{fam.prefix} dev c2{nodad}"
-             for a in (fam.cli(2), fam.user_addr)] if fam.v6 else []
+    readd = [" ".join(fam.addr_add(a, "c2")) for a in (fam.cli(2), fam.user_addr)] if fam.v6 else []
     back = readd + [" ".join(second_path_route(fam))]
     if auto:
         return ["link set c2 down", "link set c2 up"] + back
