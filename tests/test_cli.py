@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, cli
+from helpers import REPO, cli
 
 
 def write_spec(tmp_path: Path, mutate) -> Path:

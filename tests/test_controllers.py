@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, REPO, cli
+from helpers import BIN, REPO, cli
 
 pytestmark = pytest.mark.root
 

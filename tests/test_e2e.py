@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, REPO, bridge_exists, cli, leftovers, snapshot
+from helpers import BIN, REPO, bridge_exists, cli, leftovers, snapshot
 
 pytestmark = pytest.mark.root
 

@@ -4,9 +4,8 @@ import hashlib
 
 import pytest
 
-from mptcplab.mptcp_options import (
-    ACK, SYN, MpCapable, MpJoin, build_mptcp_syn_options, mptcp_option, parse_tcp, tcp_header, token_of_key,
-)
+from helpers import build_mptcp_syn_options, tcp_header
+from mptcplab.mptcp_options import ACK, SYN, MpCapable, MpJoin, mptcp_option, parse_tcp, token_of_key
 
 KEY = bytes.fromhex("0123456789abcdef")
 

@@ -3,7 +3,8 @@ controller sees the same SYN again (from a switch its rule had not reached, or r
 
 from __future__ import annotations
 
-from mptcplab.mptcp_options import ACK, SYN, build_mptcp_syn_options, parse_tcp, tcp_header, token_of_key
+from helpers import build_mptcp_syn_options, tcp_header
+from mptcplab.mptcp_options import ACK, SYN, parse_tcp, token_of_key
 from mptcplab.placement import Placement, SubflowPlacer
 
 CLI, SRV = "10.0.1.1", "10.0.1.2"

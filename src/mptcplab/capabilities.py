@@ -1,11 +1,15 @@
 """What this machine can do: netem, OVS datapaths, iperf3's MPTCP support, MPTCP sysctls.
 
-Every probe is side-effect free (the netem probe runs inside a throw-away network namespace) and
-its answer is recorded in each result, so a reader knows how the links were emulated.
+:func:`probe` changes nothing (the netem probe runs inside a throw-away network namespace; no
+module is loaded, no service started), so it can run before the preflight and a refused run leaves
+the machine as it found it. :func:`prepare` then does what a run needs -- start Open vSwitch, load
+the openvswitch module where the kernel allows -- and probes again. Every answer is recorded in
+each result, so a reader knows how the links were emulated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -53,15 +57,15 @@ def _genl_family_exists(name: str) -> bool:
         sock.close()
 
 
-@functools.cache
 def ovs_kernel_datapath() -> bool:
-    """True when the openvswitch kernel module answers (loading it first if the kernel can)."""
-    if _genl_family_exists("ovs_datapath"):
-        return True
-    if shutil.which("modprobe") and Path("/proc/modules").exists():
+    """True when the openvswitch kernel module answers (loaded already; see :func:`prepare`)."""
+    return _genl_family_exists("ovs_datapath")
+
+
+def load_ovs_module() -> None:
+    """Load the openvswitch module where the kernel can (a run's preparation, after preflight)."""
+    if not ovs_kernel_datapath() and shutil.which("modprobe") and Path("/proc/modules").exists():
         _run(["modprobe", "openvswitch"])
-        return _genl_family_exists("ovs_datapath")
-    return False
 
 
 def ovs_running() -> bool:
@@ -132,6 +136,12 @@ def git_commit() -> str | None:
     return r.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def mptcp_sysctls() -> dict[str, str]:
+    """Every net.mptcp.* sysctl of this namespace and its value."""
+    return {f"net.mptcp.{p.name}": read_sysctl(f"net.mptcp.{p.name}") or ""
+            for p in sorted(Path("/proc/sys/net/mptcp").glob("*"))}
+
+
 def available(name: str) -> list[str]:
     v = read_sysctl(name)
     return v.split() if v else []
@@ -192,6 +202,25 @@ def probe() -> Capabilities:
         cc=bool(shutil.which("cc") or shutil.which("gcc")),
         nsenter=bool(shutil.which("nsenter")),
     )
+
+
+def prepare(caps: Capabilities) -> Capabilities:
+    """Make the machine ready for a run that passed preflight: Open vSwitch running, its kernel
+    module loaded where possible. Returns the capabilities probed again."""
+    start_ovs()
+    load_ovs_module()
+    return dataclasses.replace(caps, ovs_kernel_datapath=ovs_kernel_datapath())
+
+
+def existing_bridges() -> frozenset[str]:
+    """OVS bridges now (empty when OVS is not running: then none can clash)."""
+    if not ovs_running():
+        return frozenset()
+    return frozenset(_run(["ovs-vsctl", "--timeout=5", "list-br"]).stdout.split())
+
+
+def existing_interfaces() -> frozenset[str]:
+    return frozenset(os.listdir("/sys/class/net"))
 
 
 def versions() -> dict[str, str | None]:

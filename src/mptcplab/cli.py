@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mptcplab: Multipath TCP experiments on emulated Mininet networks.")
 err = Console(stderr=True)
 
+if TYPE_CHECKING:
+    from .runner import RunOptions
+
 
 def _fail(problems: list[str], code: int = 2, what: str = "error") -> None:
     for p in problems:
@@ -27,26 +30,15 @@ def _fail(problems: list[str], code: int = 2, what: str = "error") -> None:
     raise typer.Exit(code)
 
 
-def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = None,
-         check: Optional[str] = None, pox_home: Optional[str] = None,
-         sets: Optional[list[str]] = None, resume: Optional[Path] = None) -> None:
-    from .network import PreflightError
-    from .plan import PlanError
+def _run(opts: "RunOptions") -> None:
+    from .errors import MptcplabError
     from .runner import Interrupted, run
     from .selfcheck import SelfCheckError
-    from .spec import SpecError
 
-    if shaper not in (None, "auto", "netem", "userspace"):
-        _fail([f"--shaper: {shaper!r} is not one of auto, netem, userspace"])
-    if check not in (None, "none", "rtt", "full"):
-        _fail([f"--check: {check!r} is not one of none, rtt, full"])
     try:
-        report = run(spec, out=out, dry_run=dry_run, console=err, shaper=shaper, check=check,
-                     pox_home=pox_home, sets=sets, resume=resume)
-    except (SpecError, PlanError, PreflightError) as e:
-        _fail(e.problems)
-    except FileExistsError as e:
-        _fail([f"--out: {e}"])
+        report = run(opts, console=err)
+    except MptcplabError as e:
+        _fail(e.problems, e.exit_code)
     except SelfCheckError:
         err.print("[red]error:[/] the links are not what the spec says (table above); nothing was measured")
         raise typer.Exit(3)
@@ -68,17 +60,20 @@ SPEC_HELP = "experiment spec: a path, or a name looked up in experiments/"
 
 @app.command("run")
 def run_cmd(
-    spec: str = typer.Argument(..., help=SPEC_HELP),
+    spec: Optional[str] = typer.Argument(None, help=SPEC_HELP + " (not with --resume)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the run exactly here"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
     shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
     check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
     pox_home: Optional[str] = typer.Option(None, "--pox-home", help="POX checkout (else $POX_HOME)"),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="sweep PATH=V1,V2,... (repeatable), e.g. links.h1-s1.loss=0,1,2"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run in RUN_DIR (SPEC is ignored)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run in RUN_DIR, as recorded"),
 ) -> None:
     """Run an experiment: build the network, run the tests, store results, draw figures."""
-    _run(spec, out, dry_run, shaper, check, pox_home, sets, resume)
+    from .runner import RunOptions
+
+    _run(RunOptions(spec=spec, out=out, dry_run=dry_run, shaper=shaper, check=check, pox_home=pox_home,
+                    sets=tuple(sets or ()), resume=resume))
 
 
 @app.command()
@@ -87,14 +82,17 @@ def plot(
     fmt: list[str] = typer.Option(None, "--format", "-f", help="pdf, png or svg (repeatable)"),
 ) -> None:
     """Render a run's figures again, from its results alone."""
-    from .figures import render
+    from .errors import MptcplabError
+    from .figures import FORMATS, render
 
-    if not (run_dir / "summary.csv").exists():
-        _fail([f"{run_dir}: no summary.csv here; give a run directory"])
-    bad = [f for f in fmt or [] if f not in ("pdf", "png", "svg")]
+    bad = [f for f in fmt or [] if f not in FORMATS]
     if bad:
-        _fail([f"--format: {', '.join(bad)} not supported (pdf, png, svg)"])
-    for p in render(run_dir, fmt or None):
+        _fail([f"--format: {', '.join(bad)} not supported ({', '.join(FORMATS)})"])
+    try:
+        paths = render(run_dir, fmt or None)
+    except MptcplabError as e:
+        _fail(e.problems, e.exit_code)
+    for p in paths:
         print(p)
 
 
@@ -133,8 +131,8 @@ def check() -> None:
     t.add_column("value")
     for k, v in caps.items():
         t.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
-    for path in sorted(Path("/proc/sys/net/mptcp").glob("*")):
-        t.add_row(f"sysctl: net.mptcp.{path.name}", capabilities.read_sysctl(f"net.mptcp.{path.name}") or "")
+    for name, value in capabilities.mptcp_sysctls().items():
+        t.add_row(f"sysctl: {name}", value)
     for k, v in capabilities.versions().items():
         t.add_row(f"version: {k}", str(v))
     Console().print(t)

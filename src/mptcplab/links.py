@@ -25,189 +25,35 @@ Usable from any Mininet script::
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from typing import Any
 
 from mininet.link import Intf, Link
 
 from .capabilities import has_netem
+from .linkmodel import Direction, LinkEmulationError, changed, choose_backend, directions, tc_commands
+from .proc import node_run, offloads_off
 
-ROOT_HANDLE = "5:"
-LEAF_HANDLE = "10:"
-CLASS_ID = "5:1"
-OFFLOAD_ARGS = ["tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"]
-DIRECTION_KEYS = ("bw", "delay", "jitter", "loss", "queue", "queue_bytes", "burst_loss", "reorder")
+__all__ = ["EmuLink", "EmuIntf", "LinkEmulationError"]
 
-
-class LinkEmulationError(RuntimeError):
-    """The link cannot be what was asked for on this machine."""
-
-
-def _ms(value: Any) -> float:
-    """'10ms' / '1s' / '500us' / 10 -> milliseconds."""
-    if value in (None, ""):
-        return 0.0
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*", str(value))
-    if not m:
-        raise LinkEmulationError(f"{value!r} is not a time (use e.g. '10ms')")
-    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2) or "ms"]
-
-
-def node_run(node: Any, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run an argument list inside a Mininet node's namespace (mnexec, no shell)."""
-    p = node.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-    return subprocess.CompletedProcess(argv, p.returncode, out, err)
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-def normalize(params: dict[str, Any]) -> dict[str, Any]:
-    """TCLink-style keyword arguments -> one direction's model in spec units."""
-    bl = params.get("burst_loss")
-    if bl is not None and not isinstance(bl, dict):
-        bl = dict(bl)
-    return {
-        "bw": float(params["bw"]) if params.get("bw") else None,
-        "delay": _ms(params.get("delay")),
-        "jitter": _ms(params.get("jitter")),
-        "loss": float(params.get("loss") or 0.0),
-        "queue": params.get("queue") or params.get("max_queue_size"),
-        "queue_bytes": params.get("queue_bytes"),
-        "burst_loss": bl,
-        "reorder": bool(params.get("reorder", False)),
-    }
-
-
-def directions(params: dict[str, Any], up: dict[str, Any] | None = None,
-               down: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(node1 -> node2, node2 -> node1) models: the link's parameters, then each override."""
-    base = {k: params[k] for k in (*DIRECTION_KEYS, "max_queue_size") if k in params}
-    out = []
-    for over in (up, down):
-        merged = dict(base)
-        merged.update({k: v for k, v in (over or {}).items() if v is not None})
-        out.append(normalize(merged))
-    return out[0], out[1]
-
-
-def netem_cannot(d: dict[str, Any]) -> str | None:
-    """Why netem cannot give this direction exactly, or None."""
-    if d["queue_bytes"]:
-        return "a queue limit in bytes"
-    if d["jitter"] and not d["reorder"]:
-        return "jitter without reordering (netem reorders jittered frames)"
-    return None
-
-
-def needs_netem(d: dict[str, Any]) -> bool:
-    return bool(d["delay"] or d["jitter"] or d["loss"] or d["burst_loss"])
-
-
-def shaped(d: dict[str, Any]) -> bool:
-    return bool(d["bw"] or d["queue"] or d["queue_bytes"] or needs_netem(d))
-
-
-def choose_backend(requested: str, up: dict[str, Any], down: dict[str, Any], netem: bool | None = None) -> str:
-    """'netem', 'userspace' or 'plain' (nothing to emulate: a bare veth pair) for one link, or
-    LinkEmulationError when asked for the impossible."""
-    if requested == "auto" and not (shaped(up) or shaped(down)):
-        return "plain"
-    netem = has_netem() if netem is None else netem
-    reasons = [r for r in (netem_cannot(up), netem_cannot(down)) if r]
-    if requested == "userspace":
-        return "userspace"
-    if requested == "netem":
-        if (needs_netem(up) or needs_netem(down)) and not netem:
-            raise LinkEmulationError("shaper netem: this kernel has no netem qdisc")
-        if reasons:
-            raise LinkEmulationError(f"shaper netem cannot emulate {reasons[0]}; use shaper userspace")
-        return "netem"
-    if requested != "auto":
-        raise LinkEmulationError(f"unknown shaper {requested!r} (auto, netem, userspace)")
-    return "netem" if netem and not reasons else "userspace"
-
-
-def tc_commands(dev: str, d: dict[str, Any], netem: bool = True, verb: str = "add") -> list[list[str]]:
-    """The tc argument lists that shape one interface's egress. Pure: tested without root.
-
-    Layout: htb root (rate) -> leaf netem (delay, jitter, loss, limit) or pfifo (limit). With
-    ``verb='change'`` only the class and the leaf are changed in place (same layout).
-    """
-    if needs_netem(d) and not netem:
-        what = ", ".join(
-            f"{k} {v:g}{u}" for k, v, u in (("delay", d["delay"], " ms"), ("jitter", d["jitter"], " ms"),
-                                              ("loss", d["loss"], "%")) if v
-        ) or "burst loss"
-        raise LinkEmulationError(
-            f"{dev}: {what} needs the netem qdisc, which this kernel does not have "
-            "(CONFIG_NET_SCH_NETEM); the link would run without it. Use the user-space shaper "
-            "(shaper: userspace) or a kernel with netem."
-        )
-    if d["queue_bytes"]:
-        raise LinkEmulationError(f"{dev}: a queue limit in bytes needs the user-space shaper")
-    cmds: list[list[str]] = []
-    parent = ["root"]
-    if d["bw"]:
-        rate_bps = d["bw"] * 1e6
-        burst = max(3028, int(rate_bps / 8 * 0.002))
-        quantum = int(min(max(1514, rate_bps / 8 / 10), 200_000))
-        if verb == "add":
-            cmds.append(["tc", "qdisc", "add", "dev", dev, "root", "handle", ROOT_HANDLE, "htb", "default", "1"])
-        cmds.append(["tc", "class", verb, "dev", dev, "parent", ROOT_HANDLE, "classid", CLASS_ID, "htb",
-                     "rate", f"{rate_bps:.0f}bit", "ceil", f"{rate_bps:.0f}bit",
-                     "burst", str(burst), "cburst", str(burst), "quantum", str(quantum)])
-        parent = ["parent", CLASS_ID]
-    if needs_netem(d):
-        cmd = ["tc", "qdisc", verb, "dev", dev, *parent, "handle", LEAF_HANDLE, "netem"]
-        if d["queue"]:
-            cmd += ["limit", str(d["queue"])]
-        if d["delay"] or d["jitter"]:
-            cmd += ["delay", f"{d['delay'] * 1000:.0f}us"]
-            if d["jitter"]:
-                cmd += [f"{d['jitter'] * 1000:.0f}us"]
-        if d["burst_loss"]:
-            b = d["burst_loss"]
-            cmd += ["loss", "gemodel", f"{b['p']:g}%", f"{b.get('r', 100):g}%",
-                    f"{b.get('loss_bad', 100):g}%", f"{b.get('loss_good', 0):g}%"]
-        elif d["loss"]:
-            cmd += ["loss", "random", f"{d['loss']:g}%"]
-        cmds.append(cmd)
-    elif d["queue"]:
-        cmds.append(["tc", "qdisc", verb, "dev", dev, *parent, "handle", LEAF_HANDLE, "pfifo",
-                     "limit", str(d["queue"])])
-    return cmds
-
-
-def _layout(d: dict[str, Any]) -> tuple[bool, str]:
-    return (bool(d["bw"]), "netem" if needs_netem(d) else ("pfifo" if d["queue"] else ""))
-
-
-# --------------------------------------------------------------------------- Mininet classes
+#: TCLink options with no meaning here (htb is always used for rate; the model carries the rest).
+_TCLINK_ONLY = ("bw", "delay", "jitter", "loss", "max_queue_size", "use_htb", "enable_ecn", "enable_red",
+                "speedup", "use_tbf", "latency_ms", "use_hfsc", "gro", "txo", "rxo", "queue", "queue_bytes",
+                "burst_loss", "reorder")
 
 
 class EmuIntf(Intf):
     """One end of an EmuLink. With the netem backend it shapes its own egress."""
 
-    def config(self, shaping: dict[str, Any] | None = None, backend: str = "netem", **params: Any) -> dict[str, Any]:
-        # TCLink options with no meaning here (htb is always used for rate).
-        for k in ("bw", "delay", "jitter", "loss", "max_queue_size", "use_htb", "enable_ecn", "enable_red",
-                  "speedup", "use_tbf", "latency_ms", "use_hfsc", "gro", "txo", "rxo", "queue"):
+    def config(self, shaping: Direction | None = None, backend: str = "netem", **params: Any) -> dict[str, Any]:
+        for k in _TCLINK_ONLY:
             params.pop(k, None)
         result = Intf.config(self, **params)
         self.backend = backend
-        self.shaping = shaping or normalize({})
+        self.shaping = shaping or Direction()
         if backend == "userspace":
             # The emulator forwards raw frames: they must be whole, with real checksums.
-            node_run(self.node, ["ethtool", "-K", self.name, *OFFLOAD_ARGS])
+            offloads_off(self.node, self.name)
         elif backend == "netem":
             self.apply_shaping()
         result["shaping"] = self.shaping
@@ -228,17 +74,17 @@ class EmuIntf(Intf):
 
     def check_shaping(self) -> list[str]:
         """What differs between the asked shaping and the qdiscs the kernel reports."""
-        if self.backend != "netem" or not shaped(self.shaping):
-            return []
         s = self.shaping
+        if self.backend != "netem" or not s.shaped():
+            return []
         kinds = {q.get("kind") for q in self.qdiscs()}
         problems = []
-        if s["bw"] and "htb" not in kinds:
-            problems.append(f"{self.name}: asked for {s['bw']:g} Mbit/s but no htb qdisc is installed")
-        if needs_netem(s) and "netem" not in kinds:
+        if s.bw and "htb" not in kinds:
+            problems.append(f"{self.name}: asked for {s.bw:g} Mbit/s but no htb qdisc is installed")
+        if s.needs_netem() and "netem" not in kinds:
             problems.append(f"{self.name}: asked for delay/jitter/loss but no netem qdisc is installed")
-        if s["queue"] and not kinds & {"pfifo", "netem"}:
-            problems.append(f"{self.name}: asked for a {s['queue']}-packet queue but no queue qdisc is installed")
+        if s.queue and not kinds & {"pfifo", "netem"}:
+            problems.append(f"{self.name}: asked for a {s.queue}-packet queue but no queue qdisc is installed")
         return problems
 
     def qdiscs(self) -> list[dict[str, Any]]:
@@ -251,22 +97,26 @@ class EmuIntf(Intf):
 
 
 class EmuLink(Link):
-    """Drop-in for TCLink: the same parameters, applied to both directions; see module doc."""
+    """Drop-in for TCLink: the same parameters, applied to both directions; see module doc.
+
+    ``up``/``down`` dicts override one direction; the network stage passes the plan's resolved
+    directions as ``model=(up, down)`` instead.
+    """
 
     def __init__(self, node1: Any, node2: Any, port1: int | None = None, port2: int | None = None,
                  intfName1: str | None = None, intfName2: str | None = None,
                  addr1: str | None = None, addr2: str | None = None, shaper: str = "auto",
                  seed: int = 1, up: dict[str, Any] | None = None, down: dict[str, Any] | None = None,
-                 **params: Any):
-        from .emulator import Direction, LinkEmulator
+                 model: tuple[Direction, Direction] | None = None, **params: Any):
+        from .emulator import LinkEmulator
 
-        self.up, self.down = directions(params, up, down)
-        self.backend = choose_backend(shaper, self.up, self.down)
+        self.up, self.down = model or directions(params, up, down)
+        self.backend = choose_backend(shaper, self.up, self.down, netem=has_netem())
         self.emulator: LinkEmulator | None = None
         if self.backend == "userspace":
             name = f"{intfName1 or node1.name}<->{intfName2 or node2.name}"
             self.emulator = LinkEmulator(name, seed=seed).start()
-            self.emulator.configure(Direction.from_model(self.up), Direction.from_model(self.down))
+            self.emulator.configure(self.up, self.down)
         try:
             Link.__init__(self, node1, node2, port1=port1, port2=port2,
                           intfName1=intfName1, intfName2=intfName2,
@@ -302,28 +152,27 @@ class EmuLink(Link):
                    **params: Any) -> None:
         """Change rate, delay, jitter, loss or queue while the link runs (no rebuild).
 
-        Keyword arguments replace the link's parameters for both directions; ``up``/``down`` then
-        override one direction. The backend stays the one the link was built with.
+        Keyword arguments (TCLink names and units) replace the link's parameters for both
+        directions; ``up``/``down`` then override one direction.
         """
-        from .emulator import Direction
-
         if "max_queue_size" in params:
             params["queue"] = params.pop("max_queue_size")
+        self.set_directions(changed(self.up, **{**params, **(up or {})}),
+                            changed(self.down, **{**params, **(down or {})}))
 
-        def merged(current: dict[str, Any], over: dict[str, Any] | None) -> dict[str, Any]:
-            return normalize({**current, **params, **{k: v for k, v in (over or {}).items() if v is not None}})
-
-        new_up, new_down = merged(self.up, up), merged(self.down, down)
+    def set_directions(self, new_up: Direction, new_down: Direction) -> None:
+        """Give both directions a new model in place; the backend stays the one the link was
+        built with (LinkEmulationError when the change needs another one)."""
         if self.emulator is not None:
-            self.emulator.configure(Direction.from_model(new_up), Direction.from_model(new_down))
+            self.emulator.configure(new_up, new_down)
         elif self.backend == "plain":
             raise LinkEmulationError("this link was built without emulation (no parameters); give it "
                                      "parameters in the spec, or shaper: userspace, to change it in place")
         else:
-            if choose_backend("netem", new_up, new_down) != "netem":
+            if choose_backend("netem", new_up, new_down, netem=has_netem()) != "netem":
                 raise LinkEmulationError("this change needs the user-space shaper")
             for intf, new in ((self.intf1, new_up), (self.intf2, new_down)):
-                same = _layout(intf.shaping) == _layout(new)
+                same = intf.shaping.tc_layout() == new.tc_layout()
                 intf.shaping = new
                 intf.apply_shaping("change" if same else "add")
         self.up, self.down = new_up, new_down
@@ -343,7 +192,7 @@ class EmuLink(Link):
         return {intf.name: intf.qdiscs() for intf in (self.intf1, self.intf2)}
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "up": self.up, "down": self.down,
+        return {"backend": self.backend, "up": self.up.as_dict(), "down": self.down.as_dict(),
                 "emulator_pid": self.emulator.pid if self.emulator else None}
 
     def delete(self) -> None:

@@ -105,22 +105,3 @@ def mptcp_option(seg: TcpSegment) -> MpCapable | MpJoin | None:
             token = struct.unpack("!I", data[2:6])[0] if seg.syn and len(data) >= 10 else None
             return MpJoin(token, address_id, backup)
     return None
-
-
-def build_mptcp_syn_options(kind: str, key: bytes = b"", token: int = 0, address_id: int = 0) -> bytes:
-    """MPTCP options as a real stack would send them (for tests of the parser and the controller)."""
-    if kind == "capable-syn":
-        return bytes([MPTCP_KIND, 4, (MP_CAPABLE << 4) | 1, 0x81])
-    if kind == "capable-synack":
-        return bytes([MPTCP_KIND, 12, (MP_CAPABLE << 4) | 1, 0x81]) + key
-    if kind == "join-syn":
-        return bytes([MPTCP_KIND, 12, (MP_JOIN << 4), address_id]) + struct.pack("!II", token, 0x12345678)
-    raise ValueError(kind)
-
-
-def tcp_header(sport: int, dport: int, flags: int, options: bytes = b"") -> bytes:
-    """A TCP header with these options (padded with no-ops to a multiple of 4)."""
-    pad = (-len(options)) % 4
-    options += b"\x01" * pad
-    off = (20 + len(options)) // 4
-    return struct.pack("!HHIIHHHH", sport, dport, 1000, 0, (off << 12) | flags, 65535, 0, 0) + options

@@ -12,12 +12,12 @@ The only stage that needs root, with traffic.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import subprocess
 import time
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 from mininet.log import setLogLevel
 from mininet.net import Mininet
@@ -26,27 +26,15 @@ from mininet.topo import Topo
 from pyroute2 import MPTCP, IPRoute
 
 from .capabilities import Capabilities
-from .links import DIRECTION_KEYS, EmuLink, LinkEmulationError, choose_backend, directions, node_run
+from .links import EmuLink, LinkEmulationError
 from .plan import Plan, PlanHost
+from .proc import node_run, offloads, offloads_off
 from .registry import ALIAS_PREFIX, BRIDGE_TAG, Registry
-
-OFFLOADS = ("tx", "rx", "tso", "gso", "gro")
-_OFFLOAD_NAMES = {
-    "tx-checksumming": "tx", "rx-checksumming": "rx", "tcp-segmentation-offload": "tso",
-    "generic-segmentation-offload": "gso", "generic-receive-offload": "gro",
-}
+from .spec import Experiment
 
 
 class NetworkError(RuntimeError):
     """The network could not be built or does not work as planned."""
-
-
-class PreflightError(NetworkError):
-    """This machine cannot run this plan; nothing was created. ``problems``: one line each."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 class LabSwitch(OVSSwitch):
@@ -65,77 +53,8 @@ def netns_path(node: Any) -> str:
     return f"/proc/{node.pid}/ns/net"
 
 
-def _ovs_bridges() -> list[str]:
-    r = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True, check=False)
-    return r.stdout.split()
-
-
-def link_backends(plan: Plan, shaper: str, netem: bool, problems: list[str] | None = None) -> dict[str, str]:
-    """The backend each link will use ('netem' or 'userspace'); problems named by link."""
-    out = {}
-    for link in plan.links:
-        up, down = directions(link.params, link.params.get("up"), link.params.get("down"))
-        try:
-            out[link.name] = choose_backend(shaper, up, down, netem=netem)
-        except LinkEmulationError as e:
-            if problems is not None:
-                problems.append(f"links[{link.index}] ({link.name}): {e}")
-    return out
-
-
-def preflight(plan: Plan, caps: Capabilities, shaper: str = "auto") -> None:
-    """Everything that would stop a run, checked before anything is created."""
-    problems: list[str] = []
-    if os.geteuid() != 0:
-        problems.append("mptcplab builds networks with Mininet and needs root: run it with sudo")
-    if not caps.mptcp_enabled:
-        problems.append("net.mptcp.enabled is not 1 on this machine: sysctl -w net.mptcp.enabled=1")
-    if caps.mininet is None:
-        problems.append("Mininet is not importable: apt-get install mininet and use a venv made with "
-                        "/usr/bin/python3 -m venv --system-site-packages (make setup does both)")
-    if not caps.ovs_installed:
-        problems.append("Open vSwitch is missing: apt-get install openvswitch-switch (make setup)")
-    if caps.iperf3 is None:
-        problems.append("iperf3 is missing: apt-get install iperf3 (make setup)")
-    if caps.iperf3_mptcp == "none":
-        problems.append(f"iperf3 {caps.iperf3} has no --mptcp and mptcpize is missing: apt-get install mptcpize")
-    if not caps.ethtool:
-        problems.append("ethtool is missing: apt-get install ethtool (make setup)")
-    backends = link_backends(plan, shaper, caps.netem, problems)
-    if "userspace" in backends.values():
-        from .emulator import EmulatorError, binary
-
-        try:
-            binary()
-        except EmulatorError as e:
-            problems.append(str(e))
-    for h in plan.hosts:
-        cc = h.mptcp.congestion_control
-        if cc and caps.congestion_controls and cc not in caps.congestion_controls:
-            problems.append(f"mptcp.congestion_control: {cc!r} is not available here "
-                            f"(available: {', '.join(caps.congestion_controls)})")
-        if h.mptcp.scheduler not in caps.schedulers:
-            problems.append(f"mptcp.scheduler: {h.mptcp.scheduler!r} is not available here "
-                            f"(available: {', '.join(caps.schedulers)})")
-    if caps.ovs_installed and os.geteuid() == 0:
-        existing = set(_ovs_bridges())
-        for s in plan.switches:
-            if s.name in existing:
-                problems.append(f"switches: an OVS bridge named {s.name!r} already exists and was not "
-                                "created by this run; rename the switch in the topology (mptcplab "
-                                "never deletes bridges it did not create)")
-    taken = set(os.listdir("/sys/class/net"))
-    for name in plan.interface_names() + [s.name for s in plan.switches]:
-        if name in taken:
-            problems.append(f"an interface named {name!r} already exists in the root namespace; "
-                            "rename the node or remove that interface (`mptcplab clean` removes "
-                            "leftovers of killed runs)")
-    if problems:
-        raise PreflightError(sorted(set(problems), key=problems.index))
-
-
 class Network:
-    """A running emulated network. Use as a context manager: it always tears down."""
+    """One emulated network, built from a plan by :meth:`start` and removed by :meth:`stop`."""
 
     def __init__(self, plan: Plan, caps: Capabilities, registry: Registry, shaper: str = "auto",
                  seed: int = 1, controller: Any = None):
@@ -146,7 +65,7 @@ class Network:
         self.plan = plan
         self.caps = caps
         self.registry = registry
-        self.net: Mininet | None = None
+        self.mininet: Mininet | None = None
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ build
@@ -158,15 +77,9 @@ class Network:
         for s in self.plan.switches:
             topo.addSwitch(s.name, dpid=s.dpid)
         for link in self.plan.links:
-            p = link.params
-            topo.addLink(
-                link.intf1.node, link.intf2.node,
-                port1=link.intf1.port, port2=link.intf2.port,
-                intfName1=link.intf1.name, intfName2=link.intf2.name,
-                bw=p["bw"], delay=p["delay"], jitter=p["jitter"], loss=p["loss"], queue=p["queue"],
-                queue_bytes=p.get("queue_bytes"), burst_loss=p.get("burst_loss"), reorder=p.get("reorder", False),
-                up=p.get("up"), down=p.get("down"), shaper=self.shaper, seed=self.seed + link.index,
-            )
+            topo.addLink(link.intf1.node, link.intf2.node, port1=link.intf1.port, port2=link.intf2.port,
+                         intfName1=link.intf1.name, intfName2=link.intf2.name, model=(link.up, link.down),
+                         shaper=self.shaper, seed=self.seed + link.index)
         return topo
 
     def start(self) -> "Network":
@@ -181,21 +94,21 @@ class Network:
         # With a controller the switches must not fall back to flooding (loops): secure mode.
         switch = partial(LabSwitch, run_id=self.registry.run_id, datapath=self.caps.datapath,
                          failMode="secure" if self.controller else "standalone")
-        self.net = Mininet(topo=self._topo(), switch=switch, host=Host, link=EmuLink,
+        self.mininet = Mininet(topo=self._topo(), switch=switch, host=Host, link=EmuLink,
                            controller=None, autoSetMacs=True, build=False)
         from . import emulator
 
         emulator.on_process_started.append(self.registry.process)
         try:
-            self.net.build()
+            self.mininet.build()
         finally:
             emulator.on_process_started.remove(self.registry.process)
-        for node in self.net.hosts + self.net.switches:
+        for node in self.mininet.hosts + self.mininet.switches:
             self.registry.process(node.pid, ["mininet", node.name])
-        for host in self.net.hosts:
+        for host in self.mininet.hosts:
             self.registry.namespace(host.pid)
         self._tag_root_interfaces(root_intfs)
-        self.net.start()
+        self.mininet.start()
         self._reshape_switch_ports()
         self.timings["build_s"] = time.monotonic() - t0
         t1 = time.monotonic()
@@ -217,12 +130,12 @@ class Network:
 
     def _reshape_switch_ports(self) -> None:
         """OVS resets a port's qdisc when it adds the port: shape again, then verify all."""
-        assert self.net is not None
-        for sw in self.net.switches:
+        assert self.mininet is not None
+        for sw in self.mininet.switches:
             for intf in sw.intfList():
                 if hasattr(intf, "apply_shaping"):
                     intf.apply_shaping()
-        problems = [p for node in self.net.hosts + self.net.switches for intf in node.intfList()
+        problems = [p for node in self.mininet.hosts + self.mininet.switches for intf in node.intfList()
                     if hasattr(intf, "check_shaping") for p in intf.check_shaping()]
         if problems:
             raise NetworkError("links are not what the spec says:\n  " + "\n  ".join(problems))
@@ -230,21 +143,15 @@ class Network:
     def _offloads_off(self) -> None:
         """Offloads off on every veth: the userspace datapath needs it, and htb is exact only
         on wire-sized packets (TSO/GSO would hand it 64 KB super-packets)."""
-        assert self.net is not None
-        for node in self.net.hosts + self.net.switches:
+        assert self.mininet is not None
+        for node in self.mininet.hosts + self.mininet.switches:
             for intf in node.intfList():
-                if intf.name == "lo" or intf.name == node.name:
-                    continue
-                argv = ["ethtool", "-K", intf.name]
-                for feature in OFFLOADS:
-                    argv += [feature, "off"]
-                r = node_run(node, argv)
-                if r.returncode not in (0, 80):  # 80: some features were already fixed
-                    raise NetworkError(f"{intf.name}: ethtool -K failed: {r.stderr.strip()}")
+                if intf.name != "lo" and intf.name != node.name:
+                    offloads_off(node, intf.name)
 
     def _configure_host(self, h: PlanHost) -> None:
-        assert self.net is not None
-        node = self.net[h.name]
+        assert self.mininet is not None
+        node = self.mininet[h.name]
         ns = netns_path(node)
         with IPRoute(netns=ns) as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
@@ -295,10 +202,10 @@ class Network:
 
     def _wait_connectivity(self, timeout: float = 10.0) -> None:
         """Every client address reaches the server address on its segment (learns L2 too)."""
-        assert self.net is not None
+        assert self.mininet is not None
         client = self.plan.host(self.plan.client)
         server = self.plan.host(self.plan.server)
-        node = self.net[client.name]
+        node = self.mininet[client.name]
         for ci in client.intfs:
             peers = [si for si in server.intfs if si.segment == ci.segment]
             for si in peers:
@@ -315,8 +222,8 @@ class Network:
     # ------------------------------------------------------------------ use
 
     def node(self, name: str) -> Any:
-        assert self.net is not None
-        return self.net[name]
+        assert self.mininet is not None
+        return self.mininet[name]
 
     def spawn(self, node_name: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
         """Start a process inside a host, recorded in the registry by PID."""
@@ -324,34 +231,38 @@ class Network:
         self.registry.process(p.pid, argv)
         return p
 
+    def run_in(self, node_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run a process inside a host to its end (recorded like :meth:`spawn`); stopped by PID
+        after ``timeout`` seconds."""
+        from .proc import stop
+
+        p = self.spawn(node_name, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out, err = stop(p)
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
     # ------------------------------------------------------------------ links in place
 
     def link(self, name: str | int) -> EmuLink:
         """A running link by its spec name (``h1-s1``) or index in the topology's links."""
-        assert self.net is not None
+        assert self.mininet is not None
         index = name if isinstance(name, int) else next(
             (l.index for l in self.plan.links if l.name == name), None)
-        if index is None or not 0 <= index < len(self.net.links):
+        if index is None or not 0 <= index < len(self.mininet.links):
             raise KeyError(f"no link {name!r} (links: {', '.join(l.name for l in self.plan.links)})")
-        return self.net.links[index]
+        return self.mininet.links[index]
 
-    def set_link(self, name: str | int, **params: Any) -> None:
-        """Change a running link's rate, delay, jitter, loss or queue (``up=``/``down=`` for one
-        direction) without rebuilding the network."""
-        self.link(name).set_params(**params)
-
-    def apply_links(self, plan: Plan) -> bool:
-        """Change the running links to a new plan's parameters in place (a sweep's next point).
-
-        False when that cannot be done in place (a link built without emulation, or a change
-        that needs another backend): the caller rebuilds the network then.
-        """
-        changes = [(new.index, new.params) for old, new in zip(self.plan.links, plan.links)
-                   if old.params != new.params]
+    def change_links(self, plan: Plan) -> bool:
+        """Give the running links a new plan's directions in place (a sweep's next point) and
+        adopt that plan. False, changing nothing that matters, when that cannot be done in place
+        (a link built without emulation, or a change that needs another backend): the caller
+        rebuilds the network then."""
         try:
-            for index, params in changes:
-                self.link(index).set_params(up=params.get("up") or {}, down=params.get("down") or {},
-                                            **{k: params.get(k) for k in DIRECTION_KEYS})
+            for old, new in zip(self.plan.links, plan.links):
+                if (old.up, old.down) != (new.up, new.down):
+                    self.link(new.index).set_directions(new.up, new.down)
         except LinkEmulationError:
             return False
         self.plan = plan
@@ -359,9 +270,9 @@ class Network:
 
     def queued(self) -> int:
         """Frames waiting in the links right now (emulator queues, qdisc backlogs)."""
-        assert self.net is not None
+        assert self.mininet is not None
         total = 0
-        for link in self.net.links:
+        for link in self.mininet.links:
             if link.backend == "userspace":
                 st = link.stats()
                 total += st["a2b"]["queued"] + st["b2a"]["queued"]
@@ -381,13 +292,10 @@ class Network:
             time.sleep(0.05)
         return True
 
-    def set_link_down(self, name: str | int, down: bool = True) -> None:
-        self.link(name).set_down(down)
-
     @property
     def backends(self) -> dict[str, str]:
-        assert self.net is not None
-        return {pl.name: link.backend for pl, link in zip(self.plan.links, self.net.links)}
+        assert self.mininet is not None
+        return {pl.name: link.backend for pl, link in zip(self.plan.links, self.mininet.links)}
 
     @property
     def shaping_backend(self) -> str:
@@ -399,13 +307,13 @@ class Network:
 
     def describe(self) -> dict[str, Any]:
         """Per host: sysctls, endpoints, limits, rules; per interface: qdiscs and offloads."""
-        assert self.net is not None
+        assert self.mininet is not None
         out: dict[str, Any] = {"hosts": {}, "interfaces": {}, "links": {},
                                "controller": self.controller.describe() if self.controller else {"kind": "none"}}
-        for pl, link in zip(self.plan.links, self.net.links):
+        for pl, link in zip(self.plan.links, self.mininet.links):
             out["links"][pl.name] = link.describe()
         for h in self.plan.hosts:
-            node = self.net[h.name]
+            node = self.mininet[h.name]
             ns = netns_path(node)
             with MPTCP(netns=ns) as mp:
                 eps = [{k.removeprefix("MPTCP_PM_ADDR_ATTR_").lower(): v
@@ -419,7 +327,7 @@ class Network:
             rules = node_run(node, ["ip", "-j", "rule", "show"]).stdout
             out["hosts"][h.name] = {"endpoints": eps, "limits": limits, "sysctls": sysctls,
                                     "rules": _json_or_text(rules)}
-        for node in self.net.hosts + self.net.switches:
+        for node in self.mininet.hosts + self.mininet.switches:
             for intf in node.intfList():
                 if intf.name == "lo" or not hasattr(intf, "qdiscs"):
                     continue
@@ -437,11 +345,11 @@ class Network:
         t0 = time.monotonic()
         if self.controller is not None:
             self.controller.stop()
-        if self.net is not None:
+        if self.mininet is not None:
             try:
-                self.net.stop()
+                self.mininet.stop()
             finally:
-                self.net = None
+                self.mininet = None
         # Whatever Mininet did not remove (processes we spawned, a half-built bridge), we do.
         from .registry import CleanReport, clean_state
 
@@ -449,31 +357,57 @@ class Network:
         self.registry.release()
         self.timings["teardown_s"] = time.monotonic() - t0
 
-    def __enter__(self) -> "Network":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
 
 def _json_or_text(text: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
         return text
 
 
-def offloads(node: Any, ifname: str) -> dict[str, str]:
-    r = node_run(node, ["ethtool", "-k", ifname])
-    found = {}
-    for line in r.stdout.splitlines():
-        m = re.match(r"^([a-z-]+): (on|off)", line)
-        if m and m.group(1) in _OFFLOAD_NAMES:
-            found[_OFFLOAD_NAMES[m.group(1)]] = m.group(2)
-    return found
+class NetworkSession:
+    """The network across the points of a sweep: kept, with its links changed in place, when
+    the next point differs only in link parameters; torn down and built again otherwise."""
+
+    def __init__(self, caps: Capabilities, registry: Registry,
+                 make_controller: Callable[[Experiment, Plan], Any]):
+        self.caps = caps
+        self.registry = registry
+        self.make_controller = make_controller
+        self.network: Network | None = None
+        self.point_id = ""
+        self._spec: dict[str, Any] | None = None  # the experiment the network runs, as data
+        self.timings: dict[str, float] = {"reconfigure_s": 0.0}
+        self.link_stats: dict[str, Any] = {}
+
+    def ensure(self, point_id: str, exp: Experiment, plan: Plan) -> Network:
+        """The running network for this point."""
+        from .sweep import link_only_change
+
+        spec = exp.model_dump(mode="json")
+        if self.network is not None and self._spec is not None and link_only_change(self._spec, spec):
+            t0 = time.monotonic()
+            if self.network.change_links(plan):
+                self.timings["reconfigure_s"] += time.monotonic() - t0
+                self._spec, self.point_id = spec, point_id
+                return self.network
+        self.close()
+        net = Network(plan, self.caps, self.registry, shaper=exp.emulation.shaper, seed=exp.emulation.seed,
+                      controller=self.make_controller(exp, plan))
+        self.network = net  # before start: a half-built network is still torn down by close()
+        net.start()
+        self._spec, self.point_id = spec, point_id
+        return net
+
+    def close(self) -> None:
+        net, self.network = self.network, None
+        if net is None:
+            return
+        try:
+            if net.mininet is not None:
+                self.link_stats[self.point_id] = {pl.name: net.link(pl.index).stats() for pl in net.plan.links}
+        except Exception as e:  # statistics are a courtesy; teardown must happen
+            self.link_stats[self.point_id] = {"error": f"{type(e).__name__}: {e}"}
+        net.stop()
+        for k in ("build_s", "configure_s", "teardown_s"):
+            self.timings[k] = self.timings.get(k, 0.0) + net.timings.get(k, 0.0)

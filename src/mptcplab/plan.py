@@ -9,10 +9,13 @@ only carries out what is written here, and the plan is saved with every result.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .spec import Experiment, LinkParams
+from .errors import PlanError
+from .linkmodel import Direction, direction, directions
+from .spec import Experiment
 
 if TYPE_CHECKING:  # the path core (networkx) is imported lazily
     from .paths import Topology
@@ -26,6 +29,8 @@ RULE_PRIORITY_BASE = 1000
 #: Ports the server announces for a variant's extra subflows: fresh ones for every test (an
 #: endpoint's listening port cannot be announced again at once after its endpoint is removed).
 SIGNAL_PORT_BASE = 20000
+#: Endpoints the in-kernel path manager holds per namespace (MPTCP_PM_ADDR_MAX; ERANGE beyond).
+MAX_ENDPOINTS = 8
 #: Endpoint flag bits of the in-kernel path manager (include/uapi/linux/mptcp.h).
 FLAG_BITS = {"signal": 1 << 0, "subflow": 1 << 1, "backup": 1 << 2, "fullmesh": 1 << 3}
 
@@ -91,14 +96,21 @@ class PlanSwitch:
 
 @dataclass(frozen=True)
 class PlanLink:
+    """A link with both directions resolved: ``up`` from intf1's node to intf2's, ``down`` back.
+    ``base`` holds the link's own parameters before per-direction overrides (what the summary
+    reports as the link's bw, delay, ...)."""
+
     index: int
     name: str
     intf1: PlanIntf
     intf2: PlanIntf
-    params: dict[str, Any]
+    base: Direction
+    up: Direction
+    down: Direction
 
-    def needs_netem(self) -> bool:
-        return LinkParams(**self.params).needs_netem()
+    def along(self, from_node: str) -> Direction:
+        """The direction of this link leaving ``from_node``."""
+        return self.up if from_node == self.intf1.node else self.down
 
 
 @dataclass(frozen=True)
@@ -141,13 +153,7 @@ class Plan:
         return asdict(self)
 
 
-class PlanError(ValueError):
-    """The spec is valid but cannot be laid out (for example: client cannot reach server)."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
+__all__ = ["Plan", "PlanError", "PlanHost", "PlanIntf", "PlanLink", "PlanTest", "make_plan", "controller_topology"]
 
 # --------------------------------------------------------------------------- helpers
 
@@ -214,76 +220,126 @@ def expected_subflows(plan_client: PlanMptcp, plan_server: PlanMptcp) -> int:
 # --------------------------------------------------------------------------- the plan
 
 
-def make_plan(exp: Experiment) -> Plan:
-    topo = exp.topology
+def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
+    """The plan of one experiment (one sweep point). ``run_id`` makes the switches' DPIDs unique
+    to this run (so two runs' switches can never be confused by a controller); without it (a dry
+    run) they are numbered from 1. Raises PlanError listing every problem found."""
     problems: list[str] = []
-    switches = [PlanSwitch(name=s, dpid=f"{i + 1:016x}") for i, s in enumerate(topo.switches)]
-    switch_names = set(topo.switches)
     seg_of = _segments(exp)
+    ends = _number_ports(exp, seg_of)
+    addresses = _assign_addresses(exp, ends, problems)
+    links, intfs_of = _lay_out_links(exp, ends, addresses)
+    _check_unique_addresses(intfs_of, problems)
+    hosts = _mptcp_hosts(exp, intfs_of)
+    server_address = _initial_server_address(exp, hosts, problems)
+    if exp.controller.kind == "none":
+        loop = _switch_loop(exp)
+        if loop:
+            problems.append(
+                f"topology: the switches form a loop ({' - '.join(loop)}); OVS learning switches would "
+                "flood it forever: use controller: {kind: static} or {kind: pox}")
+    tests = _tests(exp, hosts, problems)
+    if problems:
+        raise PlanError(problems)
+    base = ipaddress.ip_network(exp.topology.subnet_base)
+    return Plan(
+        experiment=exp.name,
+        hosts=tuple(hosts.values()),
+        switches=tuple(PlanSwitch(name=s, dpid=switch_dpid(run_id, i)) for i, s in enumerate(exp.topology.switches)),
+        links=tuple(links),
+        segments=tuple(f"{base.network_address + (k + 1) * 256}/24" for k in range(len(set(seg_of.values())))),
+        client=exp.traffic.client,
+        server=exp.traffic.server,
+        server_address=server_address,
+        expected_subflows=max((t.expected_subflows for t in tests if t.protocol == "mptcp"), default=1),
+        tests=tuple(tests),
+        controller=exp.controller.kind,
+        policy=exp.controller.policy,
+    )
 
-    # Ports in order of the links that end at each node, as Mininet would number them.
+
+def switch_dpid(run_id: str | None, index: int) -> str:
+    """16 hex digits: a 32-bit hash of the run id, then the switch's number from 1."""
+    salt = zlib.crc32(run_id.encode()) if run_id else 0
+    return f"{salt:08x}{index + 1:08x}"
+
+
+#: One end of a link before addressing: (node, port, segment).
+_End = tuple[str, int, int]
+
+
+def _number_ports(exp: Experiment, seg_of: dict[str, int]) -> list[tuple[_End, _End]]:
+    """Ports in order of the links that end at each node, as Mininet numbers them."""
+    topo = exp.topology
+    switches = set(topo.switches)
     next_port: dict[str, int] = {h: HOST_PORT_BASE for h in topo.hosts}
     next_port.update({s: SWITCH_PORT_BASE for s in topo.switches})
-    raw_ends: list[tuple[tuple[str, int, int], tuple[str, int, int]]] = []
+    out = []
     for i, link in enumerate(topo.links):
+        a, b = link.endpoints
+        seg = seg_of[a if a in switches else b] if {a, b} & switches else seg_of[f"link{i}"]
         ends = []
-        for node in link.endpoints:
-            port = next_port[node]
+        for node in (a, b):
+            ends.append((node, next_port[node], seg))
             next_port[node] += 1
-            seg = seg_of[link.endpoints[0] if link.endpoints[0] in switch_names else link.endpoints[1]] \
-                if set(link.endpoints) & switch_names else seg_of[f"link{i}"]
-            ends.append((node, port, seg))
-        raw_ends.append((ends[0], ends[1]))
+        out.append((ends[0], ends[1]))
+    return out
 
-    # Addresses: explicit, else one /24 per segment from subnet_base, hosts numbered in order.
+
+def _assign_addresses(exp: Experiment, ends: list[tuple[_End, _End]], problems: list[str]
+                      ) -> dict[tuple[int, int], str]:
+    """(link index, end) -> CIDR: explicit, else one /24 per segment from subnet_base, hosts
+    numbered in the order they are declared."""
+    topo = exp.topology
     base = ipaddress.ip_network(topo.subnet_base)
-    host_order = list(topo.hosts)
-    host_ends = sorted(
-        (host_order.index(node), port, seg, i, j)
-        for i, pair in enumerate(raw_ends)
-        for j, (node, port, seg) in enumerate(pair)
-        if node in topo.hosts
-    )
+    order = list(topo.hosts)
+    host_ends = sorted((order.index(node), port, seg, i, j)
+                       for i, pair in enumerate(ends) for j, (node, port, seg) in enumerate(pair)
+                       if node in topo.hosts)
     next_addr: dict[int, int] = {}
-    address: dict[tuple[int, int], tuple[str, int]] = {}
+    address: dict[tuple[int, int], str] = {}
     for hidx, port, seg, i, j in host_ends:
-        host = host_order[hidx]
-        spec = topo.hosts[host]
+        spec = topo.hosts[order[hidx]]
         if spec.addresses:
-            address[(i, j)] = (spec.addresses[port - HOST_PORT_BASE], seg)
+            address[(i, j)] = spec.addresses[port - HOST_PORT_BASE]
             continue
-        subnet_index = seg + 1
-        if subnet_index > 255:
+        if seg + 1 > 255:
             problems.append("topology: more than 255 L2 segments; give explicit addresses")
             break
-        n = next_addr.get(seg, 0) + 1
-        next_addr[seg] = n
+        n = next_addr[seg] = next_addr.get(seg, 0) + 1
         if n > 254:
             problems.append(f"topology: segment {seg} has more than 254 host interfaces")
             break
-        net = ipaddress.ip_network(f"{base.network_address + subnet_index * 256}/24")
-        address[(i, j)] = (f"{net.network_address + n}/24", seg)
+        address[(i, j)] = f"{base.network_address + (seg + 1) * 256 + n}/24"
+    return address
 
+
+def _lay_out_links(exp: Experiment, ends: list[tuple[_End, _End]], address: dict[tuple[int, int], str]
+                   ) -> tuple[list[PlanLink], dict[str, list[PlanIntf]]]:
+    """Interfaces (names, ports, addresses, per-address tables) and each link's two directions."""
+    topo = exp.topology
     links: list[PlanLink] = []
     intfs_of: dict[str, list[PlanIntf]] = {h: [] for h in topo.hosts}
-    for i, (link, pair) in enumerate(zip(topo.links, raw_ends)):
+    for i, (link, pair) in enumerate(zip(topo.links, ends)):
         made = []
         for j, (node, port, seg) in enumerate(pair):
             if node in topo.hosts:
-                addr, seg = address.get((i, j), (None, seg))
                 k = port - HOST_PORT_BASE
-                intf = PlanIntf(
-                    node=node, name=f"{node}-eth{port}", port=port, link=i, address=addr,
-                    segment=seg, table=TABLE_BASE + k, rule_priority=RULE_PRIORITY_BASE + k,
-                )
+                intf = PlanIntf(node=node, name=f"{node}-eth{port}", port=port, link=i,
+                                address=address.get((i, j)), segment=seg, table=TABLE_BASE + k,
+                                rule_priority=RULE_PRIORITY_BASE + k)
                 intfs_of[node].append(intf)
             else:
                 intf = PlanIntf(node=node, name=f"{node}-eth{port}", port=port, link=i, segment=seg)
             made.append(intf)
-        params = link.model_dump(exclude={"endpoints"})
-        links.append(PlanLink(index=i, name=link.name, intf1=made[0], intf2=made[1], params=params))
+        params = link.model_dump(exclude={"endpoints", "up", "down"})
+        up, down = directions(params, link.up and link.up.model_dump(), link.down and link.down.model_dump())
+        links.append(PlanLink(index=i, name=link.name, intf1=made[0], intf2=made[1],
+                              base=direction(params), up=up, down=down))
+    return links, intfs_of
 
-    # Explicit addresses must not collide.
+
+def _check_unique_addresses(intfs_of: dict[str, list[PlanIntf]], problems: list[str]) -> None:
     seen: dict[str, str] = {}
     for h, intfs in intfs_of.items():
         for intf in intfs:
@@ -292,16 +348,17 @@ def make_plan(exp: Experiment) -> Plan:
             if intf.ip:
                 seen[intf.ip] = intf.name
 
-    # MPTCP per host: global settings, then per-host overrides.
+
+def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]]) -> dict[str, PlanHost]:
+    """Per host: the global MPTCP settings, then its overrides; endpoints by interface order."""
     m = exp.mptcp
-    client, server = exp.traffic.client, exp.traffic.server
-    hosts: list[PlanHost] = []
-    for h in topo.hosts:
+    hosts: dict[str, PlanHost] = {}
+    for h in exp.topology.hosts:
         over = m.hosts.get(h)
         intfs = sorted(intfs_of[h], key=lambda x: x.port)
         if over is not None and over.endpoints is not None:
             wanted = over.endpoints
-        elif m.endpoints == "auto" and h == server:
+        elif m.endpoints == "auto" and h == exp.traffic.server:
             wanted = {i.name: ["signal"] for i in intfs[1:]}
         else:
             wanted = {}
@@ -309,87 +366,71 @@ def make_plan(exp: Experiment) -> Plan:
         endpoints = tuple(
             PlanEndpoint(interface=name, address=by_name[name].ip or "", flags=tuple(flags),
                          id=by_name[name].port - HOST_PORT_BASE + 1)
-            for name, flags in sorted(wanted.items(), key=lambda kv: by_name[kv[0]].port)
-        )
-        limits = (over.limits if over and over.limits else m.limits)
-        hosts.append(PlanHost(
-            name=h,
-            intfs=tuple(intfs),
-            mptcp=PlanMptcp(
-                enabled=m.enabled if over is None or over.enabled is None else over.enabled,
-                endpoints=endpoints,
-                subflows=limits.subflows,
-                add_addr_accepted=limits.add_addr_accepted,
-                scheduler=(over.scheduler if over and over.scheduler else m.scheduler),
-                congestion_control=(over.congestion_control if over and over.congestion_control
-                                    else m.congestion_control),
-                signal_ports=tuple(over.signal_ports) if over else (),
-            ),
+            for name, flags in sorted(wanted.items(), key=lambda kv: by_name[kv[0]].port))
+        limits = over.limits if over and over.limits else m.limits
+        hosts[h] = PlanHost(name=h, intfs=tuple(intfs), mptcp=PlanMptcp(
+            enabled=m.enabled if over is None or over.enabled is None else over.enabled,
+            endpoints=endpoints,
+            subflows=limits.subflows,
+            add_addr_accepted=limits.add_addr_accepted,
+            scheduler=over.scheduler if over and over.scheduler else m.scheduler,
+            congestion_control=over.congestion_control if over and over.congestion_control else m.congestion_control,
+            signal_ports=tuple(over.signal_ports) if over else (),
         ))
-    by_host = {h.name: h for h in hosts}
+    return hosts
 
-    # The client connects to the server's first address that shares a segment with the client's
-    # first interface: that is the initial subflow; the others come from the path manager.
-    server_address = ""
-    c_first = by_host[client].intfs[0] if by_host[client].intfs else None
-    for intf in by_host[server].intfs:
-        if c_first is not None and intf.segment == c_first.segment:
-            server_address = intf.ip or ""
-            break
-    if not server_address:
-        problems.append(
-            f"traffic: {client}-eth0 shares no layer-2 segment with any interface of {server}; "
-            "the initial subflow needs a direct path (mptcplab does not route between segments)"
-        )
 
-    if exp.controller.kind == "none":
-        loop = _switch_loop(exp)
-        if loop:
-            problems.append(
-                f"topology: the switches form a loop ({' - '.join(loop)}); OVS learning switches would "
-                "flood it forever: use controller: {kind: static} or {kind: pox}")
+def _initial_server_address(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> str:
+    """The client connects to the server's first address that shares a segment with the client's
+    first interface: that is the initial subflow; the others come from the path manager."""
+    client, server = exp.traffic.client, exp.traffic.server
+    first = hosts[client].intfs[0] if hosts[client].intfs else None
+    for intf in hosts[server].intfs:
+        if first is not None and intf.segment == first.segment:
+            return intf.ip or ""
+    problems.append(
+        f"traffic: {client}-eth0 shares no layer-2 segment with any interface of {server}; "
+        "the initial subflow needs a direct path (mptcplab does not route between segments)")
+    return ""
 
-    server_mptcp = by_host[server].mptcp
-    variants = exp.variants or [None]
-    tests = []
+
+def _tests(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> list[PlanTest]:
+    """Repetitions x variants (or protocols), each MPTCP test with its subflow target and, for
+    variants with extra subflows, fresh ports the server announces."""
+    client, server = hosts[exp.traffic.client].mptcp, hosts[exp.traffic.server].mptcp
+    tests: list[PlanTest] = []
     for rep in range(1, exp.traffic.repetitions + 1):
-        for v in variants:
+        for v in exp.variants or [None]:
             for proto in ([v.protocol] if v else exp.traffic.protocols):
                 index = len(tests) + 1
-                ports = server_mptcp.signal_ports
+                ports = server.signal_ports
                 if v and v.extra_subflows:
                     ports = tuple(SIGNAL_PORT_BASE + 10 * index + k for k in range(1, v.extra_subflows + 1))
                 if proto == "mptcp":
-                    server_v = PlanMptcp(**{**asdict(server_mptcp), "endpoints": server_mptcp.endpoints,
-                                            "signal_ports": ports})
-                    want = (v.expect_subflows if v and v.expect_subflows else None) or \
-                        exp.traffic.expect_subflows or expected_subflows(by_host[client].mptcp, server_v)
+                    want = (v.expect_subflows if v else None) or exp.traffic.expect_subflows or \
+                        expected_subflows(client, replace(server, signal_ports=ports))
                 else:
-                    want = 1
-                tests.append(PlanTest(index=index, protocol=proto, repetition=rep,
-                                      variant=v.name if v else "", signal_ports=ports if proto == "mptcp" else (),
-                                      expected_subflows=want))
+                    want, ports = 1, ()
+                tests.append(PlanTest(index=index, protocol=proto, repetition=rep, variant=v.name if v else "",
+                                      signal_ports=ports, expected_subflows=want))
     if any(p > 65535 for t in tests for p in t.signal_ports):
         problems.append("variants: too many tests for fresh signal ports (at most about 4500)")
-    expected = max((t.expected_subflows for t in tests if t.protocol == "mptcp"), default=1)
-    if problems:
-        raise PlanError(problems)
-    return Plan(
-        experiment=exp.name,
-        hosts=tuple(hosts),
-        switches=tuple(switches),
-        links=tuple(links),
-        segments=tuple(
-            f"{base.network_address + (k + 1) * 256}/24" for k in range(len(set(seg_of.values())))
-        ),
-        client=client,
-        server=server,
-        server_address=server_address,
-        expected_subflows=expected,
-        tests=tuple(tests),
-        controller=exp.controller.kind,
-        policy=exp.controller.policy,
-    )
+    _check_endpoint_limit(hosts, tests, exp.traffic.server, problems)
+    return tests
+
+
+def _check_endpoint_limit(hosts: dict[str, PlanHost], tests: list[PlanTest], server: str,
+                          problems: list[str]) -> None:
+    """The kernel's path manager keeps at most MAX_ENDPOINTS endpoints per namespace; the server's
+    signalled ports are endpoints too. Found here, not when the kernel says ERANGE mid-run."""
+    for name, h in hosts.items():
+        ports = max((len(t.signal_ports) for t in tests), default=0) if name == server else 0
+        n = len(h.mptcp.endpoints) + max(ports, len(h.mptcp.signal_ports))
+        if n > MAX_ENDPOINTS:
+            problems.append(
+                f"mptcp.hosts.{name}: {n} MPTCP endpoints ({len(h.mptcp.endpoints)} addresses and "
+                f"{n - len(h.mptcp.endpoints)} signalled ports) but the kernel keeps at most {MAX_ENDPOINTS} "
+                "per host: use fewer endpoints, signal_ports or extra_subflows")
 
 
 def _switch_loop(exp: Experiment) -> list[str]:
@@ -423,7 +464,7 @@ def controller_topology(plan: Plan, first_port: int) -> "Topology":
     links = []
     for link in plan.links:
         i1, i2 = link.intf1, link.intf2
-        links.append(TopoLink(i1.node, i1.port, i2.node, i2.port, link.params.get("bw")))
+        links.append(TopoLink(i1.node, i1.port, i2.node, i2.port, link.base.bw))
         for me, other in ((i1, i2), (i2, i1)):
             if me.node in hosts:
                 attach[me.node].append({"name": me.name, "ip": me.ip, "switch": other.node,

@@ -1,13 +1,14 @@
-"""One experiment, one direction: spec -> plan -> network -> traffic -> measurements -> results
--> figures. This module wires the stages; each stage lives in its own module.
+"""One experiment, top to bottom: spec -> plan -> preflight -> run directory -> for each sweep
+point: network, self-check, traffic, rows -> results -> figures.
+
+:func:`run` is that list of stages and nothing else; each stage is a function below (or a module
+of its own), so a reader can follow one experiment in one direction.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -16,28 +17,421 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from . import capabilities, selfcheck
-from .controller import flow_bytes
-from .measurements import (
-    connection_token,
-    counter_delta,
-    read_counters,
-    subflows_of,
-    tcp_connection_is_plain,
+from . import capabilities, console as show, preflight, provenance, results, selfcheck, sweep
+from .errors import PreflightError, RunDirError, SpecError
+from .ids import new_run_id
+from .plan import Plan, controller_topology, make_plan
+from .rows import (
+    at_point, figure_problems, path_columns, rows_for_test, summary_columns, varying_link_params, why_flagged,
 )
-from .plan import Plan, PlanTest, make_plan
-from .results import RunDir, new_run_id, write_csv
 from .spec import Experiment, load_spec, resolve_spec_path
-
-LINK_COLUMNS = {"bw": "bw_mbps", "delay": "delay_ms", "jitter": "jitter_ms", "loss": "loss_pct",
-                "queue": "queue_pkts"}
 
 
 class Interrupted(Exception):
     """SIGINT/SIGTERM/SIGHUP arrived; the network is torn down before we exit."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line asks for (see ``mptcplab run --help``)."""
+
+    spec: str | Path | None = None
+    out: Path | None = None
+    dry_run: bool = False
+    figures: bool = True
+    shaper: str | None = None
+    check: str | None = None
+    pox_home: str | None = None
+    sets: tuple[str, ...] = ()
+    resume: Path | None = None
+
+
+@dataclass(frozen=True)
+class PointPlan:
+    """One sweep point: its values, the experiment at those values, and its plan."""
+
+    point: sweep.Point
+    exp: Experiment
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the experiment comes from: a spec file (a new run) or a run directory (--resume)."""
+
+    exp: Experiment
+    spec_file: Path
+    run_id: str
+    resume: results.RunDir | None = None
+
+
+@dataclass
+class RunReport:
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    flagged: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    failed_points: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
+    """Run an experiment -- every point of its sweep. Raises an exit-2 error (SpecError,
+    PlanError, PreflightError, RunDirError, BusyError) before anything is created."""
+    console = console or Console(stderr=True)
+    source = load(opts)
+    points = plan_points(source.exp, source.run_id)
+    if opts.dry_run:
+        show.show_plan(points[0].exp, points[0].plan, console)
+        show.show_points([p.point for p in points], {p.point.id: p.plan for p in points}, console)
+        return None
+    caps, pox_home = check_machine(points, opts)
+    with hold_machine(source, opts):
+        caps = prepare_machine(caps, points)
+        with open_run(source, points, caps, opts) as active:
+            run_points(active, points, caps, pox_home, console)
+    if opts.figures and active.rows:
+        draw_figures(active.rd, active.exp, console)
+    show.show_summary(active.rows, active.timings, active.failed, active.flagged, active.rd.path, console)
+    return RunReport(active.rd.path, active.rows, active.flagged, active.timings, active.failed)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def load(opts: RunOptions) -> Source:
+    """The spec with the command line's overrides, each validated like the spec itself; or, on
+    --resume, the spec the run directory recorded (no overrides: a resumed run stays the run
+    it was)."""
+    if opts.resume:
+        if opts.sets or opts.shaper or opts.check:
+            raise RunDirError(["--resume continues a run as it was recorded: --set, --shaper and --check "
+                               "cannot change it; start a new run for other values"])
+        rd = results.RunDir.open_existing(opts.resume)
+        return Source(load_spec(rd.spec_file), rd.spec_file, rd.run_id, rd)
+    spec_file = resolve_spec_path(opts.spec or "")
+    exp = load_spec(spec_file)
+    overrides = {"emulation.shaper": opts.shaper, "emulation.check": opts.check}
+    for path, value in overrides.items():
+        if value is not None:
+            exp = sweep.with_values(exp, {path: value}, "--" + path.split(".")[1])
+    extra = sweep.parse_set(list(opts.sets))
+    if extra:
+        params = {**(exp.sweep.parameters if exp.sweep else {}), **extra}
+        exp = sweep.with_values(exp, {"sweep.parameters": params}, "--set")
+    return Source(exp, spec_file, new_run_id())
+
+
+def plan_points(exp: Experiment, run_id: str) -> list[PointPlan]:
+    """Every point of the sweep, validated and planned: bad values exit 2 before anything runs."""
+    out = []
+    for point in sweep.points(exp):
+        at = sweep.apply(exp, point)
+        out.append(PointPlan(point, at, make_plan(at, run_id)))
+    check_figures(exp, out)
+    return out
+
+
+def check_figures(exp: Experiment, points: list[PointPlan]) -> None:
+    """Custom figures name columns the run will produce (SpecError before the run otherwise)."""
+    if not exp.figures:
+        return
+    n_paths = 0
+    if exp.controller.kind != "none":
+        from .paths import proactive_rules
+
+        n_paths = max(len(proactive_rules(controller_topology(p.plan, exp.traffic.port))[1]) for p in points)
+    columns = summary_columns([p.plan for p in points], [k for k, _ in points[0].point.values], n_paths)
+    problems = figure_problems(exp.figures, columns)
+    if problems:
+        raise SpecError(problems)
+
+
+def check_machine(points: list[PointPlan], opts: RunOptions) -> tuple[capabilities.Capabilities, Path | None]:
+    """Probe the machine (changing nothing) and hold every point against it."""
+    from .controller import find_pox
+
+    caps = capabilities.probe()
+    machine = preflight.Machine(root=os.geteuid() == 0, bridges=capabilities.existing_bridges(),
+                                interfaces=capabilities.existing_interfaces())
+    pox_home = None
+    problems = []
+    if any(p.exp.controller.kind == "pox" for p in points):
+        pox_home, why = find_pox(opts.pox_home)
+        if pox_home is None:
+            problems.append(f"controller.kind: pox: {why}")
+    try:
+        preflight.check([(p.point.label(), p.exp, p.plan) for p in points], caps, machine)
+    except PreflightError as e:
+        problems = e.problems + problems
+    if problems:
+        raise PreflightError(problems)
+    return caps, pox_home
+
+
+def hold_machine(source: Source, opts: RunOptions) -> Any:
+    """The machine-wide lock: one run at a time builds networks here; a second is refused at
+    once, naming the run that holds the machine."""
+    from .lock import MachineLock
+
+    exp = source.exp
+    path = source.resume.path if source.resume else \
+        results.RunDir.path_for(exp.name, exp.outputs.dir, opts.out, source.run_id)
+    return MachineLock(source.run_id, path)
+
+
+def prepare_machine(caps: capabilities.Capabilities, points: list[PointPlan]) -> capabilities.Capabilities:
+    """After preflight, holding the machine: Open vSwitch running, its module loaded where the
+    kernel allows, the link emulator built if a link needs it."""
+    caps = capabilities.prepare(caps)
+    if any(l.up.shaped() or l.down.shaped() or p.exp.emulation.shaper == "userspace"
+           for p in points for l in p.plan.links):
+        from .emulator import binary
+
+        binary()
+    return caps
+
+
+@dataclass
+class ActiveRun:
+    """A run directory being filled: its metadata, point states and rows so far."""
+
+    rd: results.RunDir
+    exp: Experiment
+    meta: dict[str, Any]
+    state: results.PointState
+    rows: list[dict[str, Any]]
+    sub_rows: list[dict[str, Any]]
+    registry: Any
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("build_s", "configure_s", "teardown_s", "reconfigure_s", "selfcheck_s", "measure_s"), 0.0))
+    flagged: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def save_meta(self) -> None:
+        self.rd.write_metadata(self.meta)
+
+    def commit_point(self, point_id: str, rows: list[dict[str, Any]], sub_rows: list[dict[str, Any]]) -> None:
+        """Rows first, then the point's done flag: a point marked done always has its rows."""
+        self.rows.extend(rows)
+        self.sub_rows.extend(sub_rows)
+        self.rd.write_summary(self.rows)
+        if self.sub_rows:
+            self.rd.write_subflows(self.sub_rows)
+        self.state.mark(point_id, "done")
+
+    def fail_point(self, pp: PointPlan, why: str, console: Console) -> None:
+        self.state.mark(pp.point.id, "failed", why)
+        self.failed.append(f"{pp.point.id} ({pp.point.label()}): {why}")
+        console.print(f"[red]point failed[/] {pp.point.label()}: {why}")
+
+
+@contextmanager
+def open_run(source: Source, points: list[PointPlan], caps: capabilities.Capabilities,
+             opts: RunOptions) -> Iterator[ActiveRun]:
+    """The run directory (new, or the one resumed) held for this run; its metadata says how the
+    run ended, whatever happens."""
+    from .registry import Registry
+
+    exp = source.exp
+    if source.resume:
+        rd = source.resume
+        meta = rd.read_metadata()
+        meta.setdefault("resumed", []).append(provenance.now())
+    else:
+        rd = results.RunDir.create(exp.name, root=exp.outputs.dir, out=opts.out, run_id=source.run_id)
+        rd.write_spec(exp.model_dump(mode="json"))
+        rd.write_plan(points[0].plan.to_dict())
+        meta = provenance.run_metadata(exp, source.spec_file, source.run_id, caps,
+                                       points[0].plan.expected_subflows, [k for k, _ in points[0].point.values])
+    with rd.lock():
+        state = results.PointState.open(rd, [p.point for p in points])
+        rows, sub_rows = results.read_rows(rd, state.done())
+        active = ActiveRun(rd, exp, meta, state, rows, sub_rows, Registry(source.run_id))
+        meta["status"] = "running"
+        active.save_meta()
+        t0 = time.monotonic()
+        try:
+            yield active
+        except Interrupted as e:
+            meta.update(status=f"interrupted ({e})", ended=provenance.now(), timings=active.timings)
+            active.save_meta()
+            raise
+        except BaseException as e:
+            meta.update(status=f"failed: {type(e).__name__}: {e}", ended=provenance.now(), timings=active.timings)
+            active.save_meta()
+            raise
+        active.timings["total_s"] = time.monotonic() - t0
+        status = "complete"
+        if active.failed:
+            status += f", {len(active.failed)} of {len(points)} point(s) failed"
+        if active.flagged:
+            status += f", {len(active.flagged)} test(s) flagged"
+        meta.update(status=status, flagged=active.flagged, failed_points=active.failed, ended=provenance.now(),
+                    timings=active.timings, maxflow_mbps=active.rows[0].get("maxflow_mbps") if active.rows else None)
+        active.save_meta()
+
+
+def run_points(active: ActiveRun, points: list[PointPlan], caps: capabilities.Capabilities,
+               pox_home: Path | None, console: Console) -> None:
+    """Every point not done yet, on a network kept between points where only links change. A
+    point that fails is recorded and the sweep goes on (a single point's failure is the run's)."""
+    from .network import NetworkSession
+
+    todo = [p for p in points if active.state.status(p.point.id) != "done"]
+    console.print(f"[bold]{active.exp.name}[/]: run {active.meta['run_id']} -> {active.rd.path}  "
+                  f"(OVS {caps.datapath} datapath, netem {'present' if caps.netem else 'absent'}, "
+                  f"shaper {active.exp.emulation.shaper}, MPTCP via {caps.iperf3_mptcp})"
+                  + (f"; {len(points)} points, {len(todo)} to run" if len(points) > 1 else ""))
+    per_link = varying_link_params([p.plan for p in points])
+    session = NetworkSession(caps, active.registry, lambda exp, plan: make_controller(exp, plan, active.rd, pox_home))
+    with signals_as_exceptions(), show.progress_bar(console) as progress:
+        task = progress.add_task("tests", total=sum(len(p.plan.tests) for p in todo))
+        try:
+            for pp in todo:
+                try:
+                    rows, subs = run_point(active, session, pp, caps, per_link, progress, task)
+                except (Interrupted, KeyboardInterrupt):
+                    raise
+                except Exception as e:
+                    if len(points) == 1:
+                        raise
+                    why = "self-check failed" if isinstance(e, selfcheck.SelfCheckError) else f"{type(e).__name__}: {e}"
+                    active.fail_point(pp, why, progress.console)
+                    session.close()
+                    progress.advance(task, len(pp.plan.tests))
+                    continue
+                active.commit_point(pp.point.id, rows, subs)
+        finally:
+            session.close()
+            for k in ("build_s", "configure_s", "teardown_s", "reconfigure_s"):
+                active.timings[k] += session.timings.get(k, 0.0)
+            active.meta["link_stats"] = session.link_stats
+
+
+def run_point(active: ActiveRun, session: Any, pp: PointPlan, caps: capabilities.Capabilities,
+              per_link: set[str], progress: Any, task: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One point: its network (built or changed in place), the self-check, then every test."""
+    net = session.ensure(pp.point.id, pp.exp, pp.plan)
+    if "network" not in active.meta:
+        active.meta.update(network=net.describe(), shaping_backend=net.shaping_backend)
+        active.save_meta()
+    t0 = time.monotonic()
+    report = self_check(net, pp, progress.console)
+    active.timings["selfcheck_s"] += time.monotonic() - t0
+    if report is not None:
+        active.meta.setdefault("self_checks", {})[pp.point.id] = report.to_dict()
+        if not pp.point.values:
+            active.meta["self_check"] = report.to_dict()
+        active.rd.write_selfcheck(pp.point.id if pp.point.values else None, report.to_dict())
+        active.save_meta()
+        if not report.ok:
+            raise selfcheck.SelfCheckError(report)
+    t0 = time.monotonic()
+    rows, subs = [], []
+    for test in pp.plan.tests:
+        progress.update(task, description=f"{pp.point.id + ' ' if pp.point.values else ''}"
+                        f"{test.variant or test.protocol} #{test.repetition}")
+        row, sub = run_one_test(active, net, pp, test, caps, per_link)
+        why = why_flagged(row)
+        if why:
+            active.flagged.append(f"{row['test']}: {why}")
+            progress.console.print(f"[yellow]warning[/] {row['test']}: {why}")
+        rows.append(row)
+        subs.extend(sub)
+        progress.advance(task)
+    active.timings["measure_s"] += time.monotonic() - t0
+    ctl = net.controller
+    if ctl is not None and not ctl.alive():
+        died = ctl.describe().get("died")
+        active.meta["controller_died"] = f"{pp.point.id}: {died}" if pp.point.values else died
+    if pp.point.values:
+        rows, subs = at_point(pp.point.id, pp.point.as_dict(), rows), at_point(pp.point.id, pp.point.as_dict(), subs)
+    return rows, subs
+
+
+def self_check(net: Any, pp: PointPlan, console: Console) -> selfcheck.SelfCheckReport | None:
+    em = pp.exp.emulation
+    if em.check == "none":
+        return None
+    at = f" at {pp.point.label()}" if pp.point.values else ""
+    console.print(f"self-check ({em.check}) of {len(selfcheck.routes(net.plan))} route(s){at}...")
+    if not net.wait_idle():
+        console.print("[yellow]warning[/] the links still held frames after 5 s; checking anyway")
+    report = selfcheck.run(net, em.check, em.rtt_tolerance_pct, em.rtt_tolerance_ms, em.rate_tolerance_pct)
+    console.print(report.table(), highlight=False, soft_wrap=True)
+    return report
+
+
+def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, test: Any, caps: capabilities.Capabilities,
+                 per_link: set[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One iperf3 test with counters and (with a controller) per-path bytes; raw files written."""
+    from .controller import flow_bytes
+    from .measurements import counter_delta, read_counters
+    from .paths import COOKIE_FWD, max_flow
+    from .routes import time_limit
+    from .traffic import run_test
+
+    tr, plan, ctl = pp.exp.traffic, pp.plan, net.controller
+    label = (f"{pp.point.id}-" if pp.point.values else "") + test.label
+    if test.protocol == "mptcp":
+        net.set_signal_ports(plan.server, test.signal_ports)
+    switches = [sw.name for sw in plan.switches]
+    pids = {"client": net.node(plan.client).pid, "server": net.node(plan.server).pid}
+    flows_before = flow_bytes(switches) if ctl else {}
+    before = {role: read_counters(pid) for role, pid in pids.items()}
+    outcome = run_test(net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port, duration=tr.duration,
+                       nbytes=tr.bytes, parallel=tr.parallel,
+                       congestion_control=plan.host(plan.client).mptcp.congestion_control,
+                       time_limit=time_limit(plan, tr.duration, tr.bytes, tr.timeout_margin),
+                       sample_interval=pp.exp.measurements.interval)
+    deltas = {role: counter_delta(before[role], read_counters(pid)) for role, pid in pids.items()}
+    row, subs = rows_for_test(pp.exp.name, plan, test, outcome, deltas, per_link)
+    row["test"] = label
+    for s in subs:
+        s["test"] = label
+    topo = controller_topology(plan, tr.port)
+    row["maxflow_mbps"] = maxflow = max_flow(topo, plan.client, plan.server)
+    if row.get("goodput_mbps") is not None and maxflow:
+        row["goodput_over_maxflow"] = row["goodput_mbps"] / maxflow
+    if outcome.sample_errors:
+        active.flagged.append(f"{label}: {outcome.sample_errors} subflow sample(s) failed")
+    if ctl:
+        flows_after = flow_bytes(switches)
+        row.update(path_columns(ctl.paths, flows_before, flows_after, max(topo.port_subflow.values()) + 1, COOKIE_FWD))
+        active.rd.write_raw(f"{label}-flows.json", {"before": flows_before, "after": flows_after})
+        if not ctl.alive():
+            died = f"controller died ({ctl.describe().get('died')})"
+            row["error"] = f"{died}; {row['error']}" if row.get("error") else died
+            row["subflows_ok"] = False
+    active.rd.write_test_raw(label, outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr},
+                             outcome.server_json or {}, deltas, outcome.samples)
+    return row, subs
+
+
+def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: Path | None) -> Any:
+    from .controller import PoxController, StaticController
+
+    kind = exp.controller.kind
+    if kind == "none":
+        return None
+    topo = controller_topology(plan, exp.traffic.port)
+    if kind == "static":
+        return StaticController(topo)
+    assert pox_home is not None  # check_machine found it
+    return PoxController(topo, pox_home, exp.controller.openflow_port,
+                         write_topology=lambda text: rd.write_text(results.CONTROLLER_TOPOLOGY, text),
+                         log=rd.open_log(results.POX_LOG))
+
+
+def draw_figures(rd: results.RunDir, exp: Experiment, console: Console) -> None:
+    from .figures import render
+
+    paths = render(rd.path, exp.outputs.formats)
+    console.print("figures: " + ", ".join(str(p) for p in paths))
 
 
 @contextmanager
@@ -65,512 +459,3 @@ def signals_as_exceptions() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-@dataclass
-class RunReport:
-    run_dir: Path
-    rows: list[dict[str, Any]]
-    flagged: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    failed_points: list[str] = field(default_factory=list)
-
-
-def varying_link_params(plans: list[Plan]) -> set[str]:
-    """Link parameters that differ between links in any of these plans (one column per link)."""
-    return {key for plan in plans for key in LINK_COLUMNS
-            if len({link.params[key] for link in plan.links}) > 1}
-
-
-def link_columns(plan: Plan, per_link: set[str] | None = None) -> dict[str, Any]:
-    """Link parameters as summary columns: one column when every link agrees (in every point of
-    the run), else one per link, named `links[i].<param>` like the sweep's field paths."""
-    per_link = varying_link_params([plan]) if per_link is None else per_link
-    cols: dict[str, Any] = {}
-    for key, col in LINK_COLUMNS.items():
-        if key in per_link:
-            for link in plan.links:
-                cols[f"links[{link.index}].{col}"] = link.params[key]
-        else:
-            cols[col] = plan.links[0].params[key] if plan.links else None
-    return cols
-
-
-def test_row(exp: Experiment, plan: Plan, test: PlanTest, outcome: Any,
-             counters: dict[str, dict[str, int]], per_link: set[str] | None = None
-             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One summary row and the per-subflow rows of one test."""
-    from .traffic import summarize_iperf3
-
-    row: dict[str, Any] = {
-        "experiment": exp.name, "test": test.label, "variant": test.variant or test.protocol,
-        "protocol": test.protocol, "repetition": test.repetition,
-        "expected_subflows": test.expected_subflows, "error": outcome.error,
-    }
-    sub_rows: list[dict[str, Any]] = []
-    if outcome.client_json and not outcome.error:
-        s = summarize_iperf3(outcome.client_json)
-        row.update(goodput_mbps=s["goodput_mbps"], duration_s=s["duration_s"], bytes=s["bytes"],
-                   iperf3_retransmits=s["iperf3_retransmits"], sender_cc=s["sender_cc"])
-        client_delta = counters.get("client", {})
-        row["retransmits"] = client_delta.get("TcpRetransSegs", 0)
-        if test.protocol == "mptcp":
-            counts = []
-            for conn in s["connections"]:
-                token = connection_token(outcome.samples, conn)
-                subs = subflows_of(outcome.samples, token) if token else []
-                established = [x for x in subs if x["established"]]
-                counts.append(len(established))
-                total = sum(x.get("bytes_acked", 0) for x in established) or 1
-                for x in established:
-                    sub_rows.append({
-                        "experiment": exp.name, "test": test.label, "repetition": test.repetition,
-                        "connection": conn, "token": token, "local": x["local"], "remote": x["remote"],
-                        "local_id": x.get("local_id"), "bytes_acked": x.get("bytes_acked", 0),
-                        "share": x.get("bytes_acked", 0) / total, "mean_rtt_ms": x["mean_rtt_ms"],
-                        "retrans_total": x.get("retrans_total", 0), "cc": x.get("cc"),
-                    })
-            row["subflows"] = min(counts) if counts else 0
-            row["mp_joins"] = client_delta.get("MPTcpExtMPJoinSynAckRx", 0)
-            row["mptcp_fallback"] = client_delta.get("MPTcpExtMPCapableFallbackACK", 0) + \
-                client_delta.get("MPTcpExtMPCapableFallbackSYNACK", 0)
-        else:
-            plain = [tcp_connection_is_plain(outcome.samples, c) for c in s["connections"]]
-            row["subflows"] = 1 if all(p is not False for p in plain) else 0
-    else:
-        row.update(goodput_mbps=None, subflows=0)
-    row["subflows_ok"] = bool(row.get("subflows", 0) >= row["expected_subflows"]) and not outcome.error
-    row.update(link_columns(plan, per_link))
-    row["started"] = outcome.started
-    row["ended"] = outcome.ended
-    return row, sub_rows
-
-
-def describe_plan(exp: Experiment, plan: Plan, console: Console) -> None:
-    t = Table(title=f"{exp.name}: plan", show_lines=False)
-    t.add_column("host")
-    t.add_column("interface")
-    t.add_column("address")
-    t.add_column("table")
-    t.add_column("MPTCP endpoint")
-    for h in plan.hosts:
-        eps = {e.interface: ",".join(e.flags) for e in h.mptcp.endpoints}
-        for i in h.intfs:
-            t.add_row(h.name, i.name, i.address or "", str(i.table), eps.get(i.name, ""))
-    console.print(t)
-    lt = Table(title="links")
-    for c in ("link", "interfaces", "bw Mbit/s", "delay ms", "jitter ms", "loss %", "queue"):
-        lt.add_column(c)
-    for link in plan.links:
-        p = link.params
-        lt.add_row(link.name, f"{link.intf1.name} - {link.intf2.name}", str(p["bw"] or "-"),
-                   f"{p['delay']:g}", f"{p['jitter']:g}", f"{p['loss']:g}", str(p["queue"] or "-"))
-    console.print(lt)
-    tr = exp.traffic
-    length = f"{tr.duration:g} s" if tr.duration else f"{tr.bytes} bytes"
-    console.print(f"traffic: {plan.client} -> {plan.server} ({plan.server_address}), {length} per test, "
-                  f"{len(plan.tests)} tests: {' '.join(t.label for t in plan.tests)}")
-    console.print(f"expected subflows per MPTCP connection: {plan.expected_subflows}")
-
-
-def make_controller(exp: Experiment, plan: Plan, rd: RunDir, pox_home: Path | None) -> Any:
-    from .controller import PoxController, StaticController
-    from .plan import controller_topology
-
-    kind = exp.controller.kind
-    if kind == "none":
-        return None
-    topo = controller_topology(plan, exp.traffic.port)
-    if kind == "static":
-        return StaticController(topo)
-    assert pox_home is not None
-    return PoxController(topo, pox_home, exp.controller.openflow_port, rd.path / "controller-topology.json",
-                         rd.raw / "pox.log")
-
-
-def path_columns(controller: Any, before: dict[str, dict[int, int]], after: dict[str, dict[int, int]],
-                 n_subflows: int) -> dict[str, int]:
-    """Bytes client -> server per path of the set, read at each path's first switch."""
-    from .paths import COOKIE_FWD
-
-    paths = controller.paths
-    cols = {f"path{j + 1}_bytes": 0 for j in range(len(paths))}
-    for i in range(n_subflows):
-        j = i % len(paths)
-        first = paths[j][1]
-        cookie = COOKIE_FWD + i
-        cols[f"path{j + 1}_bytes"] += after.get(first, {}).get(cookie, 0) - before.get(first, {}).get(cookie, 0)
-    return cols
-
-
-class PointState:
-    """points.json: every sweep point with its values and status (pending, done, failed)."""
-
-    def __init__(self, rd: RunDir, pts: list[Any]):
-        self.rd = rd
-        self.path = rd.path / "points.json"
-        old = {p["id"]: p for p in json.loads(self.path.read_text())} if self.path.exists() else {}
-        self.points = [{"id": p.id, "values": p.as_dict(), "status": old.get(p.id, {}).get("status", "pending"),
-                        "error": old.get(p.id, {}).get("error")} for p in pts]
-        self.save()
-
-    def status(self, pid: str) -> str:
-        return next(p["status"] for p in self.points if p["id"] == pid)
-
-    def mark(self, pid: str, status: str, error: str | None = None) -> None:
-        for p in self.points:
-            if p["id"] == pid:
-                p.update(status=status, error=error)
-        self.save()
-
-    def save(self) -> None:
-        self.rd.write_json("points.json", self.points)
-
-
-def _csv_rows(path: Path) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    if not path.exists():
-        return []
-    df = pd.read_csv(path)
-    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-            for r in df.to_dict("records")]
-
-
-def _self_check(net: Any, exp: Experiment, console: Console, rd: RunDir, tag: str) -> selfcheck.SelfCheckReport | None:
-    em = exp.emulation
-    if em.check == "none":
-        return None
-    console.print(f"self-check ({em.check}) of {len(selfcheck.paths(net.plan))} path(s){tag}...")
-    if not net.wait_idle():
-        console.print("[yellow]warning[/] the links still held frames after 5 s; checking anyway")
-    report = selfcheck.run(net, em.check, em.rtt_tolerance_pct, em.rtt_tolerance_ms, em.rate_tolerance_pct)
-    console.print(report.table(), highlight=False, soft_wrap=True)
-    return report
-
-
-def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
-        console: Console | None = None, figures: bool = True, shaper: str | None = None,
-        check: str | None = None, pox_home: str | None = None, sets: list[str] | None = None,
-        resume: str | Path | None = None) -> RunReport | None:
-    """Run an experiment -- every point of its sweep. Raises SpecError/PlanError/PreflightError
-    before anything is created."""
-    from . import sweep as sweeps
-    from .network import Network, PreflightError, preflight
-    from .registry import Registry
-
-    console = console or Console(stderr=True)
-    if resume:
-        rd_resume = RunDir(Path(resume))
-        if not (rd_resume.path / "spec.yaml").exists():
-            raise PreflightError([f"--resume: {resume} is not a run directory (no spec.yaml)"])
-        spec_path = rd_resume.path / "spec.yaml"
-    else:
-        spec_path = resolve_spec_path(spec)
-    exp = load_spec(spec_path)
-    if shaper or check:
-        emu = exp.emulation.model_copy(update={k: v for k, v in (("shaper", shaper), ("check", check)) if v})
-        exp = exp.model_copy(update={"emulation": emu})
-    extra = sweeps.parse_set(sets or [])
-    if extra:  # --set parameters become part of the recorded spec's sweep
-        from .spec import Sweep
-
-        sw = exp.sweep or Sweep()
-        exp = exp.model_copy(update={"sweep": sw.model_copy(update={"parameters": {**sw.parameters, **extra}})})
-    pts = sweeps.points(exp)
-    # Every point is validated and planned before anything is created: bad input exits 2.
-    point_exps = [(p, sweeps.apply(exp, p)) for p in pts]
-    plans = {p.id: make_plan(e) for p, e in point_exps}
-    first_plan = plans[pts[0].id]
-    if dry_run:
-        describe_plan(point_exps[0][1], first_plan, console)
-        describe_points(pts, plans, console)
-        return None
-    t_start = time.monotonic()
-    caps = capabilities.probe()
-    if os.geteuid() == 0 and caps.ovs_installed:
-        capabilities.start_ovs()
-    for p, e in point_exps:
-        preflight(plans[p.id], caps, e.emulation.shaper)
-    pox_dir = None
-    if exp.controller.kind == "pox":
-        from .controller import POX_HELP, find_pox
-
-        pox_dir = find_pox(pox_home or exp.controller.pox_home)
-        if pox_dir is None:
-            raise PreflightError([f"controller.kind: pox, but no POX checkout was found. {POX_HELP}"])
-
-    if resume:
-        rd = RunDir(Path(resume))
-        meta: dict[str, Any] = json.loads((rd.path / "metadata.json").read_text())
-        run_id = meta["run_id"]
-        meta.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    else:
-        run_id = new_run_id()
-        rd = RunDir.create(exp.name, root=exp.outputs.dir, out=out, run_id=run_id)
-        rd.write_spec(exp.model_dump(mode="json"))
-        rd.write_json("plan.json", first_plan.to_dict())
-        meta = {
-            "run_id": run_id, "experiment": exp.name, "spec_file": str(spec_path),
-            "command": sys.argv, "hostname": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kernel": os.uname().release,
-            "capabilities": caps.to_dict(), "versions": capabilities.versions(),
-            "datapath": caps.datapath, "shaper_requested": exp.emulation.shaper,
-            "root_sysctls": {k: capabilities.read_sysctl(k) for k in (
-                "net.mptcp.enabled", "net.mptcp.path_manager", "net.mptcp.scheduler",
-                "net.ipv4.tcp_congestion_control", "net.ipv4.tcp_allowed_congestion_control")},
-            "mptcp_mode": caps.iperf3_mptcp, "expected_subflows": first_plan.expected_subflows,
-            "formats": exp.outputs.formats, "swept": [k for k, _ in pts[0].values],
-            "shuffle_seed": exp.sweep.seed if exp.sweep and exp.sweep.shuffle else None,
-        }
-    meta["status"] = "running"
-    rd.write_json("metadata.json", meta)
-    state = PointState(rd, pts)
-    done_ids = {p["id"] for p in state.points if p["status"] == "done"}
-    # Rows of points that did not finish (killed half-way) are dropped: the point runs again.
-    rows = [r for r in _csv_rows(rd.path / "summary.csv") if r.get("point", pts[0].id) in done_ids]
-    sub_rows = [r for r in _csv_rows(rd.path / "subflows.csv") if r.get("point", pts[0].id) in done_ids]
-    todo = [(p, e) for p, e in point_exps if p.id not in done_ids]
-    console.print(f"[bold]{exp.name}[/]: run {run_id} -> {rd.path}  "
-                  f"(OVS {caps.datapath} datapath, netem {'present' if caps.netem else 'absent'}, "
-                  f"shaper {exp.emulation.shaper}, MPTCP via {caps.iperf3_mptcp})"
-                  + (f"; {len(pts)} points, {len(todo)} to run" if len(pts) > 1 or resume else ""))
-
-    flagged: list[str] = []
-    failed: list[str] = []
-    registry = Registry(run_id)
-    timings: dict[str, float] = {"build_s": 0.0, "configure_s": 0.0, "teardown_s": 0.0,
-                                 "reconfigure_s": 0.0, "selfcheck_s": 0.0, "measure_s": 0.0}
-    net: Any = None
-    net_exp: dict[str, Any] | None = None
-    n_tests = sum(len(plans[p.id].tests) for p, _ in todo)
-    per_link = varying_link_params(list(plans.values()))
-
-    def close_net() -> None:
-        nonlocal net, net_exp
-        if net is not None:
-            try:
-                meta.setdefault("link_stats", {})[net_point] = {
-                    pl.name: net.link(pl.index).stats() for pl in net.plan.links} if net.net else {}
-            except Exception:
-                pass
-            net.stop()
-            for k in ("build_s", "configure_s", "teardown_s"):
-                timings[k] += net.timings.get(k, 0.0)
-            net, net_exp = None, None
-
-    net_point = ""
-    try:
-        with signals_as_exceptions():
-            progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                                TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
-            try:
-                with progress:
-                    task = progress.add_task("tests", total=n_tests)
-                    for point, pexp in todo:
-                        plan = plans[point.id]
-                        pdump = pexp.model_dump(mode="json")
-                        try:
-                            t0 = time.monotonic()
-                            in_place = net is not None and net_exp is not None and \
-                                sweeps.link_only_change(net_exp, pdump) and net.apply_links(plan)
-                            if in_place:
-                                timings["reconfigure_s"] += time.monotonic() - t0
-                            else:
-                                close_net()
-                                ctl = make_controller(pexp, plan, rd, pox_dir)
-                                net = Network(plan, caps, registry, shaper=pexp.emulation.shaper,
-                                              seed=pexp.emulation.seed, controller=ctl)
-                                net.start()
-                                net_exp, net_point = pdump, point.id
-                                if "network" not in meta:
-                                    meta["network"] = net.describe()
-                                    meta["shaping_backend"] = net.shaping_backend
-                                    rd.write_json("metadata.json", meta)
-                            net_exp = pdump
-                            t1 = time.monotonic()
-                            report = _self_check(net, pexp, progress.console, rd,
-                                                 f" at {point.label()}" if point.values else "")
-                            timings["selfcheck_s"] += time.monotonic() - t1
-                            if report is not None:
-                                checks = meta.setdefault("self_checks", {})
-                                checks[point.id] = report.to_dict()
-                                if not point.values:
-                                    meta["self_check"] = report.to_dict()
-                                    rd.write_json("selfcheck.json", report.to_dict())
-                                else:
-                                    rd.write_json(f"selfcheck-{point.id}.json", report.to_dict())
-                                rd.write_json("metadata.json", meta)
-                                if not report.ok:
-                                    raise selfcheck.SelfCheckError(report)
-                            t2 = time.monotonic()
-                            new_rows, new_subs, new_flags = run_point(net, pexp, plan, point, rd, caps,
-                                                                      progress, task, per_link)
-                            timings["measure_s"] += time.monotonic() - t2
-                            if net.controller is not None and not net.controller.alive():
-                                died = net.controller.describe().get("died")
-                                meta["controller_died"] = f"{point.id}: {died}" if point.values else died
-                        except selfcheck.SelfCheckError as e:
-                            if len(pts) == 1:
-                                raise
-                            state.mark(point.id, "failed", "self-check failed")
-                            failed.append(f"{point.id} ({point.label()}): self-check failed")
-                            progress.console.print(f"[red]point failed[/] {point.label()}: self-check failed")
-                            close_net()
-                            progress.advance(task, len(plan.tests))
-                            continue
-                        except (Interrupted, KeyboardInterrupt):
-                            raise
-                        except Exception as e:
-                            if len(pts) == 1:
-                                raise
-                            # A failed point is recorded and the sweep goes on, on a fresh network.
-                            msg = f"{type(e).__name__}: {e}"
-                            state.mark(point.id, "failed", msg)
-                            failed.append(f"{point.id} ({point.label()}): {msg}")
-                            progress.console.print(f"[red]point failed[/] {point.label()}: {msg}")
-                            close_net()
-                            continue
-                        rows.extend(new_rows)
-                        sub_rows.extend(new_subs)
-                        flagged.extend(new_flags)
-                        rd.write_summary(rows)
-                        if sub_rows:
-                            rd.write_subflows(sub_rows)
-                        state.mark(point.id, "done")
-            finally:
-                close_net()
-    except Interrupted as e:
-        meta.update(status=f"interrupted ({e})", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), timings=timings)
-        rd.write_json("metadata.json", meta)
-        raise
-    except BaseException as e:
-        meta.update(status=f"failed: {type(e).__name__}: {e}", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    timings=timings)
-        rd.write_json("metadata.json", meta)
-        raise
-    timings["total_s"] = time.monotonic() - t_start
-    timings["points_run"] = len(todo)
-    status = "complete"
-    if failed:
-        status += f", {len(failed)} of {len(pts)} point(s) failed"
-    if flagged:
-        status += f", {len(flagged)} test(s) flagged"
-    meta.update(status=status, flagged=flagged, failed_points=failed,
-                ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), timings=timings)
-    meta["maxflow_mbps"] = rows[0].get("maxflow_mbps") if rows else None
-    rd.write_json("metadata.json", meta)
-    report_ = RunReport(rd.path, rows, flagged, timings, failed)
-    if figures and rows:
-        from .figures import render
-
-        paths = render(rd.path, exp.outputs.formats)
-        console.print("figures: " + ", ".join(str(p) for p in paths))
-    print_summary(report_, console)
-    return report_
-
-
-def run_point(net: Any, exp: Experiment, plan: Plan, point: Any, rd: RunDir, caps: Any,
-              progress: Progress, task: Any, per_link: set[str] | None = None
-              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    """Every test of one point on the running network; rows carry the point's values."""
-    from .paths import max_flow
-    from .plan import controller_topology
-    from .traffic import run_test
-
-    tr = exp.traffic
-    ctl = net.controller
-    topo = controller_topology(plan, tr.port)
-    maxflow = max_flow(topo, plan.client, plan.server)
-    client_pid, server_pid = net.node(plan.client).pid, net.node(plan.server).pid
-    switches = [sw.name for sw in plan.switches]
-    rows, sub_rows, flagged = [], [], []
-    prefix = f"{point.id}-" if point.values else ""
-    for test in plan.tests:
-        label = prefix + test.label
-        progress.update(task, description=f"{point.id + ' ' if point.values else ''}"
-                        f"{test.variant or test.protocol} #{test.repetition}")
-        if test.protocol == "mptcp":
-            net.set_signal_ports(plan.server, test.signal_ports)
-        flows_before = flow_bytes(switches) if ctl else {}
-        before = {"client": read_counters(client_pid), "server": read_counters(server_pid)}
-        outcome = run_test(
-            net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port, duration=tr.duration,
-            nbytes=tr.bytes, parallel=tr.parallel,
-            congestion_control=plan.host(plan.client).mptcp.congestion_control,
-            timeout_margin=tr.timeout_margin, sample_interval=exp.measurements.interval)
-        deltas = {"client": counter_delta(before["client"], read_counters(client_pid)),
-                  "server": counter_delta(before["server"], read_counters(server_pid))}
-        row, subs = test_row(exp, plan, test, outcome, deltas, per_link)
-        row["test"] = label
-        for s_ in subs:
-            s_["test"] = label
-        if point.values:
-            row = {"point": point.id, **point.as_dict(), **row}
-            subs = [{"point": point.id, **point.as_dict(), **s_} for s_ in subs]
-        row["maxflow_mbps"] = maxflow
-        if row.get("goodput_mbps") is not None and maxflow:
-            row["goodput_over_maxflow"] = row["goodput_mbps"] / maxflow
-        if ctl:
-            flows_after = flow_bytes(switches)
-            row.update(path_columns(ctl, flows_before, flows_after, max(topo.port_subflow.values()) + 1))
-            rd.write_raw(f"{label}-flows.json", {"before": flows_before, "after": flows_after})
-            if not ctl.alive():
-                died = f"controller died ({ctl.describe().get('died')})"
-                row["error"] = f"{died}; {row['error']}" if row.get("error") else died
-                row["subflows_ok"] = False
-        rd.write_raw(f"{label}-client.json", outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr})
-        rd.write_raw(f"{label}-server.json", outcome.server_json or {})
-        rd.write_raw(f"{label}-counters.json", deltas)
-        write_csv(rd.raw / f"{label}-samples.csv", [{"test": label, **x} for x in outcome.samples])
-        rows.append(row)
-        sub_rows.extend(subs)
-        if not row["subflows_ok"]:
-            why = row["error"] or f"{row['subflows']} subflow(s), expected {row['expected_subflows']}"
-            flagged.append(f"{label}: {why}")
-            progress.console.print(f"[yellow]warning[/] {label}: {why}")
-        progress.advance(task)
-    return rows, sub_rows, flagged
-
-
-def describe_points(pts: list[Any], plans: dict[str, Plan], console: Console) -> None:
-    if len(pts) == 1 and not pts[0].values:
-        return
-    t = Table(title=f"{len(pts)} sweep points")
-    t.add_column("point")
-    keys = [k for k, _ in pts[0].values]
-    for k in keys:
-        t.add_column(k)
-    t.add_column("tests")
-    for p in pts:
-        t.add_row(p.id, *[str(v) for _, v in p.values], str(len(plans[p.id].tests)))
-    console.print(t)
-
-
-def print_summary(report: RunReport, console: Console) -> None:
-    import pandas as pd
-
-    df = pd.DataFrame(report.rows)
-    ok = df[df["error"].isna()]
-    t = Table(title="goodput (Mbit/s)")
-    for c in ("protocol", "n", "mean", "min", "max", "subflows"):
-        t.add_column(c)
-    means = {}
-    for proto, g in ok.groupby("protocol", sort=False):
-        means[proto] = g["goodput_mbps"].mean()
-        t.add_row(proto, str(len(g)), f"{g['goodput_mbps'].mean():.2f}", f"{g['goodput_mbps'].min():.2f}",
-                  f"{g['goodput_mbps'].max():.2f}", ",".join(str(int(x)) for x in g["subflows"]))
-    console.print(t)
-    if "mptcp" in means and "tcp" in means and means["tcp"] > 0:
-        console.print(f"MPTCP/TCP goodput ratio: {means['mptcp'] / means['tcp']:.2f}")
-    tm = report.timings
-    console.print(f"set-up {tm.get('build_s', 0) + tm.get('configure_s', 0):.2f} s, reconfiguration "
-                  f"{tm.get('reconfigure_s', 0):.2f} s, self-check {tm.get('selfcheck_s', 0):.2f} s, "
-                  f"measurement {tm.get('measure_s', 0):.1f} s, tear-down {tm.get('teardown_s', 0):.2f} s, "
-                  f"total {tm.get('total_s', 0):.1f} s")
-    for f in report.failed_points:
-        console.print(f"[red]failed point[/] {f}")
-    for f in report.flagged:
-        console.print(f"[yellow]flagged[/] {f}")
-    console.print(f"results: {report.run_dir}")

@@ -1,6 +1,6 @@
-"""The self-check: before anything is measured, prove every path is what the spec says.
+"""The self-check: before anything is measured, prove every route is what the spec says.
 
-For every path the traffic uses (each client interface to the server interface on the same
+For every route the traffic uses (:mod:`mptcplab.routes`) (each client interface to the server interface on the same
 segment) it measures the RTT with ping and compares it with what the spec implies: the one-way
 delays of every link in both directions plus the serialization of the ping frame at each link's
 rate. With ``check: full`` it also sends UDP through the path with iperf3: above the bottleneck
@@ -11,22 +11,26 @@ the emulator cannot reproduce (asked for more than it can carry, say) is never m
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import networkx as nx
+from .routes import PING_FRAME_BYTES, Route, routes
+from .traffic import Iperf3Server, iperf3_argv
 
-from .links import directions
-from .plan import Plan, PlanIntf, PlanLink
-
-PING_FRAME_BYTES = 98  # 56 bytes of ICMP payload + 8 ICMP + 20 IP + 14 Ethernet
 UDP_PAYLOAD = 1400
 UDP_FRAME_BYTES = UDP_PAYLOAD + 8 + 20 + 14
+#: Pings 20 ms apart on every route at once; at least this many answers to take a median of.
+PING_INTERVAL_S = 0.02
+MIN_ANSWERS = 5
+#: The check fails only when fewer pings come back than the route's loss explains at this level.
+FALSE_ALARM = 1e-3
+#: More pings than this per route and the self-check cannot tell the route from its loss.
+MAX_PINGS = 2000
 
 
 class SelfCheckError(RuntimeError):
@@ -35,85 +39,41 @@ class SelfCheckError(RuntimeError):
         self.report = report
 
 
-@dataclass
-class PathSpec:
-    """A path through the topology, with the direction each link is crossed in."""
-
-    name: str
-    client: PlanIntf
-    server: PlanIntf
-    hops: list[tuple[PlanLink, bool]]  # (link, crossed from endpoints[0] to endpoints[1])
-
-    def _crossing(self, forward: bool) -> list[dict[str, Any]]:
-        """Each link's model in the direction the path crosses it (client->server if forward)."""
-        out = []
-        for link, along in self.hops:
-            up, down = directions(link.params, link.params.get("up"), link.params.get("down"))
-            out.append(up if along == forward else down)
-        return out
-
-    def forward(self) -> list[dict[str, Any]]:
-        return self._crossing(True)
-
-    def backward(self) -> list[dict[str, Any]]:
-        return self._crossing(False)
-
-    def expected_rtt_ms(self) -> float:
-        total = 0.0
-        for d in self.forward() + self.backward():
-            total += d["delay"]
-            if d["bw"]:
-                total += PING_FRAME_BYTES * 8 / (d["bw"] * 1e6) * 1e3
-        return total
-
-    def bottleneck_mbps(self) -> float | None:
-        rates = [d["bw"] for d in self.forward() if d["bw"]]
-        return min(rates) if rates else None
-
-    def loss_fraction(self) -> float:
-        keep = 1.0
-        for d in self.forward():
-            bl = d["burst_loss"]
-            if bl:
-                p, r = bl["p"] / 100, bl.get("r", 100) / 100
-                pi_bad = p / (p + r) if p + r else 0.0
-                lost = pi_bad * bl.get("loss_bad", 100) / 100 + (1 - pi_bad) * bl.get("loss_good", 0) / 100
-            else:
-                lost = d["loss"] / 100
-            keep *= 1 - lost
-        return 1 - keep
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    total, term = 0.0, (1 - p) ** n
+    for i in range(0, k + 1):
+        if i:
+            term *= (n - i + 1) / i * p / (1 - p)
+        total += term
+    return total
 
 
-def paths(plan: Plan) -> list[PathSpec]:
-    """Client-to-server paths on each shared segment, shortest through the switches."""
-    g = nx.MultiGraph()
-    hosts = {h.name for h in plan.hosts}
-    for link in plan.links:
-        g.add_edge(link.intf1.node, link.intf2.node, key=link.index, link=link)
-    client, server = plan.host(plan.client), plan.host(plan.server)
-    out = []
-    for ci in client.intfs:
-        for si in server.intfs:
-            if si.segment != ci.segment:
-                continue
-            first, last = plan.links[ci.link], plan.links[si.link]
-            if first.index == last.index:  # a direct cable between the two hosts
-                out.append(PathSpec(f"{ci.name}->{si.name}", ci, si, [(first, first.intf1.node == ci.node)]))
-                continue
-            a = first.intf2.node if first.intf1.node == ci.node else first.intf1.node
-            b = last.intf2.node if last.intf1.node == si.node else last.intf1.node
-            switches = g.subgraph(n for n in g.nodes if n not in hosts)
-            try:
-                nodes = nx.shortest_path(switches, a, b)
-            except (nx.NetworkXNoPath, nx.NodeNotFound):
-                continue
-            hops = [(first, first.intf1.node == ci.node)]
-            for u, v in zip(nodes, nodes[1:]):
-                link = min((d["link"] for d in g.get_edge_data(u, v).values()), key=lambda l: l.index)
-                hops.append((link, link.intf1.node == u))
-            hops.append((last, last.intf1.node == b))
-            out.append(PathSpec(f"{ci.name}->{si.name}", ci, si, hops))
-    return out
+def pings_needed(round_trip_loss: float, answers: int = MIN_ANSWERS, false_alarm: float = FALSE_ALARM) -> int | None:
+    """Pings to send so that ``answers`` come back with probability 1 - false_alarm when each is
+    lost (either way) with the given probability; None above MAX_PINGS."""
+    q = 1 - round_trip_loss
+    if q <= 0:
+        return None
+    n = max(10, answers)
+    while _binom_cdf(answers - 1, n, q) > false_alarm:
+        n = int(n * 1.25) + 1
+        if n > MAX_PINGS:
+            return None
+    return n
+
+
+def min_answers(n: int, round_trip_loss: float, false_alarm: float = FALSE_ALARM) -> int:
+    """The fewest answers out of n that the route's loss still explains (lower binomial bound)."""
+    q = 1 - round_trip_loss
+    k = 0
+    while k < n and _binom_cdf(k, n, q) < false_alarm:
+        k += 1
+    return max(k, 1)
 
 
 @dataclass
@@ -172,8 +132,10 @@ class SelfCheckReport:
         return "\n".join(lines)
 
 
-def _ping_start(node: Any, src: str, dst: str, count: int, interval: float) -> subprocess.Popen:
-    return node.popen(["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "2", "-I", src, dst],
+def _ping_start(node: Any, route: Route, count: int) -> subprocess.Popen:
+    wait_s = max(2, math.ceil(route.max_rtt_ms() / 1000 * 2) + 1)
+    return node.popen(["ping", "-n", "-c", str(count), "-i", f"{PING_INTERVAL_S:g}", "-W", str(wait_s),
+                       "-I", route.client.ip, route.server.ip],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -182,31 +144,20 @@ def _ping_rtts(p: subprocess.Popen, timeout: float) -> list[float]:
     return [float(m) for m in re.findall(r"time=([0-9.]+) ms", out)]
 
 
-def _udp(network: Any, path: PathSpec, rate_mbps: float, seconds: float, port: int) -> dict[str, Any] | None:
-    """Send UDP at rate through the path; the receiver's counts (server side JSON)."""
+def _udp(network: Any, route: Route, rate_mbps: float, seconds: int, port: int) -> dict[str, Any] | None:
+    """Send UDP at rate through the route; the receiver's counts (server side JSON)."""
     plan = network.plan
-    srv = network.spawn(plan.server, ["iperf3", "-s", "-1", "-J", "-p", str(port), "-B", path.server.ip],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        import time
-
-        time.sleep(0.3)
-        cli = network.spawn(plan.client, ["iperf3", "-c", path.server.ip, "-B", path.client.ip, "-p", str(port),
-                                          "-u", "-b", f"{rate_mbps * 1e6:.0f}", "-l", str(UDP_PAYLOAD),
-                                          "-t", f"{seconds:g}", "-J"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        cli.communicate(timeout=seconds + 20)
-    finally:
-        try:
-            sout, _ = srv.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            sout, _ = srv.communicate()
-    try:
-        data = json.loads(sout)
-        end = data["end"]
-    except (ValueError, KeyError):
+    server = iperf3_argv("server", "tcp", "", port=port, bind=route.server.ip)
+    client = iperf3_argv("client", "tcp", "", port=port, server_address=route.server.ip, bind=route.client.ip,
+                         duration=seconds, udp_mbps=rate_mbps, length=UDP_PAYLOAD)
+    with Iperf3Server(network, plan.server, server, port) as srv:
+        if not srv.listening:
+            return None
+        network.run_in(plan.client, client, timeout=seconds + 20 + route.max_rtt_ms() / 1000 * 4)
+    data = srv.result
+    if not data or "end" not in data:
         return None
+    end = data["end"]
     # iperf3 3.12's server reports the receiver's rate in sum_received (its "sum" has 0 bytes).
     rec = end.get("sum_received") or end.get("sum") or {}
     # The rate in steady state: the receiver's 1 s intervals after the first (the first holds
@@ -218,60 +169,68 @@ def _udp(network: Any, path: PathSpec, rate_mbps: float, seconds: float, port: i
             "packets": rec.get("packets", 0), "seconds": rec.get("seconds", seconds)}
 
 
+def _check_rtt(res: PathResult, route: Route, rtts: list[float], n: int, rtt_tol_pct: float,
+               rtt_tol_ms: float) -> None:
+    least = min_answers(n, route.round_trip_loss())
+    if len(rtts) < least:
+        res.rtt_ok = False
+        res.notes.append(f"only {len(rtts)} of {n} pings answered (the route's loss explains {least} or more)")
+    if rtts:
+        res.measured_rtt_ms = statistics.median(rtts)
+        # Every link crossed may add its forwarding cost (emulator, OVS) on top of the spec.
+        tol = res.expected_rtt_ms * rtt_tol_pct / 100 + rtt_tol_ms * len(route.hops)
+        if res.rtt_ok is None:
+            res.rtt_ok = abs(res.measured_rtt_ms - res.expected_rtt_ms) <= tol
+
+
+def _check_rate_and_loss(network: Any, res: PathResult, route: Route, rate_tol_pct: float, port: int) -> None:
+    bottleneck = route.bottleneck_mbps()
+    loss = route.loss_fraction()
+    if bottleneck:
+        res.expected_rate_mbps = bottleneck * UDP_PAYLOAD / UDP_FRAME_BYTES * (1 - loss)
+        got = _udp(network, route, bottleneck * 1.3, 3, port)
+        if got is None:
+            res.rate_ok = False
+            res.notes.append("rate: iperf3 UDP gave no result")
+        else:
+            res.measured_rate_mbps = got["bits_per_second"] / 1e6
+            res.rate_ok = abs(res.measured_rate_mbps - res.expected_rate_mbps) <= \
+                res.expected_rate_mbps * rate_tol_pct / 100
+    offered = bottleneck * 0.5 if bottleneck else 20.0
+    got = _udp(network, route, offered, 2, port)
+    res.expected_loss_pct = loss * 100
+    if got is None or not got["packets"]:
+        res.loss_ok = False
+        res.notes.append("loss: iperf3 UDP gave no result")
+        return
+    n, lost = got["packets"], got["lost"]
+    res.loss_packets = n
+    res.measured_loss_pct = lost / n * 100
+    sigma = math.sqrt(max(loss * (1 - loss), 1e-12) / n)
+    res.loss_ok = abs(lost / n - loss) <= 3.29 * sigma + 0.002  # 99.9% + 0.2 points
+
+
 def run(network: Any, mode: str = "rtt", rtt_tol_pct: float = 5.0, rtt_tol_ms: float = 1.0,
-        rate_tol_pct: float = 10.0, pings: int = 10, port: int = 5299) -> SelfCheckReport:
-    """Measure every traffic path; the report says whether all are within tolerance.
+        rate_tol_pct: float = 10.0, port: int = 5299) -> SelfCheckReport:
+    """Measure every traffic route; the report says whether all are within tolerance.
 
-    The paths' pings run at the same time (each path is its own interfaces and links), 10 per
-    path, 20 ms apart: a self-check after every sweep point costs a fraction of a second.
+    The routes' pings run at the same time (each route is its own interfaces and links), 20 ms
+    apart, as many per route as its loss needs for a median (10 on a clean route): a self-check
+    after every sweep point costs a fraction of a second.
     """
-    import time
-
     t0 = time.monotonic()
-    plan = network.plan
+    client = network.node(network.plan.client)
+    all_routes = routes(network.plan)
+    counts = [pings_needed(r.round_trip_loss()) or MAX_PINGS for r in all_routes]
+    pingers = [_ping_start(client, r, n) for r, n in zip(all_routes, counts)]
     results = []
-    client = network.node(plan.client)
-    all_paths = paths(plan)
-    interval = 0.02
-    pingers = [_ping_start(client, p.client.ip, p.server.ip, pings, interval) for p in all_paths]
-    for path, pinger in zip(all_paths, pingers):
-        res = PathResult(path=path.name, links=[l.name for l, _ in path.hops],
-                         expected_rtt_ms=path.expected_rtt_ms())
-        rtts = _ping_rtts(pinger, pings * interval + 15)
-        if len(rtts) < pings // 2:
-            res.rtt_ok = False
-            res.notes.append(f"only {len(rtts)} of {pings} pings answered")
-        if rtts:
-            res.measured_rtt_ms = statistics.median(rtts)
-            # Every link crossed may add its forwarding cost (emulator, OVS) on top of the spec.
-            tol = res.expected_rtt_ms * rtt_tol_pct / 100 + rtt_tol_ms * len(path.hops)
-            if res.rtt_ok is None:
-                res.rtt_ok = abs(res.measured_rtt_ms - res.expected_rtt_ms) <= tol
+    for route, n, pinger in zip(all_routes, counts, pingers):
+        res = PathResult(path=route.name, links=[l.name for l, _ in route.hops],
+                         expected_rtt_ms=route.expected_rtt_ms())
+        wait = n * PING_INTERVAL_S + route.max_rtt_ms() / 1000 * 2 + 15
+        _check_rtt(res, route, _ping_rtts(pinger, wait), n, rtt_tol_pct, rtt_tol_ms)
         if mode == "full":
-            bottleneck = path.bottleneck_mbps()
-            loss = path.loss_fraction()
-            if bottleneck:
-                res.expected_rate_mbps = bottleneck * UDP_PAYLOAD / UDP_FRAME_BYTES * (1 - loss)
-                got = _udp(network, path, bottleneck * 1.3, 3.0, port)
-                if got is None:
-                    res.rate_ok = False
-                    res.notes.append("rate: iperf3 UDP gave no result")
-                else:
-                    res.measured_rate_mbps = got["bits_per_second"] / 1e6
-                    res.rate_ok = abs(res.measured_rate_mbps - res.expected_rate_mbps) <= \
-                        res.expected_rate_mbps * rate_tol_pct / 100
-            offered = bottleneck * 0.5 if bottleneck else 20.0
-            got = _udp(network, path, offered, 2.0, port)
-            res.expected_loss_pct = loss * 100
-            if got is None or not got["packets"]:
-                res.loss_ok = False
-                res.notes.append("loss: iperf3 UDP gave no result")
-            else:
-                n, lost = got["packets"], got["lost"]
-                res.loss_packets = n
-                res.measured_loss_pct = lost / n * 100
-                sigma = math.sqrt(max(loss * (1 - loss), 1e-12) / n)
-                res.loss_ok = abs(lost / n - loss) <= 3.29 * sigma + 0.002  # 99.9% + 0.2 points
+            _check_rate_and_loss(network, res, route, rate_tol_pct, port)
         results.append(res)
     return SelfCheckReport(mode=mode, backend=network.shaping_backend, paths=results,
                            seconds=time.monotonic() - t0)

@@ -28,32 +28,21 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import SpecError
+from .linkmodel import parse_ms
+
+__all__ = ["SpecError", "Experiment", "load_spec", "parse_spec", "resolve_spec_path", "json_schema"]
+
 #: Linux limits interface names to 15 characters (IFNAMSIZ - 1); Mininet names them NODE-ethK.
 IFNAME_MAX = 15
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,9}$")
-
-
-class SpecError(Exception):
-    """A spec that cannot run. ``problems`` holds one human line per problem."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}")
 
 
 # --------------------------------------------------------------------------- value types
 
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
 def _duration_ms(value: Any) -> Any:
     """Accept ``10``, ``10.5``, ``"10ms"``, ``"500us"`` or ``"1s"``; milliseconds as float."""
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*", value)
-        if not m:
-            raise ValueError(f"{value!r} is not a time; write a number of ms or e.g. '10ms', '1s'")
-        return float(m.group(1)) * _UNITS_MS[m.group(2) or "ms"]
-    return value
+    return parse_ms(value) if isinstance(value, str) else value
 
 
 def _between(lo: float, hi: float, what: str = ""):
@@ -65,12 +54,6 @@ def _between(lo: float, hi: float, what: str = ""):
     return check
 
 
-def _positive(v: float) -> float:
-    if v <= 0:
-        raise ValueError(f"{v:g} must be greater than 0")
-    return v
-
-
 Milliseconds = Annotated[float, BeforeValidator(_duration_ms), AfterValidator(_between(0, 60_000, " ms"))]
 LossPercent = Annotated[float, AfterValidator(_between(0, 100, " (percent)"))]
 Mbps = Annotated[float, AfterValidator(_between(0.001, 100_000, " Mbit/s"))]
@@ -78,7 +61,7 @@ Packets = Annotated[int, AfterValidator(_between(1, 1_000_000, " packets"))]
 
 
 def _check_name(v: str) -> str:
-    if not isinstance(v, str) or not NAME_RE.match(v):
+    if not isinstance(v, str) or not NAME_RE.fullmatch(v):
         raise ValueError(
             f"{v!r} is not a valid node name: use a letter then letters, digits or '_' "
             "(at most 10 characters, so that interface names like NAME-eth0 fit Linux's 15)"
@@ -90,7 +73,8 @@ NodeName = Annotated[str, AfterValidator(_check_name)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # inf and nan are refused everywhere: no link, duration or tolerance is infinite.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- topology
@@ -130,9 +114,6 @@ class LinkParams(_Model):
         None, description="drop-tail queue limit in bytes (user-space shaper)")
     burst_loss: BurstLoss | None = Field(None, description="Gilbert-Elliott burst loss instead of random loss")
     reorder: bool = Field(False, description="let jitter reorder frames (kept in order otherwise)")
-
-    def needs_netem(self) -> bool:
-        return self.delay > 0 or self.jitter > 0 or self.loss > 0 or self.burst_loss is not None
 
 
 class Link(LinkParams):
@@ -305,6 +286,10 @@ class Traffic(_Model):
             self.duration = 10.0
         if self.duration is not None and self.bytes is not None:
             raise ValueError("give either duration or bytes, not both")
+        if self.duration is not None and self.duration != int(self.duration):
+            raise ValueError(f"duration: {self.duration:g} s is not a whole number of seconds: iperf3 "
+                             "counts its test length (-t) in whole seconds (0.5 would run forever); "
+                             "give 1 or more, or bytes: N")
         if self.client == self.server:
             raise ValueError("client and server must be different hosts")
         if len(set(self.protocols)) != len(self.protocols):

@@ -151,3 +151,15 @@ def link_only_change(old: dict[str, Any], new: dict[str, Any]) -> bool:
         return d
 
     return strip(old) == strip(new)
+
+
+def with_values(exp: Experiment, values: dict[str, Any], origin: str) -> Experiment:
+    """The experiment with some fields set (command-line overrides such as --shaper or --set),
+    validated again like any spec; problems are named after ``origin``."""
+    data = exp.model_dump(mode="json")
+    for path, value in values.items():
+        _set(data, path, value)
+    try:
+        return parse_spec(data)
+    except SpecError as e:
+        raise SpecError([f"{origin}: {p}" for p in e.problems]) from None

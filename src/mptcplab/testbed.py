@@ -10,7 +10,7 @@ import subprocess
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .network import OFFLOADS
+from .proc import offloads_off
 
 
 def _run(node: Any, argv: list[str]) -> None:
@@ -36,8 +36,7 @@ def pairs(n: int, shaper: str = "userspace", **params: Any) -> Iterator[tuple[An
         for i in range(1, n + 1):
             for host, last in ((net[f"h{i}a"], 1), (net[f"h{i}b"], 2)):
                 intf = host.intfList()[0].name
-                off = [x for f in OFFLOADS for x in (f, "off")]
-                _run(host, ["ethtool", "-K", intf, *off])
+                offloads_off(host, intf)
                 _run(host, ["ip", "addr", "add", f"10.9.{i}.{last}/24", "dev", intf])
                 _run(host, ["ip", "link", "set", intf, "up"])
             _run(net[f"h{i}a"], ["ping", "-c", "1", "-W", "2", f"10.9.{i}.2"])  # ARP

@@ -17,9 +17,11 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from ..linkmodel import Direction, emulator_settings
+from ..proc import offloads_off_argv
 
 SOURCE = Path(__file__).with_name("linkemu.c")
 CACHE = Path(os.environ.get("MPTCPLAB_CACHE", "/var/cache/mptcplab"))
@@ -49,51 +51,6 @@ def binary() -> Path:
         raise EmulatorError(f"building the link emulator failed:\n{r.stderr}")
     os.replace(tmp, path)
     return path
-
-
-@dataclass
-class Direction:
-    """One direction's model, in the units the spec uses."""
-
-    bw: float | None = None        # Mbit/s
-    delay: float = 0.0             # ms
-    jitter: float = 0.0            # ms
-    loss: float = 0.0              # percent
-    queue: int | None = None       # packets
-    queue_bytes: int | None = None
-    reorder: bool = False
-    # Gilbert-Elliott burst loss, percent, as netem's `loss gemodel p r 1-h 1-k`: p = P(good ->
-    # bad), r = P(bad -> good) per frame; loss_bad / loss_good = loss rate within each state.
-    ge_p: float = 0.0
-    ge_r: float = 0.0
-    ge_loss_bad: float = 100.0
-    ge_loss_good: float = 0.0
-
-    @classmethod
-    def from_model(cls, d: dict[str, Any]) -> "Direction":
-        """From one direction of :func:`mptcplab.links.directions` (spec units)."""
-        bl = d.get("burst_loss") or {}
-        return cls(bw=d.get("bw"), delay=d.get("delay", 0.0), jitter=d.get("jitter", 0.0),
-                   loss=d.get("loss", 0.0), queue=d.get("queue"), queue_bytes=d.get("queue_bytes"),
-                   reorder=bool(d.get("reorder")), ge_p=bl.get("p", 0.0) if bl else 0.0,
-                   ge_r=bl.get("r", 100.0) if bl else 0.0, ge_loss_bad=bl.get("loss_bad", 100.0),
-                   ge_loss_good=bl.get("loss_good", 0.0))
-
-    def to_emulator(self) -> dict[str, str]:
-        """Key=value pairs of linkemu's `set` command."""
-        return {
-            "rate": f"{(self.bw or 0) * 1e6:.0f}",
-            "delay_us": f"{self.delay * 1000:.3f}",
-            "jitter_us": f"{self.jitter * 1000:.3f}",
-            "loss": f"{self.loss / 100:.9g}",
-            "limit_pkts": str(self.queue or 0),
-            "limit_bytes": str(self.queue_bytes or 0),
-            "reorder": "1" if self.reorder else "0",
-            "ge_p": f"{self.ge_p / 100:.9g}",
-            "ge_r": f"{self.ge_r / 100:.9g}",
-            "ge_h": f"{1 - self.ge_loss_bad / 100:.9g}",
-            "ge_k": f"{1 - self.ge_loss_good / 100:.9g}",
-        }
 
 
 class LinkEmulator:
@@ -139,13 +96,12 @@ class LinkEmulator:
 
     def configure(self, a2b: Direction, b2a: Direction) -> None:
         for which, d in (("a2b", a2b), ("b2a", b2a)):
-            self._ask("set " + which + " " + " ".join(f"{k}={v}" for k, v in d.to_emulator().items()))
+            self._ask("set " + which + " " + " ".join(f"{k}={v}" for k, v in emulator_settings(d).items()))
 
     def go(self) -> None:
         """Both veth ends exist in our namespace now: bring them up and start forwarding."""
         for ifname in ("a", "b"):
-            for argv in (["ip", "link", "set", "dev", ifname, "up"],
-                         ["ethtool", "-K", ifname, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"]):
+            for argv in (["ip", "link", "set", "dev", ifname, "up"], offloads_off_argv(ifname)):
                 r = self._in_ns(argv)
                 if r.returncode not in (0, 80):
                     raise EmulatorError(f"{self.name}: {' '.join(argv)}: {r.stderr.strip()}")

@@ -12,6 +12,7 @@ from mininet.net import Mininet
 from mininet.topo import Topo
 
 from mptcplab import EmuLink
+from mptcplab.proc import offloads_off
 
 
 class Pair(Topo):
@@ -27,7 +28,7 @@ if __name__ == "__main__":
     try:
         h1, h2 = net["h1"], net["h2"]
         for h in (h1, h2):  # the user-space emulator forwards whole frames with real checksums
-            h.cmd("ethtool -K", h.intf(), "tx off rx off tso off gso off gro off")
+            offloads_off(h, h.intf().name)
         link = net.links[0]
         print("backend:", link.backend)
         print(h1.cmd("ping -c 3 -i 0.2", h2.IP()).splitlines()[-1])   # ~25 ms RTT

@@ -1,13 +1,15 @@
-"""Link parameters, backend choice and tc command construction (the root tests check the kernel)."""
+"""The link model: parameters, backend choice, tc argument lists, emulator settings (pure; the root
+tests check the kernel)."""
 
 import pytest
 
-from mptcplab.emulator import Direction
-from mptcplab.links import LinkEmulationError, _ms, choose_backend, directions, normalize, tc_commands
+from mptcplab.linkmodel import (
+    Direction, LinkEmulationError, choose_backend, direction, directions, emulator_settings, parse_ms, tc_commands,
+)
 
 
 def d(**kw):
-    return normalize(kw)
+    return direction(kw)
 
 
 def test_rate_and_queue():
@@ -56,21 +58,34 @@ def test_backend_choice():
 
 def test_directions_override_one_side():
     up, down = directions({"bw": 10, "delay": "5ms", "max_queue_size": 30}, up={"delay": 20}, down={"bw": 2})
-    assert (up["bw"], up["delay"], up["queue"]) == (10, 20, 30)
-    assert (down["bw"], down["delay"], down["queue"]) == (2, 5, 30)
+    assert (up.bw, up.delay, up.queue) == (10, 20, 30)
+    assert (down.bw, down.delay, down.queue) == (2, 5, 30)
 
 
 def test_emulator_direction_units():
-    e = Direction.from_model(d(bw=5, delay=10, jitter=0.5, loss=1, queue=100,
-                               burst_loss={"p": 2, "r": 50, "loss_bad": 90, "loss_good": 1})).to_emulator()
+    e = emulator_settings(d(bw=5, delay=10, jitter=0.5, loss=1, queue=100,
+                            burst_loss={"p": 2, "r": 50, "loss_bad": 90, "loss_good": 1}))
     assert e["rate"] == "5000000" and e["delay_us"] == "10000.000" and e["jitter_us"] == "500.000"
     assert e["loss"] == "0.01" and e["limit_pkts"] == "100"
     assert (e["ge_p"], e["ge_r"], e["ge_h"], e["ge_k"]) == ("0.02", "0.5", "0.1", "0.99")
-    off = Direction.from_model(d()).to_emulator()
+    off = emulator_settings(Direction())
     assert off["ge_p"] == "0" and off["ge_r"] == "0" and off["rate"] == "0"
 
 
 def test_time_strings():
-    assert _ms("10ms") == 10 and _ms("1s") == 1000 and _ms("250us") == 0.25 and _ms(3) == 3
-    with pytest.raises(LinkEmulationError):
-        _ms("soon")
+    assert parse_ms("10ms") == 10 and parse_ms("1s") == 1000 and parse_ms("250us") == 0.25 and parse_ms(3) == 3
+    with pytest.raises(ValueError):
+        parse_ms("soon")
+
+
+def test_mean_delay_counts_the_emulators_clamp_at_zero():
+    """Uniform jitter larger than the delay: negative draws leave at once, so the mean is above
+    the delay -- (d + j)^2 / 4j -- not the delay the spec wrote."""
+    assert Direction(delay=10, jitter=4).mean_delay_ms() == 10
+    assert Direction(delay=2, jitter=10).mean_delay_ms() == pytest.approx(3.6)
+    assert Direction(delay=0, jitter=10).mean_delay_ms() == pytest.approx(2.5)
+
+
+def test_burst_loss_mean():
+    # p = 1%, r = 9%: the bad state holds 10% of frames, loses 100% of them
+    assert d(burst_loss={"p": 1, "r": 9}).loss_fraction() == pytest.approx(0.1)

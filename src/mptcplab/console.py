@@ -1,0 +1,86 @@
+"""What a run shows on the terminal: the plan, the sweep points, progress and the summary.
+
+Terminal output only (rich): nothing here decides anything or writes a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .plan import Plan
+from .spec import Experiment
+
+
+def show_plan(exp: Experiment, plan: Plan, console: Console) -> None:
+    t = Table(title=f"{exp.name}: plan", show_lines=False)
+    for c in ("host", "interface", "address", "table", "MPTCP endpoint"):
+        t.add_column(c)
+    for h in plan.hosts:
+        eps = {e.interface: ",".join(e.flags) for e in h.mptcp.endpoints}
+        for i in h.intfs:
+            t.add_row(h.name, i.name, i.address or "", str(i.table), eps.get(i.name, ""))
+    console.print(t)
+    lt = Table(title="links")
+    for c in ("link", "interfaces", "bw Mbit/s", "delay ms", "jitter ms", "loss %", "queue"):
+        lt.add_column(c)
+    for link in plan.links:
+        b = link.base
+        lt.add_row(link.name, f"{link.intf1.name} - {link.intf2.name}", f"{b.bw:g}" if b.bw else "-",
+                   f"{b.delay:g}", f"{b.jitter:g}", f"{b.loss:g}", str(b.queue or "-"))
+    console.print(lt)
+    tr = exp.traffic
+    length = f"{tr.duration:g} s" if tr.duration else f"{tr.bytes} bytes"
+    console.print(f"traffic: {plan.client} -> {plan.server} ({plan.server_address}), {length} per test, "
+                  f"{len(plan.tests)} tests: {' '.join(t.label for t in plan.tests)}")
+    console.print(f"expected subflows per MPTCP connection: {plan.expected_subflows}")
+
+
+def show_points(points: list[Any], plans: dict[str, Plan], console: Console) -> None:
+    if len(points) == 1 and not points[0].values:
+        return
+    t = Table(title=f"{len(points)} sweep points")
+    t.add_column("point")
+    for k, _ in points[0].values:
+        t.add_column(k)
+    t.add_column("tests")
+    for p in points:
+        t.add_row(p.id, *[str(v) for _, v in p.values], str(len(plans[p.id].tests)))
+    console.print(t)
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                    transient=False)
+
+
+def show_summary(rows: list[dict[str, Any]], timings: dict[str, float], failed: list[str], flagged: list[str],
+                 run_dir: Any, console: Console) -> None:
+    df = pd.DataFrame(rows)
+    ok = df[df["error"].isna()] if "error" in df else df
+    t = Table(title="goodput (Mbit/s)")
+    for c in ("protocol", "n", "mean", "min", "max", "subflows"):
+        t.add_column(c)
+    means = {}
+    for proto, g in ok.groupby("protocol", sort=False):
+        means[proto] = g["goodput_mbps"].mean()
+        t.add_row(proto, str(len(g)), f"{g['goodput_mbps'].mean():.2f}", f"{g['goodput_mbps'].min():.2f}",
+                  f"{g['goodput_mbps'].max():.2f}", ",".join(str(int(x)) for x in g["subflows"]))
+    console.print(t)
+    if "mptcp" in means and "tcp" in means and means["tcp"] > 0:
+        console.print(f"MPTCP/TCP goodput ratio: {means['mptcp'] / means['tcp']:.2f}")
+    tm = timings
+    console.print(f"set-up {tm.get('build_s', 0) + tm.get('configure_s', 0):.2f} s, reconfiguration "
+                  f"{tm.get('reconfigure_s', 0):.2f} s, self-check {tm.get('selfcheck_s', 0):.2f} s, "
+                  f"measurement {tm.get('measure_s', 0):.1f} s, tear-down {tm.get('teardown_s', 0):.2f} s, "
+                  f"total {tm.get('total_s', 0):.1f} s")
+    for f in failed:
+        console.print(f"[red]failed point[/] {f}")
+    for f in flagged:
+        console.print(f"[yellow]flagged[/] {f}")
+    console.print(f"results: {run_dir}")

@@ -1,0 +1,249 @@
+"""The link model: one direction of an emulated link, in the units the spec uses. Pure.
+
+A link has two directions (``up``: endpoints[0] -> endpoints[1], ``down``: the reverse), each a
+:class:`Direction`: rate in Mbit/s, delay and jitter in ms, loss in percent, a drop-tail queue in
+packets or bytes, Gilbert-Elliott burst loss, and whether jitter may reorder frames. Everything
+that reasons about a link -- the plan, the backend choice, the tc argument lists, the emulator's
+settings, the self-check's expectations -- reads this one model, so they cannot disagree.
+
+Nothing here touches the kernel: the caller says whether the kernel has netem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+#: tc handles of the layout htb root (rate) -> netem or pfifo leaf.
+ROOT_HANDLE = "5:"
+LEAF_HANDLE = "10:"
+CLASS_ID = "5:1"
+#: Backends a link can get: tc qdiscs, the user-space emulator, or a bare veth pair.
+BACKENDS = ("netem", "userspace", "plain")
+SHAPERS = ("auto", "netem", "userspace")
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+class LinkEmulationError(RuntimeError):
+    """The link cannot be what was asked for on this machine."""
+
+
+def parse_ms(value: Any) -> float:
+    """``10``, ``10.5``, ``"10ms"``, ``"500us"`` or ``"1s"`` -> milliseconds (None -> 0)."""
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time; write a number of ms or e.g. '10ms', '1s'")
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*", str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a time; write a number of ms or e.g. '10ms', '1s'")
+    return float(m.group(1)) * _UNITS_MS[m.group(2) or "ms"]
+
+
+@dataclass(frozen=True)
+class BurstLoss:
+    """Gilbert-Elliott burst loss (netem's ``loss gemodel``), all in percent per frame."""
+
+    p: float            # good -> bad
+    r: float = 100.0    # bad -> good
+    loss_bad: float = 100.0
+    loss_good: float = 0.0
+
+    def mean_loss(self) -> float:
+        """Long-run fraction of frames lost (stationary share of the bad state)."""
+        p, r = self.p / 100, self.r / 100
+        bad = p / (p + r) if p + r else 0.0
+        return bad * self.loss_bad / 100 + (1 - bad) * self.loss_good / 100
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One direction of a link."""
+
+    bw: float | None = None          # Mbit/s; None = unshaped
+    delay: float = 0.0               # ms, one way
+    jitter: float = 0.0              # ms, uniform +-jitter
+    loss: float = 0.0                # percent, random
+    queue: int | None = None         # drop-tail limit, packets
+    queue_bytes: int | None = None   # drop-tail limit, bytes (user-space emulator only)
+    burst_loss: BurstLoss | None = None
+    reorder: bool = False            # may jitter reorder frames?
+
+    # ------------------------------------------------------------------ what it needs
+
+    def needs_netem(self) -> bool:
+        """Delay, jitter or loss: htb alone cannot do it."""
+        return bool(self.delay or self.jitter or self.loss or self.burst_loss)
+
+    def shaped(self) -> bool:
+        return bool(self.bw or self.queue or self.queue_bytes or self.needs_netem())
+
+    def netem_cannot(self) -> str | None:
+        """Why netem cannot give this direction exactly, or None."""
+        if self.queue_bytes:
+            return "a queue limit in bytes"
+        if self.jitter and not self.reorder:
+            return "jitter without reordering (netem reorders jittered frames)"
+        return None
+
+    def tc_layout(self) -> tuple[bool, str]:
+        """(htb root?, leaf kind): two directions with one layout change in place."""
+        return bool(self.bw), "netem" if self.needs_netem() else ("pfifo" if self.queue else "")
+
+    def loss_fraction(self) -> float:
+        return self.burst_loss.mean_loss() if self.burst_loss else self.loss / 100
+
+    def mean_delay_ms(self) -> float:
+        """Mean one-way delay the emulators give: uniform jitter around ``delay``, a frame never
+        leaves before it arrived (negative draws count as 0), so jitter larger than the delay
+        lifts the mean above ``delay``: E[max(0, d + U(-j, j))]."""
+        d, j = self.delay, self.jitter
+        if not j or j <= d:
+            return d
+        return (d + j) ** 2 / (4 * j)
+
+    def serialization_ms(self, frame_bytes: int) -> float:
+        return frame_bytes * 8 / (self.bw * 1e6) * 1e3 if self.bw else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["burst_loss"] = None if self.burst_loss is None else vars(self.burst_loss).copy()
+        return out
+
+
+def _burst(value: Any) -> BurstLoss | None:
+    if value is None or isinstance(value, BurstLoss):
+        return value
+    v = dict(value)
+    return BurstLoss(p=float(v["p"]), r=float(v.get("r", 100.0)), loss_bad=float(v.get("loss_bad", 100.0)),
+                     loss_good=float(v.get("loss_good", 0.0)))
+
+
+def direction(params: Mapping[str, Any]) -> Direction:
+    """TCLink-style keyword arguments (``bw``, ``delay='10ms'``, ``loss``, ``max_queue_size`` or
+    ``queue``, ...) -> one direction's model."""
+    queue = params.get("queue") or params.get("max_queue_size")
+    return Direction(
+        bw=float(params["bw"]) if params.get("bw") else None,
+        delay=parse_ms(params.get("delay")),
+        jitter=parse_ms(params.get("jitter")),
+        loss=float(params.get("loss") or 0.0),
+        queue=int(queue) if queue else None,
+        queue_bytes=int(params["queue_bytes"]) if params.get("queue_bytes") else None,
+        burst_loss=_burst(params.get("burst_loss")),
+        reorder=bool(params.get("reorder", False)),
+    )
+
+
+def directions(params: Mapping[str, Any], up: Mapping[str, Any] | None = None,
+               down: Mapping[str, Any] | None = None) -> tuple[Direction, Direction]:
+    """(up, down): the link's own parameters, then each direction's overrides (None = keep)."""
+    base = dict(params)
+    out = []
+    for over in (up, down):
+        merged = dict(base)
+        merged.update({k: v for k, v in (over or {}).items() if v is not None})
+        out.append(direction(merged))
+    return out[0], out[1]
+
+
+def changed(d: Direction, **values: Any) -> Direction:
+    """``d`` with some fields replaced (values in spec units; None keeps the field)."""
+    updates = {k: (_burst(v) if k == "burst_loss" else v) for k, v in values.items() if v is not None}
+    if "delay" in updates:
+        updates["delay"] = parse_ms(updates["delay"])
+    if "jitter" in updates:
+        updates["jitter"] = parse_ms(updates["jitter"])
+    return replace(d, **updates)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def choose_backend(requested: str, up: Direction, down: Direction, netem: bool) -> str:
+    """'netem', 'userspace' or 'plain' (nothing to emulate: a bare veth pair) for one link, or
+    LinkEmulationError when asked for the impossible."""
+    if requested not in SHAPERS:
+        raise LinkEmulationError(f"unknown shaper {requested!r} ({', '.join(SHAPERS)})")
+    if requested == "auto" and not (up.shaped() or down.shaped()):
+        return "plain"
+    if requested == "userspace":
+        return "userspace"
+    reasons = [r for r in (up.netem_cannot(), down.netem_cannot()) if r]
+    if requested == "netem":
+        if (up.needs_netem() or down.needs_netem()) and not netem:
+            raise LinkEmulationError("shaper netem: this kernel has no netem qdisc")
+        if reasons:
+            raise LinkEmulationError(f"shaper netem cannot emulate {reasons[0]}; use shaper userspace")
+        return "netem"
+    return "netem" if netem and not reasons else "userspace"
+
+
+def tc_commands(dev: str, d: Direction, netem: bool = True, verb: str = "add") -> list[list[str]]:
+    """The tc argument lists that shape one interface's egress.
+
+    Layout: htb root (rate) -> leaf netem (delay, jitter, loss, limit) or pfifo (limit). With
+    ``verb='change'`` only the class and the leaf are changed in place (same layout).
+    """
+    if d.needs_netem() and not netem:
+        what = ", ".join(f"{k} {v:g}{u}" for k, v, u in (("delay", d.delay, " ms"), ("jitter", d.jitter, " ms"),
+                                                          ("loss", d.loss, "%")) if v) or "burst loss"
+        raise LinkEmulationError(
+            f"{dev}: {what} needs the netem qdisc, which this kernel does not have "
+            "(CONFIG_NET_SCH_NETEM); the link would run without it. Use the user-space shaper "
+            "(shaper: userspace) or a kernel with netem.")
+    if d.queue_bytes:
+        raise LinkEmulationError(f"{dev}: a queue limit in bytes needs the user-space shaper")
+    cmds: list[list[str]] = []
+    parent = ["root"]
+    if d.bw:
+        rate_bps = d.bw * 1e6
+        burst = max(3028, int(rate_bps / 8 * 0.002))
+        quantum = int(min(max(1514, rate_bps / 8 / 10), 200_000))
+        if verb == "add":
+            cmds.append(["tc", "qdisc", "add", "dev", dev, "root", "handle", ROOT_HANDLE, "htb", "default", "1"])
+        cmds.append(["tc", "class", verb, "dev", dev, "parent", ROOT_HANDLE, "classid", CLASS_ID, "htb",
+                     "rate", f"{rate_bps:.0f}bit", "ceil", f"{rate_bps:.0f}bit",
+                     "burst", str(burst), "cburst", str(burst), "quantum", str(quantum)])
+        parent = ["parent", CLASS_ID]
+    if d.needs_netem():
+        cmd = ["tc", "qdisc", verb, "dev", dev, *parent, "handle", LEAF_HANDLE, "netem"]
+        if d.queue:
+            cmd += ["limit", str(d.queue)]
+        if d.delay or d.jitter:
+            cmd += ["delay", f"{d.delay * 1000:.0f}us"]
+            if d.jitter:
+                cmd += [f"{d.jitter * 1000:.0f}us"]
+        if d.burst_loss:
+            b = d.burst_loss
+            cmd += ["loss", "gemodel", f"{b.p:g}%", f"{b.r:g}%", f"{b.loss_bad:g}%", f"{b.loss_good:g}%"]
+        elif d.loss:
+            cmd += ["loss", "random", f"{d.loss:g}%"]
+        cmds.append(cmd)
+    elif d.queue:
+        cmds.append(["tc", "qdisc", verb, "dev", dev, *parent, "handle", LEAF_HANDLE, "pfifo",
+                     "limit", str(d.queue)])
+    return cmds
+
+
+def emulator_settings(d: Direction) -> dict[str, str]:
+    """Key=value pairs of the user-space emulator's ``set`` command (linkemu.c's units: bit/s,
+    microseconds, probabilities; Gilbert-Elliott as netem's p, r, 1-h, 1-k)."""
+    b = d.burst_loss
+    return {
+        "rate": f"{(d.bw or 0) * 1e6:.0f}",
+        "delay_us": f"{d.delay * 1000:.3f}",
+        "jitter_us": f"{d.jitter * 1000:.3f}",
+        "loss": f"{d.loss / 100:.9g}",
+        "limit_pkts": str(d.queue or 0),
+        "limit_bytes": str(d.queue_bytes or 0),
+        "reorder": "1" if d.reorder else "0",
+        "ge_p": f"{(b.p if b else 0.0) / 100:.9g}",
+        "ge_r": f"{(b.r if b else 0.0) / 100:.9g}",
+        "ge_h": f"{1 - (b.loss_bad if b else 100.0) / 100:.9g}",
+        "ge_k": f"{1 - (b.loss_good if b else 0.0) / 100:.9g}",
+    }

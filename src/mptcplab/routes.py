@@ -1,0 +1,136 @@
+"""The client's routes to the server through a plan, and what the spec implies for each. Pure.
+
+A route starts at one client interface and ends at the server interface on the same layer-2
+segment (the per-address routing tables send a subflow bound to an address out of its own
+interface), crossing switches on the shortest way. Each link is crossed in a known direction, so
+the link model gives what the route should show: RTT, bottleneck rate, loss. The self-check holds
+the network to these numbers; the traffic stage derives its time limits from them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .linkmodel import Direction
+from .plan import Plan, PlanIntf, PlanLink
+
+PING_FRAME_BYTES = 98       # 56 bytes of ICMP payload + 8 ICMP + 20 IP + 14 Ethernet
+DATA_FRAME_BYTES = 1514     # a full-sized TCP segment on Ethernet
+MSS_BYTES = 1448
+#: The longest test mptcplab agrees to start: a transfer expected to outlast it is refused.
+MAX_TEST_SECONDS = 4 * 3600
+
+
+@dataclass(frozen=True)
+class Route:
+    """One client interface to one server interface, with each link and the direction it is
+    crossed in (True: from the link's endpoints[0] to endpoints[1])."""
+
+    name: str
+    client: PlanIntf
+    server: PlanIntf
+    hops: tuple[tuple[PlanLink, bool], ...]
+
+    def _crossing(self, forward: bool) -> list[Direction]:
+        return [link.up if along == forward else link.down for link, along in self.hops]
+
+    def forward(self) -> list[Direction]:
+        """Client -> server, link by link."""
+        return self._crossing(True)
+
+    def backward(self) -> list[Direction]:
+        return self._crossing(False)
+
+    def expected_rtt_ms(self, frame_bytes: int = PING_FRAME_BYTES) -> float:
+        """Mean delays both ways plus one frame's serialization at each link's rate."""
+        return sum(d.mean_delay_ms() + d.serialization_ms(frame_bytes) for d in self.forward() + self.backward())
+
+    def max_rtt_ms(self) -> float:
+        """The longest RTT a frame can see: every delay at its jitter's upper edge."""
+        return sum(d.delay + d.jitter + d.serialization_ms(PING_FRAME_BYTES)
+                   for d in self.forward() + self.backward())
+
+    def bottleneck_mbps(self) -> float | None:
+        rates = [d.bw for d in self.forward() if d.bw]
+        return min(rates) if rates else None
+
+    def loss_fraction(self) -> float:
+        """Client -> server."""
+        keep = 1.0
+        for d in self.forward():
+            keep *= 1 - d.loss_fraction()
+        return 1 - keep
+
+    def round_trip_loss(self) -> float:
+        """A ping and its answer both arrive."""
+        keep = 1.0
+        for d in self.forward() + self.backward():
+            keep *= 1 - d.loss_fraction()
+        return 1 - keep
+
+    def tcp_rate_floor_mbps(self, unshaped_mbps: float = 100.0) -> float:
+        """A low estimate of what one TCP flow gets here: the bottleneck, or the loss-limited
+        rate of Mathis et al. (MSS / RTT * 1.22 / sqrt(p)) when that is lower -- the basis of a
+        byte-count test's time limit."""
+        rate = self.bottleneck_mbps() or unshaped_mbps
+        p = self.loss_fraction()  # data loss costs rate; a lost ACK is covered by the next one
+        rtt_s = max(self.max_rtt_ms(), 1.0) / 1e3
+        if p > 0:
+            rate = min(rate, MSS_BYTES * 8 / rtt_s * 1.22 / math.sqrt(p) / 1e6)
+        return rate
+
+
+def routes(plan: Plan) -> list[Route]:
+    """Client-to-server routes on each shared segment, shortest through the switches."""
+    g = nx.MultiGraph()
+    hosts = {h.name for h in plan.hosts}
+    for link in plan.links:
+        g.add_edge(link.intf1.node, link.intf2.node, key=link.index, link=link)
+    switches = g.subgraph(n for n in g.nodes if n not in hosts)
+    client, server = plan.host(plan.client), plan.host(plan.server)
+    out = []
+    for ci in client.intfs:
+        for si in server.intfs:
+            if si.segment != ci.segment:
+                continue
+            first, last = plan.links[ci.link], plan.links[si.link]
+            name = f"{ci.name}->{si.name}"
+            if first.index == last.index:  # a direct cable between the two hosts
+                out.append(Route(name, ci, si, ((first, first.intf1.node == ci.node),)))
+                continue
+            a = first.intf2.node if first.intf1.node == ci.node else first.intf1.node
+            b = last.intf2.node if last.intf1.node == si.node else last.intf1.node
+            try:
+                nodes = nx.shortest_path(switches, a, b)
+            except (nx.NetworkXNoPath, nx.NodeNotFound):
+                continue
+            hops = [(first, first.intf1.node == ci.node)]
+            for u, v in zip(nodes, nodes[1:]):
+                link = min((d["link"] for d in g.get_edge_data(u, v).values()), key=lambda l: l.index)
+                hops.append((link, link.intf1.node == u))
+            hops.append((last, last.intf1.node == b))
+            out.append(Route(name, ci, si, tuple(hops)))
+    return out
+
+
+def expected_seconds(plan: Plan, duration: float | None, nbytes: int | None) -> float:
+    """How long one test should take: its duration, or its bytes at the slowest route's TCP rate
+    floor (a plain TCP test uses the initial route only; MPTCP is at least as fast)."""
+    if duration:
+        return float(duration)
+    rs = routes(plan)
+    rate = min((r.tcp_rate_floor_mbps() for r in rs), default=100.0)
+    rtt = max((r.max_rtt_ms() for r in rs), default=1.0) / 1e3
+    # slow start and connection set-up: a few dozen RTTs, generously
+    return (nbytes or 0) * 8 / (rate * 1e6) + 40 * rtt
+
+
+def time_limit(plan: Plan, duration: float | None, nbytes: int | None, margin: float) -> float:
+    """When a test is abandoned: what it should take, half again for bytes tests, plus margin
+    and the connection timeouts of long paths."""
+    expected = expected_seconds(plan, duration, nbytes)
+    rtt = max((r.max_rtt_ms() for r in routes(plan)), default=1.0) / 1e3
+    return (expected if duration else expected * 1.5) + margin + 10 * rtt

@@ -1,0 +1,160 @@
+"""Rows: a test's outcome as tidy table rows. Pure (no network, no files).
+
+One summary row per test (summary.csv) and one row per established MPTCP subflow (subflows.csv).
+The summary row joins what iperf3 measured (goodput at the receiver), what the kernel counted (MIB
+deltas of the client's namespace), what the sampler saw (subflows per connection, from ``ss``),
+the link parameters of the point, and -- with a controller -- the bytes each path carried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .measurements import connection_token, subflows_of, tcp_connection_is_plain
+from .plan import Plan, PlanTest
+
+#: Link parameters reported in the summary (the link's own, before per-direction overrides).
+LINK_COLUMNS = {"bw": "bw_mbps", "delay": "delay_ms", "jitter": "jitter_ms", "loss": "loss_pct",
+                "queue": "queue_pkts"}
+
+
+def summarize_iperf3(client_json: dict[str, Any]) -> dict[str, Any]:
+    """Goodput (what the receiver got), the sender's retransmits, the data connections' ports."""
+    end = client_json.get("end", {})
+    rec = end.get("sum_received", {})
+    sent = end.get("sum_sent", {})
+    start = client_json.get("start", {})
+    conns = [f"{c['local_host']}:{c['local_port']}" for c in start.get("connected", [])]
+    return {
+        "goodput_mbps": rec.get("bits_per_second", 0.0) / 1e6,
+        "bytes": rec.get("bytes", 0),
+        "duration_s": rec.get("seconds", sent.get("seconds", 0.0)),
+        "iperf3_retransmits": sent.get("retransmits"),
+        "connections": conns,
+        "sender_cc": end.get("sender_tcp_congestion"),
+    }
+
+
+def varying_link_params(plans: list[Plan]) -> set[str]:
+    """Link parameters that differ between links in any of these plans (one column per link)."""
+    return {key for plan in plans for key in LINK_COLUMNS
+            if len({getattr(link.base, key) for link in plan.links}) > 1}
+
+
+def link_columns(plan: Plan, per_link: set[str]) -> dict[str, Any]:
+    """Link parameters as summary columns: one column when every link agrees (in every point of
+    the run), else one per link, named `links[i].<param>` like the sweep's field paths."""
+    cols: dict[str, Any] = {}
+    for key, col in LINK_COLUMNS.items():
+        if key in per_link:
+            for link in plan.links:
+                cols[f"links[{link.index}].{col}"] = getattr(link.base, key)
+        else:
+            cols[col] = getattr(plan.links[0].base, key) if plan.links else None
+    return cols
+
+
+def _subflow_rows(experiment: str, test: PlanTest, connections: list[str], samples: list[dict[str, Any]]
+                  ) -> tuple[list[int], list[dict[str, Any]]]:
+    """Established subflows per MPTCP connection, and one row for each."""
+    counts, rows = [], []
+    for conn in connections:
+        token = connection_token(samples, conn)
+        established = [x for x in (subflows_of(samples, token) if token else []) if x["established"]]
+        counts.append(len(established))
+        total = sum(x.get("bytes_acked", 0) for x in established) or 1
+        for x in established:
+            rows.append({
+                "experiment": experiment, "test": test.label, "repetition": test.repetition,
+                "connection": conn, "token": token, "local": x["local"], "remote": x["remote"],
+                "local_id": x.get("local_id"), "bytes_acked": x.get("bytes_acked", 0),
+                "share": x.get("bytes_acked", 0) / total, "mean_rtt_ms": x["mean_rtt_ms"],
+                "retrans_total": x.get("retrans_total", 0), "cc": x.get("cc"),
+            })
+    return counts, rows
+
+
+def rows_for_test(experiment: str, plan: Plan, test: PlanTest, outcome: Any, counters: dict[str, dict[str, int]],
+              per_link: set[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One summary row and the per-subflow rows of one test."""
+    row: dict[str, Any] = {
+        "experiment": experiment, "test": test.label, "variant": test.variant or test.protocol,
+        "protocol": test.protocol, "repetition": test.repetition,
+        "expected_subflows": test.expected_subflows, "error": outcome.error,
+    }
+    sub_rows: list[dict[str, Any]] = []
+    if outcome.client_json and not outcome.error:
+        s = summarize_iperf3(outcome.client_json)
+        row.update(goodput_mbps=s["goodput_mbps"], duration_s=s["duration_s"], bytes=s["bytes"],
+                   iperf3_retransmits=s["iperf3_retransmits"], sender_cc=s["sender_cc"])
+        client = counters.get("client", {})
+        row["retransmits"] = client.get("TcpRetransSegs", 0)
+        if test.protocol == "mptcp":
+            counts, sub_rows = _subflow_rows(experiment, test, s["connections"], outcome.samples)
+            row["subflows"] = min(counts) if counts else 0
+            row["mp_joins"] = client.get("MPTcpExtMPJoinSynAckRx", 0)
+            row["mptcp_fallback"] = client.get("MPTcpExtMPCapableFallbackACK", 0) + \
+                client.get("MPTcpExtMPCapableFallbackSYNACK", 0)
+        else:
+            plain = [tcp_connection_is_plain(outcome.samples, c) for c in s["connections"]]
+            row["subflows"] = 1 if all(p is not False for p in plain) else 0
+    else:
+        row.update(goodput_mbps=None, subflows=0)
+    row["subflows_ok"] = bool(row.get("subflows", 0) >= row["expected_subflows"]) and not outcome.error
+    row.update(link_columns(plan, per_link))
+    row["started"] = outcome.started
+    row["ended"] = outcome.ended
+    return row, sub_rows
+
+
+def path_columns(paths: list[list[str]], before: dict[str, dict[int, int]], after: dict[str, dict[int, int]],
+                 n_subflows: int, cookie_base: int) -> dict[str, int]:
+    """Bytes client -> server per path of the controller's set, read at each path's first switch
+    (subflow i takes path i mod len(paths) and its rule carries cookie_base + i)."""
+    cols = {f"path{j + 1}_bytes": 0 for j in range(len(paths))}
+    for i in range(n_subflows):
+        j = i % len(paths)
+        first = paths[j][1]
+        cookie = cookie_base + i
+        cols[f"path{j + 1}_bytes"] += after.get(first, {}).get(cookie, 0) - before.get(first, {}).get(cookie, 0)
+    return cols
+
+
+def at_point(point_id: str, values: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of a sweep point lead with the point's id and swept values."""
+    return [{"point": point_id, **values, **r} for r in rows]
+
+
+def why_flagged(row: dict[str, Any]) -> str | None:
+    """Why a test's row cannot be trusted as it stands (None: it can)."""
+    if row["subflows_ok"]:
+        return None
+    return row["error"] or f"{row['subflows']} subflow(s), expected {row['expected_subflows']}"
+
+
+#: Summary columns every test has (the link, path and sweep columns come on top).
+TEST_COLUMNS = ("experiment", "test", "variant", "protocol", "repetition", "expected_subflows", "error",
+                "goodput_mbps", "duration_s", "bytes", "iperf3_retransmits", "sender_cc", "retransmits",
+                "subflows", "mp_joins", "mptcp_fallback", "subflows_ok", "started", "ended", "maxflow_mbps",
+                "goodput_over_maxflow")
+
+
+def summary_columns(plans: list[Plan], swept: list[str], n_paths: int = 0) -> list[str]:
+    """Every column summary.csv will have for a run of these plans (one per sweep point)."""
+    per_link = varying_link_params(plans)
+    link_cols = list(link_columns(plans[0], per_link)) if plans else []
+    point_cols = ["point", *swept] if swept else []
+    return [*point_cols, *TEST_COLUMNS, *link_cols, *(f"path{j + 1}_bytes" for j in range(n_paths))]
+
+
+def figure_problems(figures: list[Any], columns: list[str]) -> list[str]:
+    """A custom figure naming a column the run will not produce is found before the run, not
+    after it."""
+    problems = []
+    for i, fig in enumerate(figures):
+        for key in ("x", "y", "hue", "col"):
+            name = getattr(fig, key)
+            if name is not None and name not in columns:
+                problems.append(f"figures[{i}].{key}: {name!r} is not a column of summary.csv "
+                                f"(columns: {', '.join(columns)})")
+    return problems
