@@ -99,3 +99,36 @@ def test_duplicate_explicit_addresses():
     with pytest.raises(PlanError) as e:
         make_plan(parse_spec({"name": "d", "topology": topo, "traffic": {"client": "h1", "server": "h2"}}))
     assert "address 10.0.1.1 is also used by h1-eth0" in e.value.problems[0]
+
+
+def test_dpids_are_unique_per_run():
+    exp = load_spec(REPO / "experiments/dual-path.yaml")
+    a, b = make_plan(exp, "20261127-101500-abcd"), make_plan(exp, "20261127-101500-abce")
+    da, db = [s.dpid for s in a.switches], [s.dpid for s in b.switches]
+    assert len(set(da)) == 2 and not set(da) & set(db)
+    assert all(len(d) == 16 and int(d, 16) for d in da + db)
+
+
+def test_directions_are_resolved_and_typed():
+    topo = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
+    topo["links"][0].update(bw=10, delay=5, up={"delay": 30}, down={"bw": 2})
+    p = make_plan(parse_spec({"name": "d", "topology": topo, "traffic": {"client": "h1", "server": "h2"}}))
+    link = p.links[0]
+    assert (link.up.bw, link.up.delay, link.down.bw, link.down.delay) == (10, 30, 2, 5)
+    assert (link.base.bw, link.base.delay) == (10, 5)
+    assert link.along("h1") is link.up and link.along("s1") is link.down
+
+
+def test_more_endpoints_than_the_kernel_keeps_is_refused():
+    """The in-kernel path manager keeps 8 endpoints per namespace (ERANGE beyond): a variant whose
+    extra subflows push the server past that is refused at plan time, not mid-run."""
+    data = yaml.safe_load((REPO / "experiments/dual-path.yaml").read_text())
+    data["topology"] = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
+    data["mptcp"]["limits"] = {"subflows": 8, "add_addr_accepted": 8}
+    data["variants"] = [{"name": "many", "extra_subflows": 7}, {"name": "fine", "extra_subflows": 6}]
+    data["mptcp"]["hosts"] = {"h2": {"endpoints": {"h2-eth0": ["signal"], "h2-eth1": ["signal"]}}}
+    with pytest.raises(PlanError) as e:
+        make_plan(parse_spec(data))
+    assert "mptcp.hosts.h2: 9 MPTCP endpoints" in e.value.problems[0] and "at most 8" in e.value.problems[0]
+    data["variants"] = data["variants"][1:]
+    assert make_plan(parse_spec(data)).tests[0].expected_subflows > 1

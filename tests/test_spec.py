@@ -127,3 +127,32 @@ def test_schema_is_json():
     s = json_schema()
     json.dumps(s)
     assert "topology" in s["properties"] and "traffic" in s["properties"]
+
+
+@pytest.mark.parametrize("bad", ["h1\n", "h1\nx"])
+def test_names_with_newlines_are_refused(bad):
+    """`re.match` with `$` let a trailing newline through; it broke Mininet's shell lines half-way
+    through a build."""
+    d = base()
+    d["topology"]["hosts"][bad] = d["topology"]["hosts"].pop("h1")
+    d["traffic"]["client"] = bad
+    assert any("is not a valid node name" in p for p in problems(d))
+
+
+@pytest.mark.parametrize("duration", [0.5, 1.5])
+def test_fractional_durations_are_refused(duration):
+    """iperf3 reads -t as a whole number: 0.5 would run forever."""
+    d = base()
+    d["traffic"]["duration"] = duration
+    out = problems(d)
+    assert any(p.startswith("traffic: duration: ") and "whole number of seconds" in p for p in out), out
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_numbers_are_refused(value):
+    d = base()
+    d["topology"]["links"][0]["bw"] = value
+    d["emulation"] = {"rtt_tolerance_ms": value}
+    out = problems(d)
+    assert any(p.startswith("topology.links[0].bw") for p in out) and \
+        any(p.startswith("emulation.rtt_tolerance_ms") for p in out), out

@@ -1,7 +1,7 @@
 """The self-check: before anything is measured, prove every route is what the spec says.
 
-For every route the traffic uses (:mod:`mptcplab.routes`) (each client interface to the server interface on the same
-segment) it measures the RTT with ping and compares it with what the spec implies: the one-way
+For every route the traffic uses (:mod:`mptcplab.routes`: each client interface to the server
+interface on the same segment) it measures the RTT with ping and compares it with what the spec implies: the one-way
 delays of every link in both directions plus the serialization of the ping frame at each link's
 rate. With ``check: full`` it also sends UDP through the path with iperf3: above the bottleneck
 rate to measure what the path carries, and below it to measure loss, each compared with the
@@ -40,17 +40,17 @@ class SelfCheckError(RuntimeError):
 
 
 def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p)."""
+    """P(X <= k) for X ~ Binomial(n, p) (terms in logs: n reaches thousands)."""
     if k < 0:
         return 0.0
-    if k >= n:
+    if k >= n or p <= 0:
         return 1.0
-    total, term = 0.0, (1 - p) ** n
-    for i in range(0, k + 1):
-        if i:
-            term *= (n - i + 1) / i * p / (1 - p)
-        total += term
-    return total
+    if p >= 1:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    lnf = math.lgamma(n + 1)
+    return min(1.0, sum(math.exp(lnf - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
+                        for i in range(k + 1)))
 
 
 def pings_needed(round_trip_loss: float, answers: int = MIN_ANSWERS, false_alarm: float = FALSE_ALARM) -> int | None:
