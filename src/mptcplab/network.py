@@ -13,6 +13,7 @@ The only stage that needs root, with traffic.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
@@ -200,24 +201,25 @@ class Network:
                 mp.endpoint("add", addr=addr, port=port, id=100 + k, flags=1)
         self.signal_ports[host] = tuple(ports)
 
-    def _wait_connectivity(self, timeout: float = 10.0) -> None:
-        """Every client address reaches the server address on its segment (learns L2 too)."""
+    def _wait_connectivity(self) -> None:
+        """Every route from the client reaches the server (the switches learn L2 on the way).
+        Waits as long as the route's delay and loss need: a ping's wait covers its longest RTT,
+        and a lossy route gets as many tries as the self-check would send."""
+        from .routes import routes
+        from .selfcheck import pings_needed
+
         assert self.mininet is not None
-        client = self.plan.host(self.plan.client)
-        server = self.plan.host(self.plan.server)
-        node = self.mininet[client.name]
-        for ci in client.intfs:
-            peers = [si for si in server.intfs if si.segment == ci.segment]
-            for si in peers:
-                deadline = time.monotonic() + timeout
-                while True:
-                    r = node_run(node, ["ping", "-n", "-q", "-c", "1", "-W", "1", "-I", ci.ip, si.ip])
-                    if r.returncode == 0:
-                        break
-                    if time.monotonic() > deadline:
-                        raise NetworkError(f"no connectivity from {ci.name} ({ci.ip}) to "
-                                           f"{si.name} ({si.ip}) after {timeout:.0f} s")
-                    time.sleep(0.2)
+        node = self.mininet[self.plan.client]
+        for route in routes(self.plan):
+            wait_s = max(1, math.ceil(route.max_rtt_ms() / 1000 * 2))
+            tries = pings_needed(route.round_trip_loss()) or 50
+            deadline = time.monotonic() + 10 + tries * (wait_s + 0.2)
+            while node_run(node, ["ping", "-n", "-q", "-c", "1", "-W", str(wait_s), "-I", route.client.ip,
+                                  route.server.ip], timeout=wait_s + 5).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise NetworkError(f"no connectivity from {route.client.name} ({route.client.ip}) to "
+                                       f"{route.server.name} ({route.server.ip}) after {tries} tries")
+                time.sleep(0.2)
 
     # ------------------------------------------------------------------ use
 

@@ -134,3 +134,8 @@ def time_limit(plan: Plan, duration: float | None, nbytes: int | None, margin: f
     expected = expected_seconds(plan, duration, nbytes)
     rtt = max((r.max_rtt_ms() for r in routes(plan)), default=1.0) / 1e3
     return (expected if duration else expected * 1.5) + margin + 10 * rtt
+
+
+def connect_timeout_ms(plan: Plan) -> int:
+    """iperf3's --connect-timeout: 5 s, plus four of the longest RTT (a SYN and its retries)."""
+    return int(5000 + 4 * max((r.max_rtt_ms() for r in routes(plan)), default=0.0))

@@ -372,7 +372,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, test: Any, caps: ca
     from .controller import flow_bytes
     from .measurements import counter_delta, read_counters
     from .paths import COOKIE_FWD, max_flow
-    from .routes import time_limit
+    from .routes import connect_timeout_ms, time_limit
     from .traffic import run_test
 
     tr, plan, ctl = pp.exp.traffic, pp.plan, net.controller
@@ -387,7 +387,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, test: Any, caps: ca
                        nbytes=tr.bytes, parallel=tr.parallel,
                        congestion_control=plan.host(plan.client).mptcp.congestion_control,
                        time_limit=time_limit(plan, tr.duration, tr.bytes, tr.timeout_margin),
-                       sample_interval=pp.exp.measurements.interval)
+                       connect_timeout_ms=connect_timeout_ms(plan), sample_interval=pp.exp.measurements.interval)
     deltas = {role: counter_delta(before[role], read_counters(pid)) for role, pid in pids.items()}
     row, subs = rows_for_test(pp.exp.name, plan, test, outcome, deltas, per_link)
     row["test"] = label

@@ -39,7 +39,8 @@ class TestOutcome:
 def iperf3_argv(role: str, protocol: str, mptcp_mode: str, *, port: int, server_address: str = "",
                 duration: float | None = None, nbytes: int | None = None, parallel: int = 1,
                 congestion_control: str | None = None, bind: str | None = None,
-                udp_mbps: float | None = None, length: int | None = None) -> list[str]:
+                udp_mbps: float | None = None, length: int | None = None,
+                connect_timeout_ms: int = 5000) -> list[str]:
     """The iperf3 command for one side of one test (``udp_mbps``: UDP at that rate instead of
     TCP, as the self-check sends). Pure."""
     argv = ["iperf3", "-J", "-p", str(port)]
@@ -48,7 +49,7 @@ def iperf3_argv(role: str, protocol: str, mptcp_mode: str, *, port: int, server_
     if role == "server":
         argv += ["-s", "-1"]
     else:
-        argv += ["-c", server_address, "-P", str(parallel), "--connect-timeout", "5000"]
+        argv += ["-c", server_address, "-P", str(parallel), "--connect-timeout", str(connect_timeout_ms)]
         if udp_mbps is not None:
             argv += ["-u", "-b", f"{udp_mbps * 1e6:.0f}"]
         if length is not None:
@@ -111,14 +112,15 @@ class Iperf3Server:
 
 def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duration: float | None,
              nbytes: int | None, parallel: int, congestion_control: str | None,
-             time_limit: float, sample_interval: float) -> TestOutcome:
+             time_limit: float, sample_interval: float, connect_timeout_ms: int = 5000) -> TestOutcome:
     """One iperf3 test from the plan's client to its server, with the subflow sampler running;
     abandoned after ``time_limit`` seconds (see :func:`mptcplab.routes.time_limit`)."""
     plan = network.plan
     common = dict(port=port, congestion_control=congestion_control)
     s_argv = iperf3_argv("server", protocol, mptcp_mode, **common)
     c_argv = iperf3_argv("client", protocol, mptcp_mode, server_address=plan.server_address,
-                         duration=duration, nbytes=nbytes, parallel=parallel, **common)
+                         duration=duration, nbytes=nbytes, parallel=parallel,
+                         connect_timeout_ms=connect_timeout_ms, **common)
     started = time.time()
     outcome = TestOutcome(protocol, None, None, [], started, started)
     with Iperf3Server(network, plan.server, s_argv, port) as srv:
