@@ -1,6 +1,9 @@
 """Path placement on a real meshed Mininet network (root): flow counters on every switch prove
 each subflow took its assigned path. `static` always; real POX when POX_HOME points at a checkout
-(skipped, saying so, otherwise)."""
+(skipped, saying so, otherwise).
+
+Also what keeps POX safe to run as root: a spec never names the checkout, and a checkout others
+can write is refused."""
 
 from __future__ import annotations
 
@@ -16,8 +19,6 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, cli
-
-pytestmark = pytest.mark.root
 
 POX_HOME = os.environ.get("POX_HOME")
 needs_pox = pytest.mark.skipif(not (POX_HOME and Path(POX_HOME, "pox.py").exists()),
@@ -56,6 +57,7 @@ def assert_subflows_on_their_paths(out: Path) -> None:
     assert row["goodput_mbps"] <= row["maxflow_mbps"]
 
 
+@pytest.mark.root
 def test_loop_without_controller_is_refused(tmp_path):
     spec = yaml.safe_load(three_path_spec(tmp_path, "static").read_text())
     spec["controller"]["kind"] = "none"
@@ -64,6 +66,7 @@ def test_loop_without_controller_is_refused(tmp_path):
     assert r.returncode == 2 and "the switches form a loop" in r.stderr
 
 
+@pytest.mark.root
 def test_static_places_each_subflow_on_its_path(tmp_path, no_leftovers):
     out = tmp_path / "run"
     r = cli("run-experiment", str(three_path_spec(tmp_path, "static")), "--out", str(out))
@@ -71,6 +74,7 @@ def test_static_places_each_subflow_on_its_path(tmp_path, no_leftovers):
     assert_subflows_on_their_paths(out)
 
 
+@pytest.mark.root
 def test_pox_missing_stops_before_building(tmp_path, no_leftovers):
     env = {k: v for k, v in os.environ.items() if k != "POX_HOME"}
     r = subprocess.run([str(BIN / "run-experiment"), str(three_path_spec(tmp_path, "pox"))],
@@ -80,6 +84,7 @@ def test_pox_missing_stops_before_building(tmp_path, no_leftovers):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.root
 @needs_pox
 def test_pox_places_each_subflow_on_its_path(tmp_path, no_leftovers):
     out = tmp_path / "run"
@@ -88,6 +93,103 @@ def test_pox_places_each_subflow_on_its_path(tmp_path, no_leftovers):
     assert_subflows_on_their_paths(out)
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["network"]["controller"]["listen"] == "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- the checkout is not the spec's
+
+
+def fake_checkout(where: Path, marker: Path) -> Path:
+    """A directory that looks like a POX checkout; its pox.py leaves ``marker`` if anything runs it."""
+    home = where / "pox"
+    (home / "pox").mkdir(parents=True)
+    (home / "ext").mkdir()
+    (home / "pox.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (home / "pox" / "boot.py").write_text("")
+    for path in (home, home / "pox", home / "ext"):
+        path.chmod(0o755)
+    for path in (home / "pox.py", home / "pox" / "boot.py"):
+        path.chmod(0o644)
+    return home
+
+
+@pytest.mark.parametrize("command", [("mptcplab", "run", "--dry-run"), ("mptcplab", "run"),
+                                     ("run-experiment",)])
+def test_spec_naming_pox_home_is_refused(tmp_path, command):
+    marker = tmp_path / "pox-ran"
+    spec_path = three_path_spec(tmp_path, "pox")
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["controller"]["pox_home"] = str(fake_checkout(tmp_path, marker))
+    spec_path.write_text(yaml.safe_dump(spec))
+    r = cli(*command, str(spec_path), timeout=120)
+    assert r.returncode == 2, r.stderr
+    err = " ".join(r.stderr.split())
+    assert "controller.pox_home: a spec may not name the POX checkout" in err
+    assert "use --pox-home or POX_HOME" in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists() and not marker.exists()
+
+
+def test_recorded_null_pox_home_is_accepted(tmp_path):
+    """Older runs' spec.yaml say `pox_home: null`: that names nothing, and still loads."""
+    from mptcplab.spec import load_spec
+
+    spec_path = three_path_spec(tmp_path, "pox")
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["controller"]["pox_home"] = None
+    spec_path.write_text(yaml.safe_dump(spec))
+    assert load_spec(spec_path).controller.kind == "pox"
+    assert "pox_home" not in load_spec(spec_path).model_dump()["controller"]
+
+
+def test_checkout_others_can_write_is_refused(tmp_path):
+    from mptcplab.controller import pox_checkout_problems
+
+    home = fake_checkout(tmp_path, tmp_path / "pox-ran")
+    assert pox_checkout_problems(home) == []
+    (home / "pox.py").chmod(0o646)
+    assert [p for p in pox_checkout_problems(home) if f"{home}/pox.py is world-writable" in p]
+    (home / "pox.py").chmod(0o644)
+    (home / "ext").chmod(0o775)  # a module dropped in ext/ would be imported first
+    assert [p for p in pox_checkout_problems(home) if f"{home}/ext is group-writable" in p]
+    (home / "ext").chmod(0o755)
+    (home / "ext" / "mptcp_paths.py").symlink_to(tmp_path / "elsewhere.py")
+    (tmp_path / "elsewhere.py").write_text("")
+    assert [p for p in pox_checkout_problems(home) if "outside the checkout" in p]
+    (home / "ext" / "mptcp_paths.py").unlink()
+    assert pox_checkout_problems(home) == []
+
+
+def test_checkout_under_a_shared_directory_is_refused(tmp_path):
+    from mptcplab.controller import pox_checkout_problems
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    home = fake_checkout(shared, tmp_path / "pox-ran")
+    shared.chmod(0o777)  # anyone could rename the checkout away and put another in its place
+    assert [p for p in pox_checkout_problems(home) if f"{shared} is world-writable" in p]
+    shared.chmod(0o1777)  # sticky, like /tmp: others cannot replace what they do not own
+    assert pox_checkout_problems(home) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_checkout_owned_by_another_user_is_refused(tmp_path, monkeypatch):
+    from mptcplab.controller import pox_checkout_problems
+
+    home = fake_checkout(tmp_path, tmp_path / "pox-ran")
+    os.chown(home / "pox" / "boot.py", 4242, 4242)
+    monkeypatch.setenv("SUDO_UID", "1000")  # whoever ran sudo, it was not uid 4242
+    assert [p for p in pox_checkout_problems(home) if "boot.py is owned by uid 4242" in p]
+
+
+@pytest.mark.root
+def test_run_refuses_a_checkout_others_can_write(tmp_path):
+    marker = tmp_path / "pox-ran"
+    home = fake_checkout(tmp_path, marker)
+    (home / "pox").chmod(0o777)
+    r = cli("mptcplab", "run", str(three_path_spec(tmp_path, "pox")), "--pox-home", str(home), timeout=120)
+    assert r.returncode == 2, r.stderr
+    err = " ".join(r.stderr.split())
+    assert f"POX checkout: {home}/pox is world-writable" in err and "chmod go-w" in err
+    assert not (tmp_path / "results").exists() and not marker.exists()
 
 
 @needs_pox
@@ -115,6 +217,7 @@ def test_pox_listens_on_loopback_only(tmp_path):
         p.wait(timeout=10)
 
 
+@pytest.mark.root
 @needs_pox
 def test_controller_death_is_reported(tmp_path, no_leftovers):
     out = tmp_path / "run"

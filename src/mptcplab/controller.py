@@ -4,7 +4,9 @@
   with ovs-ofctl: path placement works, and is tested, where POX is absent.
 - ``PoxController`` runs POX with the component ``controllers/mptcp_paths.py`` on 127.0.0.1 only,
   points the switches at it, and waits until every switch is connected and its rules are in
-  (polling the switches themselves, not Mininet's waitConnected). It is stopped by PID.
+  (polling the switches themselves, not Mininet's waitConnected). It is stopped by PID. The
+  checkout comes from --pox-home/$POX_HOME, never a spec, and is refused if others could change
+  the code it runs as root (:func:`pox_checkout_problems`).
 
 Both read per-rule byte counters back from the switches (cookies name the subflow and direction),
 so the results can say which path carried what.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -25,8 +28,8 @@ from .paths import COOKIE_DEFAULT, Topology, proactive_rules
 
 REPO_CONTROLLERS = Path(__file__).resolve().parents[2] / "controllers"
 POX_HELP = ("POX is not in any package registry: clone it (git clone -b halosaur "
-            "https://github.com/noxrepo/pox) and point POX_HOME, --pox-home or controller.pox_home "
-            "at the checkout; or use controller: {kind: static}, which installs the same rules")
+            "https://github.com/noxrepo/pox) and point POX_HOME or --pox-home at the checkout "
+            "(a spec never names it: root runs its pox.py); or use controller: {kind: static}, which installs the same rules")
 
 
 class ControllerError(RuntimeError):
@@ -85,10 +88,81 @@ class StaticController:
 
 
 def find_pox(explicit: str | None = None) -> Path | None:
+    """The POX checkout to run: --pox-home (``explicit``), else $POX_HOME -- never a spec, since
+    root runs whatever pox.py this points at. Resolved, so the directory checked by
+    :func:`pox_checkout_problems` is the one run."""
     for cand in (explicit, os.environ.get("POX_HOME")):
-        if cand and (Path(cand) / "pox.py").exists():
-            return Path(cand)
+        if cand and (Path(cand) / "pox.py").is_file():
+            return Path(cand).resolve()
     return None
+
+
+def _allowed_uids() -> set[int]:
+    """Who may own the code root runs: root, the user running mptcplab, and the user who
+    invoked sudo (SUDO_UID) -- each of them could run code as root anyway."""
+    uids = {0, os.geteuid()}
+    sudo_uid = os.environ.get("SUDO_UID", "")
+    if re.fullmatch(r"[0-9]{1,10}", sudo_uid):
+        uids.add(int(sudo_uid))
+    return uids
+
+
+def _writable_by_others(st: os.stat_result, allowed: set[int], sticky_ok: bool) -> str | None:
+    """Why someone outside ``allowed`` can change this file or directory, or None."""
+    if st.st_uid not in allowed:
+        return f"owned by uid {st.st_uid}"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if sticky_ok and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
+            return None  # like /tmp: others may add entries, not replace ours
+        return f"{'world' if st.st_mode & stat.S_IWOTH else 'group'}-writable " \
+               f"(mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def pox_checkout_problems(home: Path, limit: int = 5) -> list[str]:
+    """Problem lines (empty: fine) if anyone but root/you could change the code POX runs as root.
+
+    mptcplab runs ``pox.py`` as root. POX's boot puts the checkout, its ``pox/`` and its
+    ``ext/`` first on sys.path, so *every* file and directory in the checkout is code root may
+    import (a module dropped into ``ext/`` would shadow ours). If any of them -- or a directory
+    above the checkout, which could swap it for another -- is writable by a user other than root,
+    you, or the user who ran sudo, that user gets root's privileges on the next run. Parent
+    directories with the sticky bit (like /tmp) are fine: others cannot replace what they do not
+    own. ``pox.py`` must be a regular file, and no symlink may lead out of the checkout (to
+    somewhere unchecked). The .git directory is not run and not checked.
+    """
+    allowed = _allowed_uids()
+    home = Path(home).resolve()
+    found: list[tuple[Path, str]] = []
+    pox_py = home / "pox.py"
+    if pox_py.is_symlink() or not pox_py.is_file():
+        found.append((pox_py, "not a regular file (a symlink or missing)"))
+    for parent in reversed(home.parents):
+        why = _writable_by_others(os.stat(parent), allowed, sticky_ok=True)
+        if why:
+            found.append((parent, why + " (a directory above the checkout)"))
+    for root, dirs, files in os.walk(home, onerror=None):
+        dirs[:] = sorted(d for d in dirs if not (Path(root) == home and d == ".git"))
+        for link in (Path(root) / n for n in [*dirs, *files]):
+            # A link out of the checkout leads to files (and directories) nobody checked here;
+            # a link within it (debug-pox.py -> pox.py) is checked where it points.
+            if link.is_symlink() and home not in link.resolve().parents:
+                found.append((link, f"a symlink to {link.resolve()}, outside the checkout"))
+        for name in [None, *sorted(files)]:
+            path = Path(root) if name is None else Path(root) / name
+            try:
+                st = os.stat(path)  # a symlink: what it points at is what gets run
+            except OSError:
+                continue  # a dangling link runs nothing
+            why = _writable_by_others(st, allowed, sticky_ok=False)
+            if why:
+                found.append((path, why))
+    lines = [f"POX checkout: {path} is {why}; root would run code from it, so another user could "
+             f"run code as root. Make it writable only by root or you (chown, chmod go-w), or point "
+             f"--pox-home/POX_HOME at a checkout that is" for path, why in found[:limit]]
+    if len(found) > limit:
+        lines.append(f"POX checkout: and {len(found) - limit} more such files under {home}")
+    return lines
 
 
 def free_port() -> int:

@@ -294,11 +294,14 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
         preflight(plans[p.id], caps, e.emulation.shaper)
     pox_dir = None
     if exp.controller.kind == "pox":
-        from .controller import POX_HELP, find_pox
+        from .controller import POX_HELP, find_pox, pox_checkout_problems
 
-        pox_dir = find_pox(pox_home or exp.controller.pox_home)
+        pox_dir = find_pox(pox_home)
         if pox_dir is None:
             raise PreflightError([f"controller.kind: pox, but no POX checkout was found. {POX_HELP}"])
+        unsafe = pox_checkout_problems(pox_dir)
+        if unsafe:
+            raise PreflightError(unsafe)
 
     if resume:
         rd = RunDir(Path(resume))
