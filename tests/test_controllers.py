@@ -2,8 +2,9 @@
 each subflow took its assigned path. `static` always; real POX when POX_HOME points at a checkout
 (skipped, saying so, otherwise).
 
-Also what keeps POX safe to run as root: a spec never names the checkout, and a checkout others
-can write is refused."""
+Also what keeps POX safe to run as root: a spec never names the checkout, a checkout others can
+write is refused, and the switches reach this run's POX -- its port is read back from the
+listening socket that POX's own PID holds, never assumed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -192,29 +196,100 @@ def test_run_refuses_a_checkout_others_can_write(tmp_path):
     assert not (tmp_path / "results").exists() and not marker.exists()
 
 
-@needs_pox
-def test_pox_listens_on_loopback_only(tmp_path):
-    from mptcplab.controller import PoxController, _listening
+# --------------------------------------------------------------------------- whose listener it is
+
+LISTEN = ("import socket, sys\n"
+          "s = socket.socket(); s.bind((sys.argv[1], 0)); s.listen()\n"
+          "print(s.getsockname()[1], flush=True); sys.stdin.read()\n")
+
+
+@contextmanager
+def listener(address: str = "127.0.0.1") -> Iterator[tuple[int, int]]:
+    """A process of its own listening on address:0; yields (pid, port)."""
+    p = subprocess.Popen([sys.executable, "-c", LISTEN, address], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        yield p.pid, int(p.stdout.readline())
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+
+
+def test_listening_port_is_read_back_from_the_owner_only():
+    from mptcplab.controller import foreign_listeners, listening_ports, owns_listener
+
+    with listener() as (mine, my_port), listener() as (other, other_port), \
+            listener("0.0.0.0") as (_, wild_port):
+        assert listening_ports(mine) == {my_port}
+        assert owns_listener(mine, my_port)
+        # Something accepts connections on other_port -- but it is not `mine`: the check says no.
+        assert not owns_listener(mine, other_port)
+        assert not owns_listener(mine, wild_port)
+        assert [l.port for l in foreign_listeners(other_port, mine)] == [other_port]
+        assert [l.address for l in foreign_listeners(wild_port, mine)] == ["0.0.0.0"]
+        assert foreign_listeners(my_port, mine) == []
+
+
+def pox_controller(tmp_path: Path, port: int | None):
+    from mptcplab.controller import PoxController
     from mptcplab.plan import controller_topology, make_plan
     from mptcplab.spec import load_spec
 
     topo = controller_topology(make_plan(load_spec(three_path_spec(tmp_path, "pox"))), 5201)
-    topo_file = tmp_path / "t.json"
-    ctl = PoxController(topo, Path(POX_HOME), None, topo_file, tmp_path / "pox.log")
-    topo_file.write_text(topo.to_json())
-    env = dict(os.environ, PYTHONPATH=str(REPO / "controllers"))
-    p = subprocess.Popen(ctl.argv(), cwd=POX_HOME, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    written: list[dict] = []
+
+    def write_topology(obj: dict) -> Path:
+        written.append(obj)
+        (tmp_path / "t.json").write_text(json.dumps(obj))
+        return tmp_path / "t.json"
+
+    ctl = PoxController(topo, Path(POX_HOME), port, lambda: open(tmp_path / "pox.log", "xb"), write_topology)
+    return ctl, written
+
+
+@needs_pox
+def test_pox_binds_its_own_port_on_loopback_only(tmp_path):
+    from mptcplab.controller import listening_ports, owns_listener, tcp_listeners
+
+    ctl, written = pox_controller(tmp_path, None)
     try:
-        deadline = time.monotonic() + 20
-        while not _listening(ctl.port) and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.1)
-        assert p.poll() is None, "POX exited"
-        listeners = [l.split() for l in Path("/proc/net/tcp").read_text().splitlines()[1:]]
-        mine = [l[1] for l in listeners if l[3] == "0A" and int(l[1].split(":")[1], 16) == ctl.port]
-        assert mine == ["0100007F:%04X" % ctl.port]  # 127.0.0.1 only, not 0.0.0.0
+        port = ctl.launch()
+        assert "--port=0" in ctl.proc.args and f"--topology={tmp_path / 't.json'}" in ctl.proc.args
+        assert written and set(written[0]["switches"]) == {"s1", "s2", "s3", "s4"}
+        assert owns_listener(ctl.proc.pid, port) and ctl.describe()["port"] == port
+        assert [l.address for l in tcp_listeners() if l.port == port] == ["127.0.0.1"]  # not 0.0.0.0
+        assert listening_ports(ctl.proc.pid, "0.0.0.0") == set()
     finally:
-        p.terminate()
-        p.wait(timeout=10)
+        ctl.stop()
+    assert ctl.proc is None and ctl.log is None
+
+
+@needs_pox
+def test_pox_refuses_an_openflow_port_another_process_holds(tmp_path):
+    from mptcplab.controller import ControllerError
+
+    with listener() as (_, taken):
+        ctl, _ = pox_controller(tmp_path, taken)
+        try:
+            with pytest.raises(ControllerError, match=rf"openflow_port: 127.0.0.1:{taken} is held by "
+                                                      r"another process.*Pick another openflow_port"):
+                ctl.launch()
+        finally:
+            ctl.stop()
+    assert not (tmp_path / "pox.log").exists()  # POX was never started
+
+
+@needs_pox
+def test_pox_on_a_free_fixed_port_holds_it(tmp_path):
+    from mptcplab.controller import owns_listener
+
+    with listener() as (_, port):
+        pass  # a port that was free a moment ago (if someone takes it now, launch() says so)
+    ctl, _ = pox_controller(tmp_path, port)
+    try:
+        assert ctl.launch() == port and owns_listener(ctl.proc.pid, port)
+    finally:
+        ctl.stop()
 
 
 @pytest.mark.root

@@ -184,8 +184,16 @@ def make_controller(exp: Experiment, plan: Plan, rd: RunDir, pox_home: Path | No
     if kind == "static":
         return StaticController(topo)
     assert pox_home is not None
-    return PoxController(topo, pox_home, exp.controller.openflow_port, rd.path / "controller-topology.json",
-                         rd.raw / "pox.log")
+
+    def write_topology(obj: Any) -> Path:
+        rd.write_json("controller-topology.json", obj)  # a temporary file renamed into place
+        return rd.path / "controller-topology.json"
+
+    def open_log() -> Any:  # TODO(run-dir API): rd.open_log("pox.log")
+        fd = os.open(rd.raw / "pox.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        return os.fdopen(fd, "ab")
+
+    return PoxController(topo, pox_home, exp.controller.openflow_port, open_log, write_topology)
 
 
 def path_columns(controller: Any, before: dict[str, dict[int, int]], after: dict[str, dict[int, int]],

@@ -325,7 +325,9 @@ class Controller(_Model):
     policy: Literal["independent", "dependent", "mixed", "shortest"] = Field(
         "mixed", description="subflow i takes path i of the set: independent paths, dependent "
         "(sharing links), mixed (independent first), or shortest")
-    openflow_port: Port | None = Field(None, description="POX's OpenFlow port on 127.0.0.1; none = a free one")
+    openflow_port: Port | None = Field(
+        None, description="POX's OpenFlow port on 127.0.0.1; none = POX binds a free one (read back "
+        "from the kernel). A port held by another process is refused")
 
     @model_validator(mode="before")
     @classmethod
