@@ -152,17 +152,19 @@ def check_figures(exp: Experiment, points: list[PointPlan]) -> None:
 
 def check_machine(points: list[PointPlan], opts: RunOptions) -> tuple[capabilities.Capabilities, Path | None]:
     """Probe the machine (changing nothing) and hold every point against it."""
-    from .controller import find_pox
+    from .controller import POX_HELP, find_pox, pox_checkout_problems
 
     caps = capabilities.probe()
     machine = preflight.Machine(root=os.geteuid() == 0, bridges=capabilities.existing_bridges(),
                                 interfaces=capabilities.existing_interfaces())
     pox_home = None
     problems = []
-    if any(p.exp.controller.kind == "pox" for p in points):
-        pox_home, why = find_pox(opts.pox_home)
+    if any(p.exp.controller.kind == "pox" for p in points):  # a swept controller.kind counts too
+        pox_home = find_pox(opts.pox_home)
         if pox_home is None:
-            problems.append(f"controller.kind: pox: {why}")
+            problems.append(f"controller.kind: pox, but no POX checkout was found. {POX_HELP}")
+        else:
+            problems += pox_checkout_problems(pox_home)
     try:
         preflight.check([(p.point.label(), p.exp, p.plan) for p in points], caps, machine)
     except PreflightError as e:
@@ -422,9 +424,12 @@ def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: P
     if kind == "static":
         return StaticController(topo)
     assert pox_home is not None  # check_machine found it
-    return PoxController(topo, pox_home, exp.controller.openflow_port,
-                         write_topology=lambda text: rd.write_text(results.CONTROLLER_TOPOLOGY, text),
-                         log=rd.open_log(results.POX_LOG))
+
+    def write_topology(obj: Any) -> Path:
+        return rd.write_json(results.CONTROLLER_TOPOLOGY, obj)
+
+    return PoxController(topo, pox_home, exp.controller.openflow_port, open_log=lambda: rd.open_log("pox"),
+                         write_topology=write_topology)
 
 
 def draw_figures(rd: results.RunDir, exp: Experiment, console: Console) -> None:

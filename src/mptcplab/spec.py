@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import SpecError
 from .linkmodel import parse_ms
@@ -309,8 +310,27 @@ class Controller(_Model):
     policy: Literal["independent", "dependent", "mixed", "shortest"] = Field(
         "mixed", description="subflow i takes path i of the set: independent paths, dependent "
         "(sharing links), mixed (independent first), or shortest")
-    pox_home: str | None = Field(None, description="POX checkout (else --pox-home or $POX_HOME)")
-    openflow_port: Port | None = Field(None, description="POX's OpenFlow port on 127.0.0.1; none = a free one")
+    openflow_port: Port | None = Field(
+        None, description="POX's OpenFlow port on 127.0.0.1; none = POX binds a free one (read back "
+        "from the kernel). A port held by another process is refused")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pox_home(cls, data: Any) -> Any:
+        """A spec names the controller kind, never a path: root runs the pox.py a POX checkout
+        holds, so a shared spec naming one could run code as root. The checkout comes from
+        --pox-home or $POX_HOME, chosen by whoever runs mptcplab. (``pox_home: null``, as older
+        runs recorded it in their spec.yaml, names nothing and is dropped.)"""
+        if isinstance(data, dict) and "pox_home" in data:
+            if data["pox_home"] is not None:
+                # A ValidationError located at pox_home: pydantic reports it as controller.pox_home.
+                raise ValidationError.from_exception_data(cls.__name__, [InitErrorDetails(
+                    type=PydanticCustomError(
+                        "pox_home", "a spec may not name the POX checkout (root would run the pox.py "
+                        "it points at): remove controller.pox_home and use --pox-home or POX_HOME"),
+                    loc=("pox_home",), input=data["pox_home"])])
+            data = {k: v for k, v in data.items() if k != "pox_home"}
+        return data
 
 
 class Variant(_Model):
