@@ -29,7 +29,7 @@ from .measurements import (
     tcp_connection_is_plain,
 )
 from .plan import Plan, PlanTest, make_plan
-from .results import RunDir, new_run_id, write_csv
+from .results import PointState, RunDir, new_run_id, read_rows, write_csv
 from .spec import Experiment, load_spec, resolve_spec_path
 
 LINK_COLUMNS = {"bw": "bw_mbps", "delay": "delay_ms", "jitter": "jitter_ms", "loss": "loss_pct",
@@ -203,40 +203,6 @@ def path_columns(controller: Any, before: dict[str, dict[int, int]], after: dict
     return cols
 
 
-class PointState:
-    """points.json: every sweep point with its values and status (pending, done, failed)."""
-
-    def __init__(self, rd: RunDir, pts: list[Any]):
-        self.rd = rd
-        self.path = rd.path / "points.json"
-        old = {p["id"]: p for p in json.loads(self.path.read_text())} if self.path.exists() else {}
-        self.points = [{"id": p.id, "values": p.as_dict(), "status": old.get(p.id, {}).get("status", "pending"),
-                        "error": old.get(p.id, {}).get("error")} for p in pts]
-        self.save()
-
-    def status(self, pid: str) -> str:
-        return next(p["status"] for p in self.points if p["id"] == pid)
-
-    def mark(self, pid: str, status: str, error: str | None = None) -> None:
-        for p in self.points:
-            if p["id"] == pid:
-                p.update(status=status, error=error)
-        self.save()
-
-    def save(self) -> None:
-        self.rd.write_json("points.json", self.points)
-
-
-def _csv_rows(path: Path) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    if not path.exists():
-        return []
-    df = pd.read_csv(path)
-    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-            for r in df.to_dict("records")]
-
-
 def _self_check(net: Any, exp: Experiment, console: Console, rd: RunDir, tag: str) -> selfcheck.SelfCheckReport | None:
     em = exp.emulation
     if em.check == "none":
@@ -325,11 +291,10 @@ def run(spec: str | Path, out: str | Path | None = None, dry_run: bool = False,
         }
     meta["status"] = "running"
     rd.write_json("metadata.json", meta)
-    state = PointState(rd, pts)
-    done_ids = {p["id"] for p in state.points if p["status"] == "done"}
+    state = PointState.open(rd, pts)
+    done_ids = state.done_ids()
     # Rows of points that did not finish (killed half-way) are dropped: the point runs again.
-    rows = [r for r in _csv_rows(rd.path / "summary.csv") if r.get("point", pts[0].id) in done_ids]
-    sub_rows = [r for r in _csv_rows(rd.path / "subflows.csv") if r.get("point", pts[0].id) in done_ids]
+    rows, sub_rows = read_rows(rd, done_ids, unnamed=pts[0].id)
     todo = [(p, e) for p, e in point_exps if p.id not in done_ids]
     console.print(f"[bold]{exp.name}[/]: run {run_id} -> {rd.path}  "
                   f"(OVS {caps.datapath} datapath, netem {'present' if caps.netem else 'absent'}, "
