@@ -30,6 +30,7 @@ def _fail(problems: list[str], code: int = 2, what: str = "error") -> None:
 def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = None,
          check: Optional[str] = None, pox_home: Optional[str] = None,
          sets: Optional[list[str]] = None, resume: Optional[Path] = None) -> None:
+    from .errors import MptcplabError
     from .network import PreflightError
     from .plan import PlanError
     from .runner import Interrupted, run
@@ -43,10 +44,8 @@ def _run(spec: str, out: Optional[Path], dry_run: bool, shaper: Optional[str] = 
     try:
         report = run(spec, out=out, dry_run=dry_run, console=err, shaper=shaper, check=check,
                      pox_home=pox_home, sets=sets, resume=resume)
-    except (SpecError, PlanError, PreflightError) as e:
+    except (SpecError, PlanError, PreflightError, MptcplabError) as e:
         _fail(e.problems)
-    except FileExistsError as e:
-        _fail([f"--out: {e}"])
     except SelfCheckError:
         err.print("[red]error:[/] the links are not what the spec says (table above); nothing was measured")
         raise typer.Exit(3)
@@ -87,14 +86,17 @@ def plot(
     fmt: list[str] = typer.Option(None, "--format", "-f", help="pdf, png or svg (repeatable)"),
 ) -> None:
     """Render a run's figures again, from its results alone."""
+    from .errors import MptcplabError
     from .figures import render
 
-    if not (run_dir / "summary.csv").exists():
-        _fail([f"{run_dir}: no summary.csv here; give a run directory"])
     bad = [f for f in fmt or [] if f not in ("pdf", "png", "svg")]
     if bad:
         _fail([f"--format: {', '.join(bad)} not supported (pdf, png, svg)"])
-    for p in render(run_dir, fmt or None):
+    try:
+        paths = render(run_dir, fmt or None)
+    except MptcplabError as e:  # not a run directory, a damaged one, or not writable by this user
+        _fail(e.problems)
+    for p in paths:
         print(p)
 
 
