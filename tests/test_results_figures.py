@@ -5,7 +5,8 @@ import os
 import pytest
 
 from mptcplab.figures import render
-from mptcplab.results import RunDir, find_runs, read_summary, write_atomic
+from mptcplab.errors import RunDirError
+from mptcplab.results import RunDir, read_summary, write_atomic
 
 
 def test_atomic_write_leaves_no_temporaries(tmp_path):
@@ -14,6 +15,7 @@ def test_atomic_write_leaves_no_temporaries(tmp_path):
     write_atomic(p, "x,y\n3,4\n")
     assert p.read_text() == "x,y\n3,4\n"
     assert os.listdir(p.parent) == ["summary.csv"]
+    assert oct(p.stat().st_mode & 0o777) == oct(0o644)
 
 
 def test_failed_write_keeps_old_file(tmp_path):
@@ -29,7 +31,7 @@ def test_failed_write_keeps_old_file(tmp_path):
 def test_run_dir_refuses_nonempty_out(tmp_path):
     rd = RunDir.create("e", out=tmp_path / "run")
     rd.write_json("metadata.json", {"a": 1})
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RunDirError, match="--out"):
         RunDir.create("e", out=tmp_path / "run")
 
 
@@ -45,7 +47,6 @@ def test_figure_from_saved_results(tmp_path):
     assert sorted(f.name for f in files) == ["goodput-cdf.pdf", "goodput-cdf.png", "goodput.pdf", "goodput.png"]
     assert all(f.stat().st_size > 1000 for f in files)
     assert files[0].read_bytes().startswith(b"%PDF")
-    assert find_runs(tmp_path) == [rd.path]
     assert list(read_summary(rd.path)["protocol"]) == ["mptcp", "tcp", "mptcp", "tcp"]
 
 
@@ -123,7 +124,7 @@ def test_subflow_goodput_time_marks_retransmissions(tmp_path, with_retrans):
                 row["retrans_total"] = retrans
             rows.append(row)
     paper_style()
-    files = subflow_goodput_time(pd.DataFrame(rows), "t", tmp_path, ["png"])
+    files = subflow_goodput_time(pd.DataFrame(rows), "t", RunDir.create("t", out=tmp_path / "run"), ["png"])
     assert [f.name for f in files] == ["subflow-goodput-time.png"] and files[0].stat().st_size > 1000
 
 

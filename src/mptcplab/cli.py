@@ -83,7 +83,8 @@ def plot(
 ) -> None:
     """Render a run's figures again, from its results alone."""
     from .errors import MptcplabError
-    from .figures import FORMATS, render
+    from .figures import render
+    from .results import FIGURE_FORMATS as FORMATS
 
     bad = [f for f in fmt or [] if f not in FORMATS]
     if bad:

@@ -2,10 +2,15 @@
 
 Style: serif text at 8 pt, one column wide (3.4 in), colour-blind palette, TrueType fonts in
 PDFs (publishers reject Type 3). Error bars are 95% confidence intervals over repetitions.
+
+Every file is read and written through :mod:`mptcplab.results` (a :class:`RunDir`): figures are
+drawn in memory and handed to ``RunDir.write_figure``, which creates them without following links
+and owned like the rest of the run -- so ``mptcplab plot`` works as the run directory's owner.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .results import read_metadata, read_summary  # noqa: E402
+from .results import RunDir  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.4
 PROTOCOL_LABELS = {"mptcp": "MPTCP", "tcp": "TCP"}
@@ -43,20 +48,20 @@ def paper_style() -> None:
                   })
 
 
-def _save(fig: plt.Figure, out_dir: Path, stem: str, formats: list[str]) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _save(fig: plt.Figure, out: RunDir, stem: str, formats: list[str]) -> list[Path]:
+    """Draw `fig` in each format in memory and write it to the run's figures/ through the RunDir."""
     paths = []
-    for fmt in formats:
-        p = out_dir / f"{stem}.{fmt}"
-        tmp = out_dir / f".{stem}.tmp.{fmt}"
-        fig.savefig(tmp, format=fmt)
-        tmp.replace(p)
-        paths.append(p)
-    plt.close(fig)
+    try:
+        for fmt in formats:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt)
+            paths.append(out.write_figure(f"{stem}.{fmt}", buf.getvalue()))
+    finally:
+        plt.close(fig)
     return paths
 
 
-def goodput_by_variant(df: pd.DataFrame, out_dir: Path, formats: list[str],
+def goodput_by_variant(df: pd.DataFrame, out: RunDir, formats: list[str],
                        link_rate: float | None = None, maxflow: float | None = None) -> list[Path]:
     """Goodput per variant (MPTCP vs TCP when there are no variants): mean with 95% CI, every
     repetition as a dot; dashed lines for one path's rate and for the max-flow."""
@@ -81,7 +86,7 @@ def goodput_by_variant(df: pd.DataFrame, out_dir: Path, formats: list[str],
     reps = int(n.min()) if len(n) else 0
     ax.set_title(f"{df['experiment'].iloc[0]} ({reps} repetitions, 95% CI)", fontsize=7)
     ax.set_ylim(bottom=0, top=max(ok["goodput_mbps"].max(), maxflow or 0, link_rate or 0) * 1.12)
-    return _save(fig, out_dir, "goodput", formats)
+    return _save(fig, out, "goodput", formats)
 
 
 UNITS = {"bw": "Mbit/s", "delay": "ms", "jitter": "ms", "loss": "%", "queue": "packets",
@@ -145,7 +150,7 @@ def _hue(ok: pd.DataFrame) -> str:
     return "variant" if "variant" in ok and ok["variant"].nunique() > 1 else "protocol"
 
 
-def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str],
+def goodput_vs(df: pd.DataFrame, x: str, out: RunDir, formats: list[str],
                swept: list[str] | None = None) -> list[Path]:
     """Goodput against one swept parameter, one line per protocol/variant, 95% CIs."""
     ok = df[df["error"].isna()]
@@ -159,10 +164,10 @@ def goodput_vs(df: pd.DataFrame, x: str, out_dir: Path, formats: list[str],
     ax.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles, [label(l).replace("\n", " ") for l in labels], title=None, frameon=False)
-    return _save(fig, out_dir, f"goodput-vs-{_safe(x)}", formats)
+    return _save(fig, out, f"goodput-vs-{_safe(x)}", formats)
 
 
-def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[str],
+def gain_heatmap(df: pd.DataFrame, x: str, y: str, out: RunDir, formats: list[str],
                  others: list[str] | None = None, swept: list[str] | None = None) -> list[Path]:
     """MPTCP's gain (mean MPTCP goodput / mean TCP goodput) over two swept parameters (averaged
     over any others, which the title names)."""
@@ -177,7 +182,7 @@ def gain_heatmap(df: pd.DataFrame, x: str, y: str, out_dir: Path, formats: list[
     ax.set_ylabel(param_label(y, moves_with(df, swept or [], y), df))
     if others:
         ax.set_title("mean over " + ", ".join(param_label(o) for o in others), fontsize=6)
-    return _save(fig, out_dir, "mptcp-gain-heatmap", formats)
+    return _save(fig, out, "mptcp-gain-heatmap", formats)
 
 
 def _name_subflows(sub: pd.DataFrame) -> pd.DataFrame:
@@ -207,7 +212,7 @@ def _test_groups(summary: pd.DataFrame | None) -> dict[str, tuple[str, int]]:
             for _, r in summary.iterrows() if pd.notna(r.get(key)) and pd.notna(r["repetition"])}
 
 
-def subflow_share(sub: pd.DataFrame, out_dir: Path, formats: list[str], by: str,
+def subflow_share(sub: pd.DataFrame, out: RunDir, formats: list[str], by: str,
                   summary: pd.DataFrame | None = None) -> list[Path]:
     """Share of each MPTCP connection's bytes carried by each subflow, one bar per test (or
     sweep point). Tests are grouped by variant with the repetitions as ticks, rather than their
@@ -243,10 +248,10 @@ def subflow_share(sub: pd.DataFrame, out_dir: Path, formats: list[str], by: str,
         ax.set_xlabel(by)
         short = all(len(str(x)) <= 6 for x in table.index)
         ax.tick_params(axis="x", rotation=0 if short else 45)
-    return _save(fig, out_dir, "subflow-share", formats)
+    return _save(fig, out, "subflow-share", formats)
 
 
-def subflow_goodput_time(samples: pd.DataFrame, title: str, out_dir: Path, formats: list[str]) -> list[Path]:
+def subflow_goodput_time(samples: pd.DataFrame, title: str, out: RunDir, formats: list[str]) -> list[Path]:
     """Per-subflow goodput over time (bytes acked per sampling interval) of one MPTCP test,
     with a tick under the curve wherever the subflow retransmitted. Why the ticks: during loss
     recovery the cumulative ACK stands still until the hole is filled and then jumps over the
@@ -287,10 +292,10 @@ def subflow_goodput_time(samples: pd.DataFrame, title: str, out_dir: Path, forma
     ax.legend(handles, labels, title=None, frameon=False, fontsize=6, ncol=2, loc="upper center",
               bbox_to_anchor=(0.5, -0.28), borderaxespad=0)
     ax.set_ylim(bottom=0)
-    return _save(fig, out_dir, "subflow-goodput-time", formats)
+    return _save(fig, out, "subflow-goodput-time", formats)
 
 
-def goodput_cdf(df: pd.DataFrame, out_dir: Path, formats: list[str]) -> list[Path]:
+def goodput_cdf(df: pd.DataFrame, out: RunDir, formats: list[str]) -> list[Path]:
     """Distribution of goodput across repetitions (and points), per protocol/variant."""
     ok = df[df["error"].isna()]
     hue = _hue(ok)
@@ -298,10 +303,10 @@ def goodput_cdf(df: pd.DataFrame, out_dir: Path, formats: list[str]) -> list[Pat
     sns.ecdfplot(data=ok, x="goodput_mbps", hue=hue, ax=ax, linewidth=1.0)
     ax.set_xlabel("Goodput (Mbit/s)")
     ax.set_ylabel("CDF")
-    return _save(fig, out_dir, "goodput-cdf", formats)
+    return _save(fig, out, "goodput-cdf", formats)
 
 
-def custom(df: pd.DataFrame, fig_spec: dict[str, Any], index: int, out_dir: Path, formats: list[str]) -> list[Path]:
+def custom(df: pd.DataFrame, fig_spec: dict[str, Any], index: int, out: RunDir, formats: list[str]) -> list[Path]:
     """A plot the spec's `figures:` block asks for: x, y, hue, col, kind (line, bar, box, point)."""
     ok = df[df["error"].isna()]
     kind = fig_spec.get("kind", "line")
@@ -312,49 +317,43 @@ def custom(df: pd.DataFrame, fig_spec: dict[str, Any], index: int, out_dir: Path
     else:
         g = sns.catplot(kind=kind, **kw)
     name = fig_spec.get("name") or f"custom-{index + 1}"
-    return _save(g.figure, out_dir, _safe(name), formats)
+    return _save(g.figure, out, _safe(name), formats)
 
 
-def render(run_dir: str | Path, formats: list[str] | None = None) -> list[Path]:
-    """Render every figure a run's results support; returns the files written."""
-    run_dir = Path(run_dir)
-    df = read_summary(run_dir)
-    meta = read_metadata(run_dir)
-    formats = formats or meta.get("formats") or ["pdf", "png"]
+def render(run_dir: str | Path | RunDir, formats: list[str] | None = None) -> list[Path]:
+    """Render every figure a run's results support; returns the files written. A path is opened
+    with RunDir.open_existing (metadata validated; RunDirError on a damaged directory)."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir.open_existing(run_dir)
+    df = rd.read_summary()
+    meta = rd.meta
+    formats = formats or meta.formats or ["pdf", "png"]
     paper_style()
-    out = run_dir / "figures"
     rates = df["bw_mbps"].dropna() if "bw_mbps" in df else pd.Series(dtype=float)
     link_rate = float(rates.iloc[0]) if len(rates) and rates.nunique() == 1 else None
-    maxflow = meta.get("maxflow_mbps")
+    maxflow = meta.maxflow_mbps
     if link_rate and maxflow and abs(maxflow - link_rate) < 1e-9:
         maxflow = None
     paths: list[Path] = []
-    every = [c for c in meta.get("swept") or [] if c in df]
+    every = [c for c in meta.swept if c in df]
     swept = factors(df, every)
     if not swept:
-        paths += goodput_by_variant(df, out, formats, link_rate, maxflow)
+        paths += goodput_by_variant(df, rd, formats, link_rate, maxflow)
     for x in swept:
-        paths += goodput_vs(df, x, out, formats, every)
+        paths += goodput_vs(df, x, rd, formats, every)
     if len(swept) >= 2 and {"mptcp", "tcp"} <= set(df["protocol"]):
-        paths += gain_heatmap(df, swept[0], swept[1], out, formats, swept[2:], every)
+        paths += gain_heatmap(df, swept[0], swept[1], rd, formats, swept[2:], every)
     if df["error"].notna().sum() < len(df):
-        paths += goodput_cdf(df, out, formats)
-    sub_path = run_dir / "subflows.csv"
-    if sub_path.exists():
-        sub = pd.read_csv(sub_path)
+        paths += goodput_cdf(df, rd, formats)
+    sub = rd.read_subflows()
+    if sub is not None and not sub.empty:
         by = "point" if "point" in sub and sub["point"].nunique() > 1 else "test"
-        if not sub.empty:
-            paths += subflow_share(sub, out, formats, by, df)
+        paths += subflow_share(sub, rd, formats, by, df)
     mptcp = df[(df["protocol"] == "mptcp") & df["error"].isna()]
     if not mptcp.empty:
-        test = mptcp.iloc[0]["test"]
-        sp = run_dir / "raw" / f"{test}-samples.csv"
-        if sp.exists():
-            paths += subflow_goodput_time(pd.read_csv(sp), f"{test}", out, formats)
-    spec_path = run_dir / "spec.yaml"
-    if spec_path.exists():
-        import yaml
-
-        for i, fs in enumerate((yaml.safe_load(spec_path.read_text()) or {}).get("figures") or []):
-            paths += custom(df, fs, i, out, formats)
+        test = str(mptcp.iloc[0]["test"])
+        samples = rd.read_samples(test)
+        if samples is not None:
+            paths += subflow_goodput_time(samples, test, rd, formats)
+    for i, fs in enumerate(rd.figure_specs()):
+        paths += custom(df, fs.model_dump(), i, rd, formats)
     return paths

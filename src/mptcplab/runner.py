@@ -25,7 +25,7 @@ from .plan import Plan, controller_topology, make_plan
 from .rows import (
     at_point, figure_problems, path_columns, rows_for_test, summary_columns, varying_link_params, why_flagged,
 )
-from .spec import Experiment, load_spec, resolve_spec_path
+from .spec import Experiment, load_spec, parse_spec, resolve_spec_path
 
 
 class Interrupted(Exception):
@@ -110,8 +110,14 @@ def load(opts: RunOptions) -> Source:
         if opts.sets or opts.shaper or opts.check:
             raise RunDirError(["--resume continues a run as it was recorded: --set, --shaper and --check "
                                "cannot change it; start a new run for other values"])
-        rd = results.RunDir.open_existing(opts.resume)
-        return Source(load_spec(rd.spec_file), rd.spec_file, rd.run_id, rd)
+        rd = results.RunDir.open_existing(opts.resume, resume=True)  # validated, and locked
+        spec = rd.read_spec()
+        try:
+            exp = parse_spec(spec or {})
+        except SpecError as e:
+            rd.close()
+            raise RunDirError([f"{rd.path / results.SPEC}: {p}" for p in e.problems]) from None
+        return Source(exp, rd.path / results.SPEC, rd.run_id, rd)
     spec_file = resolve_spec_path(opts.spec or "")
     exp = load_spec(spec_file)
     overrides = {"emulation.shaper": opts.shaper, "emulation.check": opts.check}
@@ -181,7 +187,7 @@ def hold_machine(source: Source, opts: RunOptions) -> Any:
 
     exp = source.exp
     path = source.resume.path if source.resume else \
-        results.RunDir.path_for(exp.name, exp.outputs.dir, opts.out, source.run_id)
+        (Path(opts.out) if opts.out else Path(exp.outputs.dir) / exp.name / source.run_id)
     return MachineLock(source.run_id, path)
 
 
@@ -241,7 +247,7 @@ def open_run(source: Source, points: list[PointPlan], caps: capabilities.Capabil
     exp = source.exp
     if source.resume:
         rd = source.resume
-        meta = rd.read_metadata()
+        meta = rd.metadata
         meta.setdefault("resumed", []).append(provenance.now())
     else:
         rd = results.RunDir.create(exp.name, root=exp.outputs.dir, out=opts.out, run_id=source.run_id)
@@ -249,9 +255,9 @@ def open_run(source: Source, points: list[PointPlan], caps: capabilities.Capabil
         rd.write_plan(points[0].plan.to_dict())
         meta = provenance.run_metadata(exp, source.spec_file, source.run_id, caps,
                                        points[0].plan.expected_subflows, [k for k, _ in points[0].point.values])
-    with rd.lock():
+    with rd:  # its lock, held since create/open_existing, goes with it
         state = results.PointState.open(rd, [p.point for p in points])
-        rows, sub_rows = results.read_rows(rd, state.done())
+        rows, sub_rows = results.read_rows(rd, state.done_ids(), unnamed=points[0].point.id)
         active = ActiveRun(rd, exp, meta, state, rows, sub_rows, Registry(source.run_id))
         meta["status"] = "running"
         active.save_meta()
@@ -409,8 +415,11 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, test: Any, caps: ca
             died = f"controller died ({ctl.describe().get('died')})"
             row["error"] = f"{died}; {row['error']}" if row.get("error") else died
             row["subflows_ok"] = False
-    active.rd.write_test_raw(label, outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr},
-                             outcome.server_json or {}, deltas, outcome.samples)
+    rd = active.rd
+    rd.write_raw(f"{label}-client.json", outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr})
+    rd.write_raw(f"{label}-server.json", outcome.server_json or {})
+    rd.write_raw(f"{label}-counters.json", deltas)
+    rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
     return row, subs
 
 
@@ -426,9 +435,10 @@ def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: P
     assert pox_home is not None  # check_machine found it
 
     def write_topology(obj: Any) -> Path:
-        return rd.write_json(results.CONTROLLER_TOPOLOGY, obj)
+        rd.write_json(results.CONTROLLER_TOPOLOGY, obj)
+        return rd.path / results.CONTROLLER_TOPOLOGY
 
-    return PoxController(topo, pox_home, exp.controller.openflow_port, open_log=lambda: rd.open_log("pox"),
+    return PoxController(topo, pox_home, exp.controller.openflow_port, open_log=lambda: rd.open_log(results.POX_LOG),
                          write_topology=write_topology)
 
 

@@ -12,9 +12,11 @@ never reach a shell anyway (every command is an argument list).
 from __future__ import annotations
 
 import ipaddress
+import os
+import pwd
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -374,8 +376,63 @@ class FigureSpec(_Model):
 
 
 class Outputs(_Model):
-    dir: str = Field("results", description="results root; runs go to DIR/<experiment>/<run-id>")
+    """Where results go. `dir` is checked without touching the disk beyond reading it: a leading
+    ~ or ~user is expanded (under sudo, ~ is SUDO_USER's home, not root's), and system
+    directories are refused, since runs write there as root."""
+
+    dir: str = Field("results", description="results root; runs go to DIR/<experiment>/<run-id> "
+                     "(~ is your home, also under sudo; system directories such as /etc or /usr are refused)")
     formats: list[Literal["pdf", "png", "svg"]] = Field(default_factory=lambda: ["pdf", "png"])
+
+    #: Refused as outputs.dir (and anything under them), with /lib* and / itself; /var/tmp is allowed.
+    SYSTEM_DIRS: ClassVar[frozenset[str]] = frozenset(
+        {"bin", "boot", "dev", "etc", "proc", "run", "sbin", "sys", "usr", "var"})
+
+    @staticmethod
+    def expand_home(path: str) -> str:
+        """'~/x' -> '<home>/x', '~user/x' -> '<user's home>/x'; under sudo ~ is SUDO_USER's home."""
+        if not path.startswith("~"):
+            return path
+        user, _, rest = path[1:].partition("/")
+        if user:
+            try:
+                home = pwd.getpwnam(user).pw_dir
+            except KeyError:
+                raise ValueError(f"{path!r}: there is no user {user!r}; give a path") from None
+        else:
+            sudo_user = os.environ.get("SUDO_USER")
+            try:
+                home = pwd.getpwnam(sudo_user).pw_dir if sudo_user else os.path.expanduser("~")
+            except KeyError:
+                home = os.path.expanduser("~")
+        return os.path.join(home, rest) if rest else home
+
+    @classmethod
+    def system_dir(cls, path: str) -> str | None:
+        """The system directory `path` is or lies under (as written, and with links resolved);
+        None when it is none of them."""
+        for p in dict.fromkeys((os.path.normpath(os.path.abspath(path)), os.path.realpath(path))):
+            parts = p.split("/")[1:]
+            if not parts or parts == [""]:
+                return "/"
+            if parts[0] == "var" and len(parts) > 1 and parts[1] == "tmp":
+                continue
+            if parts[0] in cls.SYSTEM_DIRS or parts[0].startswith("lib"):
+                return "/" + parts[0]
+        return None
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty; give a directory, e.g. results")
+        v = cls.expand_home(v)
+        system = cls.system_dir(v)
+        if system:
+            where = "is" if os.path.normpath(os.path.abspath(v)) == system else "is under"
+            raise ValueError(f"{v} {where} the system directory {system}, where runs would write as root; "
+                             "give a directory of your own, e.g. results, ~/mptcplab-results or /var/tmp/mptcplab")
+        return v
 
 
 class Emulation(_Model):
