@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from mininet.log import setLogLevel
 from mininet.net import Mininet
-from mininet.node import Host, OVSSwitch
+from mininet.node import Host
 from mininet.topo import Topo
 from pyroute2 import MPTCP, IPRoute
 
@@ -30,24 +30,13 @@ from .capabilities import Capabilities
 from .links import EmuLink, LinkEmulationError
 from .plan import Plan, PlanHost
 from .proc import node_run, offloads, offloads_off
-from .registry import ALIAS_PREFIX, BRIDGE_TAG, Registry
+from .registry import ALIAS_PREFIX, Registry
 from .spec import Experiment
+from .switch import LabSwitch
 
 
 class NetworkError(RuntimeError):
     """The network could not be built or does not work as planned."""
-
-
-class LabSwitch(OVSSwitch):
-    """An OVS bridge tagged with the run id, so cleanup can prove it is ours."""
-
-    def __init__(self, name: str, run_id: str = "", **params: Any):
-        self.run_id = run_id
-        params.setdefault("failMode", "standalone")
-        OVSSwitch.__init__(self, name, **params)
-
-    def bridgeOpts(self) -> str:
-        return OVSSwitch.bridgeOpts(self) + f" external-ids:{BRIDGE_TAG}={self.run_id}"
 
 
 def netns_path(node: Any) -> str:
