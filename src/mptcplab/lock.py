@@ -1,0 +1,175 @@
+"""One mptcplab run per machine.
+
+Two runs at once destroy each other: their switches have the same names and Mininet deletes
+bridges by name. So a run (and ``mptcplab clean``, which must not race a run that is starting)
+first takes an exclusive ``flock`` on ``/run/mptcplab/machine.lock`` -- before it creates anything
+but that file -- and a second one is refused at once, with a message naming the holder.
+
+The lock is the ``flock`` itself, not the file: the kernel drops it when its holder dies, however
+it dies, so a lock file left behind by a killed run never blocks anybody. The file's content
+(JSON: pid, start time, run id, run directory, start) only says who holds it, and is validated
+before it is shown.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import BusyError, PreflightError
+from .ids import check_run_id, is_run_id
+from .registry import proc_stat
+
+LOCK_NAME = "machine.lock"
+STARTED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{4}")
+COMMANDS = ("run", "clean")
+MAX_BYTES = 8192
+
+
+def default_lock_dir() -> Path:
+    """``/run/mptcplab`` (gone at reboot), or ``$MPTCPLAB_LOCK_DIR`` (tests)."""
+    return Path(os.environ.get("MPTCPLAB_LOCK_DIR", "/run/mptcplab"))
+
+
+class MachineLock:
+    """The machine-wide lock. ``with MachineLock().acquire(run_id, run_dir): ...``"""
+
+    def __init__(self, lock_dir: Path | None = None):
+        self.dir = lock_dir or default_lock_dir()
+        self.path = self.dir / LOCK_NAME
+        self._fd: int | None = None
+        self._pid = 0
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, run_id: str | None, run_dir: Path | None = None, command: str = "run") -> "MachineLock":
+        """Take the lock now or raise BusyError naming its holder; never waits.
+
+        ``run_dir`` is where the run will write (it need not exist yet); ``command`` is ``run``
+        or ``clean`` (which has no run id)."""
+        if self._fd is not None:
+            raise RuntimeError("this MachineLock is already held")
+        if run_id is not None:
+            check_run_id(run_id, "run id")
+        if command not in COMMANDS:
+            raise ValueError(f"command: {command!r} is not one of {COMMANDS}")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise PreflightError([f"{self.path}: a symbolic link, not a plain file; remove it "
+                                      "(it is mptcplab's machine lock)"]) from None
+            raise PreflightError([f"{self.path}: cannot create the machine lock ({e.strerror}); mptcplab "
+                                  "runs as root (or set MPTCPLAB_LOCK_DIR to a writable directory)"]) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PreflightError([f"{self.path}: not a plain file; remove it (it is mptcplab's machine lock)"])
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BusyError([self._busy_message()]) from None
+            pid = os.getpid()
+            st = proc_stat(pid)
+            content = {"pid": pid, "starttime": st.starttime if st else 0, "run_id": run_id,
+                       "run_dir": None if run_dir is None else str(Path(run_dir).absolute()),
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
+            data = json.dumps(content).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        except BaseException:
+            os.close(fd)  # closing drops the flock, if it was taken
+            raise
+        self._fd, self._pid = fd, pid
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (the file stays, emptied: unlinking it would let two holders lock two
+        different files)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        if os.getpid() != self._pid:  # a forked child: the lock is its parent's
+            os.close(fd)
+            return
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> "MachineLock":
+        if self._fd is None:
+            raise RuntimeError("use: with MachineLock().acquire(run_id, run_dir): ...")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who the lock file says holds the lock, validated, if that process is alive; else None."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            data = f.read(MAX_BYTES + 1)
+        try:
+            d = json.loads(data)
+        except ValueError:
+            return None
+        if not _valid(d):
+            return None
+        st = proc_stat(d["pid"])
+        if st is None or st.starttime != d["starttime"] or st.state in ("Z", "X"):
+            return None
+        return d
+
+    def _busy_message(self) -> str:
+        # The holder writes its name just after taking the lock: give it a moment.
+        h = None
+        for _ in range(20):
+            h = self.holder()
+            if h is not None:
+                break
+            time.sleep(0.05)
+        if h is None:
+            return (f"another mptcplab process holds this machine (lock {self.path}); wait for it to "
+                    "finish")
+        if h["command"] == "clean":
+            return (f"`mptcplab clean` is running on this machine (pid {h['pid']}, since {h['started']}); "
+                    "wait for it to finish")
+        return (f"another mptcplab run holds this machine: run {h['run_id']} (pid {h['pid']}, since "
+                f"{h['started']}) writing {h['run_dir']}; wait for it to finish or stop it with "
+                f"kill -INT {h['pid']}")
+
+
+def _valid(d: Any) -> bool:
+    """Is ``d`` lock content as :meth:`MachineLock.acquire` writes it (every value checked, as it
+    is printed to a terminal)?"""
+    if not isinstance(d, dict) or set(d) != {"pid", "starttime", "run_id", "run_dir", "started", "command"}:
+        return False
+    for key, low in (("pid", 1), ("starttime", 0)):
+        if isinstance(d[key], bool) or not isinstance(d[key], int) or d[key] < low:
+            return False
+    if d["command"] not in COMMANDS:
+        return False
+    if d["run_id"] is not None and not is_run_id(d["run_id"]):
+        return False
+    if d["command"] == "run" and d["run_id"] is None:
+        return False
+    rd = d["run_dir"]
+    if rd is not None and not (isinstance(rd, str) and rd.startswith("/") and len(rd) <= 4096 and rd.isprintable()):
+        return False
+    return isinstance(d["started"], str) and STARTED.fullmatch(d["started"]) is not None
