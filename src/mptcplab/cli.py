@@ -102,13 +102,19 @@ def clean(
     all_runs: bool = typer.Option(False, "--all", help="also runs whose process is still alive"),
 ) -> None:
     """Remove what killed runs left behind -- only objects tagged as the toolkit's own."""
+    from .errors import MptcplabError
     from .registry import clean as do_clean
 
-    rep = do_clean(include_running=all_runs)
+    try:
+        rep = do_clean(include_running=all_runs)
+    except MptcplabError as e:
+        _fail(e.problems, e.exit_code)
     for s in rep.skipped:
         err.print(f"skipped: {s}")
     print(f"cleaned {len(rep.runs)} run(s): {rep.processes} process(es), "
           f"bridges {rep.bridges or '-'}, interfaces {rep.interfaces or '-'}")
+    if rep.remaining:
+        _fail([f"still there after the wait: {x} (run `mptcplab clean` again)" for x in rep.remaining], 1)
 
 
 @app.command()

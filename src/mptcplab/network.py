@@ -345,7 +345,7 @@ class Network:
         from .registry import CleanReport, clean_state
 
         clean_state(self.registry.state, CleanReport())
-        self.registry.release()
+        self.registry.forget_network()
         self.timings["teardown_s"] = time.monotonic() - t0
 
 

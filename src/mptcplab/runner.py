@@ -88,8 +88,8 @@ def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
         show.show_plan(points[0].exp, points[0].plan, console)
         show.show_points([p.point for p in points], {p.point.id: p.plan for p in points}, console)
         return None
-    caps, pox_home = check_machine(points, opts)
     with hold_machine(source, opts):
+        caps, pox_home = check_machine(points, opts)
         caps = prepare_machine(caps, points)
         with open_run(source, points, caps, opts) as active:
             run_points(active, points, caps, pox_home, console)
@@ -188,7 +188,7 @@ def hold_machine(source: Source, opts: RunOptions) -> Any:
     exp = source.exp
     path = source.resume.path if source.resume else \
         (Path(opts.out) if opts.out else Path(exp.outputs.dir) / exp.name / source.run_id)
-    return MachineLock(source.run_id, path)
+    return MachineLock().acquire(source.run_id, path)
 
 
 def prepare_machine(caps: capabilities.Capabilities, points: list[PointPlan]) -> capabilities.Capabilities:
