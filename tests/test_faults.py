@@ -35,7 +35,8 @@ EXPECTED = {f"p{i + 1:03d}": v for i, v in enumerate(DELAYS)}
 #: has started. The last kill always lands while the figures are drawn, every point done.
 TARGETS = ["set-up", "self-check", "traffic", "writing raw results", "writing summary", "random"]
 LAST = "writing figures"
-STARTED = r"\d+ to run"  # the run's first line: run dir, metadata and points.json exist
+STARTED = r"\d+\s+to\s+run"  # end of the run's first line (wrapped at 80 columns): the run dir,
+#                              its metadata and points.json exist
 SELF_CHECK = r"^self-check \(\w+\) of"
 
 
@@ -87,7 +88,8 @@ def _kill_at(run: Run, out: Path, target: str, k: int, rng: random.Random, since
 
 
 def _wait_for(run: Run, out: Path, target: str, k: int, rng: random.Random, since: float) -> tuple[bool, float]:
-    if not run.wait_line(STARTED, timeout=120):
+    """(reached, delay slept): the moment came and the delay passed with the run still alive."""
+    if not run.wait_until(lambda: re.search(STARTED, run.stderr) is not None, timeout=120):
         return False, 0.0
     if target == "set-up":
         delay = rng.uniform(0.0, 0.5)
