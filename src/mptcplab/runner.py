@@ -315,6 +315,7 @@ def run_points(active: ActiveRun, points: list[PointPlan], caps: capabilities.Ca
                 active.commit_point(pp.point.id, rows, subs)
         finally:
             session.close()
+            active.registry.forget_network()  # the state file goes once nothing of the run is left
             for k in ("build_s", "configure_s", "teardown_s", "reconfigure_s"):
                 active.timings[k] += session.timings.get(k, 0.0)
             active.meta["link_stats"] = session.link_stats
