@@ -366,7 +366,7 @@ class NetworkSession:
         self.registry = registry
         self.make_controller = make_controller
         self.network: Network | None = None
-        self.point_id = ""
+        self.point_id = ""  # the point the running network was built for (its link_stats key)
         self._spec: dict[str, Any] | None = None  # the experiment the network runs, as data
         self.timings: dict[str, float] = {"reconfigure_s": 0.0}
         self.link_stats: dict[str, Any] = {}
@@ -380,7 +380,7 @@ class NetworkSession:
             t0 = time.monotonic()
             if self.network.change_links(plan):
                 self.timings["reconfigure_s"] += time.monotonic() - t0
-                self._spec, self.point_id = spec, point_id
+                self._spec = spec
                 return self.network
         self.close()
         net = Network(plan, self.caps, self.registry, shaper=exp.emulation.shaper, seed=exp.emulation.seed,
