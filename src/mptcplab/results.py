@@ -525,8 +525,8 @@ class RunDir:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
                 who = f"pid {holder}" if holder.isdigit() else "another process"
-                raise BusyError(f"{self.path}: in use by mptcplab {who} (a run or resume holds {LOCK}); "
-                                "wait for it to end, or stop it, then try again") from None
+                raise BusyError(f"{self.path}: busy: mptcplab {who} is running or resuming this run "
+                                f"directory (it holds {LOCK}); wait for it to end, or stop it, then try again") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except BaseException:
