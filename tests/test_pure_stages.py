@@ -1,6 +1,7 @@
 """The pure stages run where Mininet and pyroute2 are not even installed: a dry run, the plan, the
 rows, the results and every figure. (Only the network and traffic stages need them.)"""
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -49,3 +50,15 @@ def test_dry_run_without_mininet_or_pyroute2():
     """)
     assert r.returncode == 0, r.stderr
     assert "18 sweep points" in r.stderr and "10.0.2.2/24" in r.stderr
+
+
+def test_figures_from_the_recorded_run_without_mininet_or_pyroute2(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "tests/data/recorded-run", run)
+    r = run_blocked(f"""
+        from mptcplab.figures import render
+        paths = render({str(run)!r}, ["png"])
+        assert len(paths) == 7, paths
+        assert not any(k.split(".")[0] in ("mininet", "pyroute2") for k in sys.modules)
+    """)
+    assert r.returncode == 0, r.stderr
