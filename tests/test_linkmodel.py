@@ -89,3 +89,9 @@ def test_mean_delay_counts_the_emulators_clamp_at_zero():
 def test_burst_loss_mean():
     # p = 1%, r = 9%: the bad state holds 10% of frames, loses 100% of them
     assert d(burst_loss={"p": 1, "r": 9}).loss_fraction() == pytest.approx(0.1)
+
+
+def test_delay_variance_with_and_without_the_clamp():
+    assert Direction(delay=10, jitter=4).delay_variance_ms2() == pytest.approx(16 / 3)
+    assert Direction(delay=2, jitter=10).delay_variance_ms2() == pytest.approx(15.84)
+    assert Direction(delay=10).delay_variance_ms2() == 0

@@ -63,3 +63,15 @@ def test_pings_for_lossy_routes(loss, at_least):
 def test_hopeless_loss_needs_no_self_check_but_a_refusal():
     assert pings_needed(0.999) is None
     assert pings_needed(1.0) is None
+
+
+def test_jittery_routes_get_pings_enough_for_their_median():
+    from mptcplab.selfcheck import pings_for_jitter, rtt_tolerance_ms
+
+    r = routes(plan_with(bw=None, delay=2, jitter=10))[0]
+    assert r.rtt_sd_ms() == pytest.approx(4 * 15.84 ** 0.5 / 2, rel=1e-6)  # four crossings
+    n = pings_for_jitter(r.rtt_sd_ms(), rtt_tolerance_ms(r, 0, 5, 1))
+    assert 50 < n <= MAX_PINGS
+    # with n answers the band is about twice the spec's tolerance, with 10 it would be far wider
+    assert rtt_tolerance_ms(r, n, 5, 1) < rtt_tolerance_ms(r, 10, 5, 1) / 2
+    assert pings_for_jitter(0, 1) == 0

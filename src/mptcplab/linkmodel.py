@@ -106,6 +106,16 @@ class Direction:
             return d
         return (d + j) ** 2 / (4 * j)
 
+    def delay_variance_ms2(self) -> float:
+        """Variance of that delay (ms^2): j^2/3 for uniform jitter within the delay, less where
+        the clamp at 0 folds the lower part."""
+        d, j = self.delay, self.jitter
+        if not j:
+            return 0.0
+        low = max(0.0, d - j)
+        second = ((d + j) ** 3 - low ** 3) / (6 * j)
+        return max(0.0, second - self.mean_delay_ms() ** 2)
+
     def serialization_ms(self, frame_bytes: int) -> float:
         return frame_bytes * 8 / (self.bw * 1e6) * 1e3 if self.bw else 0.0
 

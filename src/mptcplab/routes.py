@@ -48,6 +48,10 @@ class Route:
         """Mean delays both ways plus one frame's serialization at each link's rate."""
         return sum(d.mean_delay_ms() + d.serialization_ms(frame_bytes) for d in self.forward() + self.backward())
 
+    def rtt_sd_ms(self) -> float:
+        """Standard deviation of one RTT from the links' jitter (crossings independent)."""
+        return math.sqrt(sum(d.delay_variance_ms2() for d in self.forward() + self.backward()))
+
     def max_rtt_ms(self) -> float:
         """The longest RTT a frame can see: every delay at its jitter's upper edge."""
         return sum(d.delay + d.jitter + d.serialization_ms(PING_FRAME_BYTES)

@@ -31,6 +31,9 @@ MIN_ANSWERS = 5
 FALSE_ALARM = 1e-3
 #: More pings than this per route and the self-check cannot tell the route from its loss.
 MAX_PINGS = 2000
+#: z for a two-sided 99.9% band, and the median's standard error in standard deviations * sqrt(n)
+Z_999 = 3.29
+MEDIAN_SE = 1.2533
 
 
 class SelfCheckError(RuntimeError):
@@ -65,6 +68,23 @@ def pings_needed(round_trip_loss: float, answers: int = MIN_ANSWERS, false_alarm
         if n > MAX_PINGS:
             return None
     return n
+
+
+def pings_for_jitter(rtt_sd_ms: float, tolerance_ms: float) -> int:
+    """Pings whose median lands within tolerance of the expected RTT despite the links' jitter
+    (99.9% of the time): the median's standard error must fit the tolerance."""
+    if rtt_sd_ms <= 0:
+        return 0
+    return min(MAX_PINGS, math.ceil((Z_999 * MEDIAN_SE * rtt_sd_ms / tolerance_ms) ** 2))
+
+
+def rtt_tolerance_ms(route: Route, answers: int, pct: float, per_link_ms: float) -> float:
+    """How far the measured median RTT may be from the expected one: the spec's tolerance
+    (percent, plus forwarding cost per link), plus the median's sampling error under jitter."""
+    tol = route.expected_rtt_ms() * pct / 100 + per_link_ms * len(route.hops)
+    if answers:
+        tol += Z_999 * MEDIAN_SE * route.rtt_sd_ms() / math.sqrt(answers)
+    return tol
 
 
 def min_answers(n: int, round_trip_loss: float, false_alarm: float = FALSE_ALARM) -> int:
@@ -177,8 +197,9 @@ def _check_rtt(res: PathResult, route: Route, rtts: list[float], n: int, rtt_tol
         res.notes.append(f"only {len(rtts)} of {n} pings answered (the route's loss explains {least} or more)")
     if rtts:
         res.measured_rtt_ms = statistics.median(rtts)
-        # Every link crossed may add its forwarding cost (emulator, OVS) on top of the spec.
-        tol = res.expected_rtt_ms * rtt_tol_pct / 100 + rtt_tol_ms * len(route.hops)
+        # Every link crossed may add its forwarding cost (emulator, OVS) on top of the spec;
+        # jitter adds the median's sampling error.
+        tol = rtt_tolerance_ms(route, len(rtts), rtt_tol_pct, rtt_tol_ms)
         if res.rtt_ok is None:
             res.rtt_ok = abs(res.measured_rtt_ms - res.expected_rtt_ms) <= tol
 
@@ -221,7 +242,9 @@ def run(network: Any, mode: str = "rtt", rtt_tol_pct: float = 5.0, rtt_tol_ms: f
     t0 = time.monotonic()
     client = network.node(network.plan.client)
     all_routes = routes(network.plan)
-    counts = [pings_needed(r.round_trip_loss()) or MAX_PINGS for r in all_routes]
+    counts = [max(pings_needed(r.round_trip_loss()) or MAX_PINGS,
+                  pings_for_jitter(r.rtt_sd_ms(), rtt_tolerance_ms(r, 0, rtt_tol_pct, rtt_tol_ms)))
+              for r in all_routes]
     pingers = [_ping_start(client, r, n) for r, n in zip(all_routes, counts)]
     results = []
     for route, n, pinger in zip(all_routes, counts, pingers):
