@@ -24,7 +24,7 @@ import pox.openflow.libopenflow_01 as of
 
 from mptcplab.mptcp_options import parse_tcp
 from mptcplab.paths import (
-    COOKIE_FWD, COOKIE_REV, IPV4, PRIO_DEFAULT, TCP, Topology, default_rules, hop_ports, host_ips,
+    COOKIE_FWD, COOKIE_REV, IPV4, PRIO_DEFAULT, TCP, ControllerTopology, default_rules, hop_ports, host_ips,
     pair_rules, path_set,
 )
 from mptcplab.placement import SubflowPlacer
@@ -49,7 +49,7 @@ def _flow_mod(rule) -> of.ofp_flow_mod:
 
 
 class MptcpPaths:
-    def __init__(self, topo: Topology):
+    def __init__(self, topo: ControllerTopology):
         self.topo = topo
         self.paths = path_set(topo, topo.client, topo.server, topo.policy)
         self.client_ips = host_ips(topo, topo.client)
@@ -125,6 +125,6 @@ class MptcpPaths:
 
 
 def launch(topology: str, policy: str = "mixed"):
-    topo = Topology.load(topology)
+    topo = ControllerTopology.load(topology)
     topo.policy = policy
     core.registerNew(MptcpPaths, topo)

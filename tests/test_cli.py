@@ -2,23 +2,12 @@
 creates nothing."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-
-from helpers import REPO, cli
-
-
-def write_spec(tmp_path: Path, mutate) -> Path:
-    spec = yaml.safe_load((REPO / "experiments/dual-path.yaml").read_text())
-    topo = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
-    spec["topology"] = topo
-    spec["outputs"]["dir"] = str(tmp_path / "results")
-    mutate(spec)
-    p = tmp_path / "spec.yaml"
-    p.write_text(yaml.safe_dump(spec))
-    return p
+from helpers import REPO, cli, write_spec
 
 
 def _loss(spec):
@@ -34,7 +23,7 @@ def _name(spec):
     (_name, "topology.hosts.h1;rm: 'h1;rm' is not a valid node name"),
 ])
 def test_bad_spec_exit_2_names_field(tmp_path, mutate, expected):
-    r = cli("run-experiment", str(write_spec(tmp_path, mutate)))
+    r = cli("run-experiment", str(write_spec(tmp_path, inline_topology=True, mutate=mutate)))
     assert r.returncode == 2
     assert expected in r.stderr.replace("\n", " ")
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
@@ -62,3 +51,44 @@ def test_schema_command():
 def test_plot_on_non_run_dir(tmp_path):
     r = cli("mptcplab", "plot", str(tmp_path))
     assert r.returncode == 2 and "no summary.csv" in r.stderr
+
+
+def test_crafted_run_id_on_resume_creates_nothing(tmp_path):
+    """metadata.json is data anyone who can write the run directory controls: a run id that is
+    not one is refused before it reaches OVS or a file path."""
+    victim = tmp_path / "PWNED"
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "tests/data/recorded-run", run)
+    meta = json.loads((run / "metadata.json").read_text())
+    meta["run_id"] = f"x;touch {victim};#"
+    (run / "metadata.json").write_text(json.dumps(meta))
+    before = sorted(p.name for p in run.rglob("*"))
+    r = cli("run-experiment", "--resume", str(run))
+    assert r.returncode == 2, r.stderr
+    assert "metadata.json" in r.stderr and "run_id" in r.stderr and "Traceback" not in r.stderr
+    assert not victim.exists()
+    assert sorted(p.name for p in run.rglob("*")) == before  # not even a lock file
+
+
+def test_custom_figure_naming_a_missing_column_is_refused_before_the_run(tmp_path):
+    spec = write_spec(tmp_path, mutate=lambda s: s.update(figures=[{"x": "links.h1-s1.loss", "y": "goodput"}]))
+    r = cli("run-experiment", str(spec), "--dry-run")
+    assert r.returncode == 2
+    assert "figures[0].x: 'links.h1-s1.loss' is not a column of summary.csv" in r.stderr.replace("\n", " ")
+    assert "figures[0].y: 'goodput' is not a column" in r.stderr.replace("\n", " ")
+    r = cli("run-experiment", str(spec), "--dry-run", "--set", "links.h1-s1.loss=0,1")
+    assert "figures[0].x" not in r.stderr and "figures[0].y: 'goodput'" in r.stderr.replace("\n", " ")
+
+
+def test_pox_reached_only_through_a_swept_kind_is_checked_up_front(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "POX_HOME"}
+    spec = write_spec(tmp_path, "three-path", traffic={"duration": 1, "repetitions": 1})
+    r = cli("run-experiment", str(spec), "--dry-run", "--set", "controller.kind=static,pox", env=env)
+    assert r.returncode == 2, r.stderr
+    assert "controller.kind: pox, but no POX checkout was found" in r.stderr.replace("\n", " ")
+    assert not (tmp_path / "results").exists()
+
+
+def test_fields_a_sweep_cannot_vary(tmp_path):
+    r = cli("run-experiment", "dual-path", "--dry-run", "--set", "outputs.dir=/tmp/a,/tmp/b")
+    assert r.returncode == 2 and "sweep: outputs.dir: one run has one name" in r.stderr.replace("\n", " ")

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import BIN, REPO, cli
+from helpers import BIN, REPO, cli, write_spec
 
 POX_HOME = os.environ.get("POX_HOME")
 needs_pox = pytest.mark.skipif(not (POX_HOME and Path(POX_HOME, "pox.py").exists()),
@@ -33,15 +33,12 @@ FWD = 0x100
 
 
 def three_path_spec(tmp_path: Path, kind: str, variants=("mptcp-dependent",), duration=3) -> Path:
-    spec = yaml.safe_load((REPO / "experiments/three-path.yaml").read_text())
-    spec["topology"] = str(REPO / "topologies/three-path.yaml")
-    spec["controller"]["kind"] = kind
-    spec["variants"] = [v for v in spec["variants"] if v["name"] in variants]
-    spec["traffic"].update(duration=duration, repetitions=1)
-    spec["outputs"]["dir"] = str(tmp_path / "results")
-    p = tmp_path / "three.yaml"
-    p.write_text(yaml.safe_dump(spec))
-    return p
+    def mutate(spec):
+        spec["controller"]["kind"] = kind
+        spec["variants"] = [v for v in spec["variants"] if v["name"] in variants]
+
+    return write_spec(tmp_path, "three-path", traffic={"duration": duration, "repetitions": 1}, mutate=mutate,
+                      name="three.yaml")
 
 
 def assert_subflows_on_their_paths(out: Path) -> None:

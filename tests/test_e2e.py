@@ -16,19 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import BIN, REPO, bridge_exists, cli, leftovers, snapshot
+from helpers import BIN, REPO, bridge_exists, cli, leftovers, snapshot, write_spec
 
 pytestmark = pytest.mark.root
 
 
 def short_spec(tmp_path: Path, duration: float = 4, repetitions: int = 2, **traffic) -> Path:
-    spec = yaml.safe_load((REPO / "experiments/dual-path.yaml").read_text())
-    spec["topology"] = str(REPO / "topologies/dual-path.yaml")
-    spec["traffic"].update(duration=duration, repetitions=repetitions, **traffic)
-    spec["outputs"]["dir"] = str(tmp_path / "results")
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_spec(tmp_path, traffic={"duration": duration, "repetitions": repetitions, **traffic})
 
 
 def test_dual_path_end_to_end(tmp_path, no_leftovers):

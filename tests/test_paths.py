@@ -7,12 +7,12 @@ import networkx as nx
 import pytest
 
 from mptcplab.paths import (
-    COOKIE_FWD, COOKIE_REV, POLICIES, TopoLink, Topology, dependent_paths, edges_of, independent_paths,
+    COOKIE_FWD, COOKIE_REV, POLICIES, TopoLink, ControllerTopology, dependent_paths, edges_of, independent_paths,
     max_flow, path_set, proactive_rules, shared_links,
 )
 
 
-def topo_from(edges, bw=5.0, hosts=("h1", "h2"), attach=None) -> Topology:
+def topo_from(edges, bw=5.0, hosts=("h1", "h2"), attach=None) -> ControllerTopology:
     """Hosts h1/h2 hang off attach[0]/attach[1] (unshaped); switch edges get `bw`."""
     switches = sorted({n for e in edges for n in e})
     attach = attach or (switches[0], switches[-1])
@@ -27,7 +27,7 @@ def topo_from(edges, bw=5.0, hosts=("h1", "h2"), attach=None) -> Topology:
         links.append(TopoLink(a, port[a], b, port[b], bw))
         port[a] += 1
         port[b] += 1
-    return Topology(hosts=host_info, switches={s: f"{i + 1:016x}" for i, s in enumerate(switches)},
+    return ControllerTopology(hosts=host_info, switches={s: f"{i + 1:016x}" for i, s in enumerate(switches)},
                     links=links, client=hosts[0], server=hosts[1], port_subflow={5201: 0, 20011: 1, 20012: 2})
 
 
@@ -98,4 +98,4 @@ def test_unknown_policy():
 
 def test_topology_json_round_trip():
     t = topo_from(THREE_PATH)
-    assert Topology.from_json(t.to_json()) == t
+    assert ControllerTopology.from_json(t.to_json()) == t

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 CAPS = Capabilities(kernel="6.18", netem=False, ovs_installed=True, ovs_kernel_datapath=False, mptcp_enabled=True,
                     path_managers=["kernel"], schedulers=["default"], congestion_controls=["reno", "cubic"],
                     iperf3="3.12", iperf3_mptcp="mptcpize", mininet="2.3.0", mptcpize=True, ethtool=True, cc=True,
-                    nsenter=True)
+                    nsenter=True, pyroute2="0.9.7")
 MACHINE = Machine(root=True, bridges=frozenset(), interfaces=frozenset({"lo", "eth0"}))
 
 

@@ -40,16 +40,19 @@ def test_pure_modules_import_without_mininet_or_pyroute2():
 
 
 def test_dry_run_without_mininet_or_pyroute2():
+    """The plan of every point is shown; the preflight that follows says what a real run would
+    need here -- Mininet and pyroute2 -- and exits 2, as a run would (before creating anything)."""
     r = run_blocked("""
         sys.argv = ["run-experiment", "experiments/dual-path-sweep.yaml", "--dry-run"]
         from mptcplab.cli import run_experiment_main
         try:
             run_experiment_main()
-        except SystemExit as e:
-            assert not e.code, e.code
+        finally:
+            assert not any(k.split(".")[0] in ("mininet", "pyroute2") for k in sys.modules)
     """)
-    assert r.returncode == 0, r.stderr
-    assert "18 sweep points" in r.stderr and "10.0.2.2/24" in r.stderr
+    assert "18 sweep points" in r.stderr and "10.0.2.2/24" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Mininet is not importable" in r.stderr and "pyroute2 is not importable" in r.stderr
 
 
 def test_figures_from_the_recorded_run_without_mininet_or_pyroute2(tmp_path):

@@ -13,21 +13,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import BIN, REPO, cli
+from helpers import BIN, REPO, cli, write_spec
 
 pytestmark = pytest.mark.root
 
 
 def channel_spec(tmp_path: Path, bws, duration=2, **extra) -> Path:
-    spec = yaml.safe_load((REPO / "experiments/dual-channel-max.yaml").read_text())
-    spec["topology"] = str(REPO / "topologies/dual-channel.yaml")
-    spec["traffic"].update(duration=duration, repetitions=1)
-    spec["sweep"] = {"parameters": {"links[1].bw": list(bws)}}
-    spec["outputs"]["dir"] = str(tmp_path / "results")
-    spec.update(extra)
-    p = tmp_path / "sweep.yaml"
-    p.write_text(yaml.safe_dump(spec))
-    return p
+    def mutate(spec):
+        spec["sweep"] = {"parameters": {"links[1].bw": list(bws)}}
+        spec.update(extra)
+
+    return write_spec(tmp_path, "dual-channel-max", traffic={"duration": duration, "repetitions": 1},
+                      mutate=mutate, name="sweep.yaml")
 
 
 def test_sweep_changes_links_in_place(tmp_path, no_leftovers):

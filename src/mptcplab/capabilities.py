@@ -45,7 +45,10 @@ def has_netem() -> bool:
 
 
 def _genl_family_exists(name: str) -> bool:
-    from pyroute2.netlink.generic import GenericNetlinkSocket
+    try:
+        from pyroute2.netlink.generic import GenericNetlinkSocket
+    except ImportError:  # reported by the preflight (capabilities.pyroute2)
+        return False
 
     sock = GenericNetlinkSocket()
     try:
@@ -116,6 +119,14 @@ def tool_version(argv: tuple[str, ...], pattern: str) -> str | None:
     return m.group(1) if m else None
 
 
+def pyroute2_version() -> str | None:
+    try:
+        from pyroute2 import __version__ as version
+    except ImportError:
+        return None
+    return str(version)
+
+
 def mininet_version() -> str | None:
     try:
         from mininet.net import VERSION
@@ -164,6 +175,7 @@ class Capabilities:
     ethtool: bool
     cc: bool
     nsenter: bool
+    pyroute2: str | None = None
 
     @property
     def datapath(self) -> str:
@@ -201,6 +213,7 @@ def probe() -> Capabilities:
         ethtool=bool(shutil.which("ethtool")),
         cc=bool(shutil.which("cc") or shutil.which("gcc")),
         nsenter=bool(shutil.which("nsenter")),
+        pyroute2=pyroute2_version(),
     )
 
 

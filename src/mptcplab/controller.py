@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from .paths import COOKIE_DEFAULT, Topology, proactive_rules
+from .paths import COOKIE_DEFAULT, ControllerTopology, proactive_rules
 
 LOOPBACK = "127.0.0.1"
 REPO_CONTROLLERS = Path(__file__).resolve().parents[2] / "controllers"
@@ -68,7 +68,7 @@ def flow_count(sw: str) -> int:
 class StaticController:
     kind = "static"
 
-    def __init__(self, topo: Topology):
+    def __init__(self, topo: ControllerTopology):
         self.topo = topo
         self.rules, self.paths = proactive_rules(topo)
 
@@ -262,7 +262,7 @@ class PoxController:
 
     kind = "pox"
 
-    def __init__(self, topo: Topology, pox_home: Path, port: int | None,
+    def __init__(self, topo: ControllerTopology, pox_home: Path, port: int | None,
                  open_log: Callable[[], BinaryIO], write_topology: Callable[[dict[str, Any]], Path]):
         self.topo = topo
         self.pox_home = pox_home

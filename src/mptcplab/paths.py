@@ -44,7 +44,7 @@ class TopoLink:
 
 
 @dataclass
-class Topology:
+class ControllerTopology:
     """What the controller needs: nodes, ports and rates. Written by the harness as JSON."""
 
     hosts: dict[str, list[dict[str, Any]]]  # host -> [{name, ip, switch, switch_port}]
@@ -60,14 +60,14 @@ class Topology:
         return json.dumps(d, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "Topology":
+    def from_json(cls, text: str) -> "ControllerTopology":
         d = json.loads(text)
         d["links"] = [TopoLink(**l) for l in d["links"]]
         d["port_subflow"] = {int(k): v for k, v in d.get("port_subflow", {}).items()}
         return cls(**d)
 
     @classmethod
-    def load(cls, path: str | FsPath) -> "Topology":
+    def load(cls, path: str | FsPath) -> "ControllerTopology":
         return cls.from_json(FsPath(path).read_text())
 
     def graph(self) -> nx.MultiGraph:
@@ -111,7 +111,7 @@ def _order(paths: Iterable[list[str]]) -> list[list[str]]:
     return sorted(paths, key=lambda p: (len(p), p))
 
 
-def independent_paths(topo: Topology, src: str, dst: str) -> list[list[str]]:
+def independent_paths(topo: ControllerTopology, src: str, dst: str) -> list[list[str]]:
     """Edge-disjoint paths, as many as the max-flow with unit capacities allows.
 
     Among several such sets the one with the most capacity wins (each path's bottleneck summed),
@@ -158,12 +158,12 @@ def _attach(g: nx.Graph, host: str) -> str:
     return sorted(g.neighbors(host))[0]
 
 
-def shortest_paths(topo: Topology, src: str, dst: str, k: int = 16) -> list[list[str]]:
+def shortest_paths(topo: ControllerTopology, src: str, dst: str, k: int = 16) -> list[list[str]]:
     g = _hosts_as_ends(_simple(topo.graph()), src, dst)
     return [list(p) for p in itertools.islice(nx.shortest_simple_paths(g, src, dst), k)]
 
 
-def dependent_paths(topo: Topology, src: str, dst: str, k: int = 16) -> list[list[str]]:
+def dependent_paths(topo: ControllerTopology, src: str, dst: str, k: int = 16) -> list[list[str]]:
     """The shortest path, then the others ranked by links shared with the set so far (most
     first), then by length."""
     pool = shortest_paths(topo, src, dst, k)
@@ -177,7 +177,7 @@ def dependent_paths(topo: Topology, src: str, dst: str, k: int = 16) -> list[lis
     return chosen
 
 
-def path_set(topo: Topology, src: str, dst: str, policy: str) -> list[list[str]]:
+def path_set(topo: ControllerTopology, src: str, dst: str, policy: str) -> list[list[str]]:
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
     if policy == "shortest":
@@ -202,7 +202,7 @@ def shared_links(paths: list[list[str]]) -> dict[tuple[str, str], int]:
     return {e: n for e, n in sorted(count.items()) if n > 1}
 
 
-def max_flow(topo: Topology, src: str, dst: str) -> float:
+def max_flow(topo: ControllerTopology, src: str, dst: str) -> float:
     """The known answer: h1 -> h2 max-flow in Mbit/s over the links' rates (both directions)."""
     g = _hosts_as_ends(_simple(topo.graph()), src, dst)
     d = nx.DiGraph()
@@ -244,7 +244,7 @@ PRIO_SUBFLOW, PRIO_PAIR, PRIO_DEFAULT = 300, 200, 100
 COOKIE_FWD, COOKIE_REV, COOKIE_DEFAULT = 0x100, 0x200, 0x1
 
 
-def hop_ports(topo: Topology, path: list[str]) -> list[tuple[str, int, int]]:
+def hop_ports(topo: ControllerTopology, path: list[str]) -> list[tuple[str, int, int]]:
     """(switch, in_port, out_port) for every switch on a path."""
     g = topo.graph()
     out = []
@@ -257,11 +257,11 @@ def hop_ports(topo: Topology, path: list[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-def host_ips(topo: Topology, host: str) -> list[str]:
+def host_ips(topo: ControllerTopology, host: str) -> list[str]:
     return [i["ip"] for i in topo.hosts[host] if i.get("ip")]
 
 
-def default_rules(topo: Topology) -> list[Rule]:
+def default_rules(topo: ControllerTopology) -> list[Rule]:
     """ARP and IP delivery to every host address along a shortest-path tree toward it: no
     flooding, so meshed topologies have no loops."""
     rules = []
@@ -281,14 +281,14 @@ def default_rules(topo: Topology) -> list[Rule]:
     return rules
 
 
-def _port(topo: Topology, u: str, v: str) -> int:
+def _port(topo: ControllerTopology, u: str, v: str) -> int:
     g = topo.graph()
     k = min(g.get_edge_data(u, v))
     l: TopoLink = g.edges[u, v, k]["link"]
     return l.a_port if l.a == u else l.b_port
 
 
-def subflow_rules(topo: Topology, paths: list[list[str]], client_ip: str, server_ip: str,
+def subflow_rules(topo: ControllerTopology, paths: list[list[str]], client_ip: str, server_ip: str,
                   port_subflow: dict[int, int]) -> list[Rule]:
     """Subflow i (to a server port mapped to i) along paths[i % len(paths)], both directions."""
     rules = []
@@ -302,7 +302,7 @@ def subflow_rules(topo: Topology, paths: list[list[str]], client_ip: str, server
     return rules
 
 
-def pair_rules(topo: Topology, paths: list[list[str]], pairs: list[tuple[str, str]]) -> list[Rule]:
+def pair_rules(topo: ControllerTopology, paths: list[list[str]], pairs: list[tuple[str, str]]) -> list[Rule]:
     """Address pair k pinned (all IP traffic, both ways) to paths[k % len(paths)]."""
     rules = []
     for k, (cip, sip) in enumerate(pairs):
@@ -313,7 +313,7 @@ def pair_rules(topo: Topology, paths: list[list[str]], pairs: list[tuple[str, st
     return rules
 
 
-def proactive_rules(topo: Topology) -> tuple[list[Rule], list[list[str]]]:
+def proactive_rules(topo: ControllerTopology) -> tuple[list[Rule], list[list[str]]]:
     """Every rule the static controller installs, and the path set they use.
 
     Per host interface the path set runs between the two interfaces' switches; single-homed

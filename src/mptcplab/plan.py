@@ -18,7 +18,7 @@ from .linkmodel import Direction, direction, directions
 from .spec import Experiment
 
 if TYPE_CHECKING:  # the path core (networkx) is imported lazily
-    from .paths import Topology
+    from .paths import ControllerTopology
 
 #: Mininet numbers host ports from 0 and switch ports from 1 (Switch.portBase).
 HOST_PORT_BASE = 0
@@ -451,13 +451,13 @@ def _switch_loop(exp: Experiment) -> list[str]:
     return [u for u, *_ in cycle] + [cycle[0][0]]
 
 
-def controller_topology(plan: Plan, first_port: int) -> "Topology":
+def controller_topology(plan: Plan, first_port: int) -> "ControllerTopology":
     """The resolved topology the controller works on (written as JSON for POX).
 
     ``port_subflow``: server port -> subflow index: the traffic port is subflow 0, a test's k-th
     signalled port subflow k + 1.
     """
-    from .paths import TopoLink, Topology
+    from .paths import TopoLink, ControllerTopology
 
     hosts = {h.name for h in plan.hosts}
     attach: dict[str, list[dict[str, Any]]] = {h.name: [] for h in plan.hosts}
@@ -473,5 +473,5 @@ def controller_topology(plan: Plan, first_port: int) -> "Topology":
     for t in plan.tests:
         for k, p in enumerate(t.signal_ports):
             port_subflow.setdefault(p, k + 1)
-    return Topology(hosts=attach, switches={s.name: s.dpid for s in plan.switches}, links=links,
+    return ControllerTopology(hosts=attach, switches={s.name: s.dpid for s in plan.switches}, links=links,
                     client=plan.client, server=plan.server, port_subflow=port_subflow, policy=plan.policy)

@@ -48,6 +48,8 @@ def machine_problems(caps: Capabilities, machine: Machine) -> list[str]:
     if caps.mininet is None:
         problems.append("Mininet is not importable: apt-get install mininet and use a venv made with "
                         "/usr/bin/python3 -m venv --system-site-packages (make setup does both)")
+    if caps.pyroute2 is None:
+        problems.append("pyroute2 is not importable: pip install pyroute2 into the venv (make setup)")
     if not caps.ovs_installed:
         problems.append("Open vSwitch is missing: apt-get install openvswitch-switch (make setup)")
     if caps.iperf3 is None:

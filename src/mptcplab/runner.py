@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from rich.console import Console
 
 from . import capabilities, console as show, preflight, provenance, results, selfcheck, sweep
-from .errors import PreflightError, RunDirError, SpecError
+from .errors import BusyError, PreflightError, RunDirError, SpecError
 from .ids import new_run_id
 from .plan import Plan, controller_topology, make_plan
 from .rows import (
@@ -84,9 +84,17 @@ def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
     console = console or Console(stderr=True)
     source = load(opts)
     points = plan_points(source.exp, source.run_id)
-    if opts.dry_run:
+    if opts.dry_run:  # the plan, and whether this machine would run it; nothing is created
         show.show_plan(points[0].exp, points[0].plan, console)
         show.show_points([p.point for p in points], {p.point.id: p.plan for p in points}, console)
+        from .lock import MachineLock
+
+        holder = MachineLock().holder()
+        if holder:  # its bridges and interfaces would be listed as clashes: say why instead
+            raise BusyError([f"another mptcplab run holds this machine: run {holder.get('run_id')} (pid "
+                             f"{holder.get('pid')}, since {holder.get('started')}); a run now would be refused"])
+        check_machine(points, opts)
+        console.print("preflight: this machine can run every point")
         return None
     with hold_machine(source, opts):
         caps, pox_home = check_machine(points, opts)

@@ -110,6 +110,9 @@ class PathResult:
     measured_loss_pct: float | None = None
     loss_packets: int | None = None
     loss_ok: bool | None = None
+    pings_sent: int = 0
+    pings_answered: int = 0
+    rtt_tolerance_ms: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -191,6 +194,7 @@ def _udp(network: Any, route: Route, rate_mbps: float, seconds: int, port: int) 
 
 def _check_rtt(res: PathResult, route: Route, rtts: list[float], n: int, rtt_tol_pct: float,
                rtt_tol_ms: float) -> None:
+    res.pings_sent, res.pings_answered = n, len(rtts)
     least = min_answers(n, route.round_trip_loss())
     if len(rtts) < least:
         res.rtt_ok = False
@@ -199,7 +203,7 @@ def _check_rtt(res: PathResult, route: Route, rtts: list[float], n: int, rtt_tol
         res.measured_rtt_ms = statistics.median(rtts)
         # Every link crossed may add its forwarding cost (emulator, OVS) on top of the spec;
         # jitter adds the median's sampling error.
-        tol = rtt_tolerance_ms(route, len(rtts), rtt_tol_pct, rtt_tol_ms)
+        tol = res.rtt_tolerance_ms = rtt_tolerance_ms(route, len(rtts), rtt_tol_pct, rtt_tol_ms)
         if res.rtt_ok is None:
             res.rtt_ok = abs(res.measured_rtt_ms - res.expected_rtt_ms) <= tol
 

@@ -26,6 +26,8 @@ from typing import Any
 from .spec import Experiment, SpecError, parse_spec
 
 _INDEX = re.compile(r"^links\[(\d+)\]\.(.+)$")
+#: Top-level fields a sweep cannot vary.
+UNSWEPT = ("name", "description", "outputs", "sweep", "figures")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,11 @@ def points(exp: Experiment, extra: dict[str, list[Any]] | None = None) -> list[P
     sw = exp.sweep
     params: dict[str, list[Any]] = dict(sw.parameters) if sw else {}
     params.update(extra or {})
+    fixed = [p for z in (sw.zip if sw else []) for p in z] + list(params)
+    bad = [p for p in fixed if p.split(".")[0] in UNSWEPT]
+    if bad:
+        raise SpecError([f"sweep: {p}: one run has one name, one output directory and one sweep; "
+                         "sweep link, MPTCP, traffic, controller or emulation fields" for p in bad])
     groups: list[list[tuple[tuple[str, Any], ...]]] = []
     for path, values in params.items():
         groups.append([((path, v),) for v in values])
