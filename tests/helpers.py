@@ -91,13 +91,6 @@ def bridge_exists(name: str) -> bool:
                                   text=True).stdout.split()
 
 
-def cli(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess[str]:
-    """Run one of the package's console scripts as a user would."""
-    exe = str(BIN / args[0])
-    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=timeout,
-                          cwd=kw.pop("cwd", REPO), **kw)
-
-
 # --------------------------------------------------------------------------- black-box runs
 
 

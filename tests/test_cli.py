@@ -92,3 +92,36 @@ def test_pox_reached_only_through_a_swept_kind_is_checked_up_front(tmp_path):
 def test_fields_a_sweep_cannot_vary(tmp_path):
     r = cli("run-experiment", "dual-path", "--dry-run", "--set", "outputs.dir=/tmp/a,/tmp/b")
     assert r.returncode == 2 and "sweep: outputs.dir: one run has one name" in r.stderr.replace("\n", " ")
+
+
+def test_plot_on_a_damaged_summary_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "tests/data/recorded-run", run)
+    (run / "summary.csv").write_text("a,b\n1,2\n")
+    r = cli("mptcplab", "plot", str(run))
+    assert r.returncode == 2 and "summary.csv: no column" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plot_of_a_run_where_every_test_failed_draws_nothing_and_says_so(tmp_path):
+    import pandas as pd
+
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "tests/data/recorded-run", run)
+    df = pd.read_csv(run / "summary.csv")
+    df["error"], df["goodput_mbps"] = "iperf3: the server has terminated", None
+    df.to_csv(run / "summary.csv", index=False)
+    r = cli("mptcplab", "plot", str(run))
+    assert r.returncode == 0 and r.stdout == "" and "Traceback" not in r.stderr
+
+
+def test_resume_over_the_leftovers_of_a_killed_attempt_asks_for_clean(tmp_path):
+    """Resuming would record the run afresh and lose what `mptcplab clean` needs to remove."""
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "tests/data/recorded-run", run)
+    state = tmp_path / "state"
+    state.mkdir()
+    run_id = json.loads((run / "metadata.json").read_text())["run_id"]
+    (state / f"{run_id}.json").write_text("{}")
+    env = {**os.environ, "MPTCPLAB_STATE_DIR": str(state)}
+    r = cli("run-experiment", "--resume", str(run), "--dry-run", env=env)
+    assert r.returncode == 2 and "run `mptcplab clean` first" in r.stderr.replace("\n", " "), r.stderr

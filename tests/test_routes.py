@@ -8,7 +8,7 @@ import yaml
 
 from mptcplab.plan import make_plan
 from mptcplab.routes import MAX_TEST_SECONDS, expected_seconds, routes, time_limit
-from mptcplab.selfcheck import MAX_PINGS, min_answers, pings_needed
+from mptcplab.routes import MAX_PINGS, min_answers, pings_needed
 from mptcplab.spec import load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def test_hopeless_loss_needs_no_self_check_but_a_refusal():
 
 
 def test_jittery_routes_get_pings_enough_for_their_median():
-    from mptcplab.selfcheck import pings_for_jitter, rtt_tolerance_ms
+    from mptcplab.routes import pings_for_jitter, rtt_tolerance_ms
 
     r = routes(plan_with(bw=None, delay=2, jitter=10))[0]
     assert r.rtt_sd_ms() == pytest.approx(4 * 15.84 ** 0.5 / 2, rel=1e-6)  # four crossings

@@ -1,8 +1,9 @@
 """What this machine can do: netem, OVS datapaths, iperf3's MPTCP support, MPTCP sysctls.
 
-:func:`probe` changes nothing (the netem probe runs inside a throw-away network namespace; no
-module is loaded, no service started), so it can run before the preflight and a refused run leaves
-the machine as it found it. :func:`prepare` then does what a run needs -- start Open vSwitch, load
+:func:`probe` starts nothing and writes nothing (the netem probe runs inside a throw-away network
+namespace), so it can run before the preflight and a refused run leaves no process, file or bridge
+behind -- though asking whether netem or the OVS datapath exists lets the kernel autoload their
+modules, as any `tc` or netlink user would. :func:`prepare` then does what a run needs -- start Open vSwitch, load
 the openvswitch module where the kernel allows -- and probes again. Every answer is recorded in
 each result, so a reader knows how the links were emulated.
 """

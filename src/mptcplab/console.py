@@ -63,6 +63,9 @@ def show_summary(rows: list[dict[str, Any]], timings: dict[str, float], failed: 
                  run_dir: Any, console: Console) -> None:
     df = pd.DataFrame(rows)
     ok = df[df["error"].isna()] if "error" in df else df
+    if ok.empty or "goodput_mbps" not in ok:
+        console.print("[red]no test measured anything[/]")
+        ok = pd.DataFrame(columns=["protocol", "goodput_mbps", "subflows"])
     t = Table(title="goodput (Mbit/s)")
     for c in ("protocol", "n", "mean", "min", "max", "subflows"):
         t.add_column(c)

@@ -334,16 +334,18 @@ def render(run_dir: str | Path | RunDir, formats: list[str] | None = None) -> li
     if link_rate and maxflow and abs(maxflow - link_rate) < 1e-9:
         maxflow = None
     paths: list[Path] = []
+    ok = df[df["error"].isna() & df["goodput_mbps"].notna()]
+    if ok.empty:  # every test failed: nothing to draw
+        return paths
     every = [c for c in meta.swept if c in df]
     swept = factors(df, every)
     if not swept:
         paths += goodput_by_variant(df, rd, formats, link_rate, maxflow)
     for x in swept:
         paths += goodput_vs(df, x, rd, formats, every)
-    if len(swept) >= 2 and {"mptcp", "tcp"} <= set(df["protocol"]):
+    if len(swept) >= 2 and {"mptcp", "tcp"} <= set(ok["protocol"]):
         paths += gain_heatmap(df, swept[0], swept[1], rd, formats, swept[2:], every)
-    if df["error"].notna().sum() < len(df):
-        paths += goodput_cdf(df, rd, formats)
+    paths += goodput_cdf(df, rd, formats)
     sub = rd.read_subflows()
     if sub is not None and not sub.empty:
         by = "point" if "point" in sub and sub["point"].nunique() > 1 else "test"

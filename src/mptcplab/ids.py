@@ -30,3 +30,11 @@ def check_run_id(value: object, where: str) -> str:
     if not is_run_id(value):
         raise ValueError(f"{where}: {value!r} is not a run id (YYYYMMDD-HHMMSS-xxxx)")
     return value  # type: ignore[return-value]
+
+#: Host and switch names: a letter, then letters, digits or '_', at most 10 characters, so that
+#: NAME-ethNNNN fits Linux's 15-character interface names. Checked with fullmatch everywhere
+#: (spec, registry state files, the switch class): `re.match` with `$` let "h1\n" through.
+NODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}")
+#: Interfaces the toolkit creates: a node name, optionally -ethN.
+INTERFACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}(-eth[0-9]{1,4})?")
+IFNAME_MAX = 15

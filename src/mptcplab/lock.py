@@ -77,7 +77,7 @@ class MachineLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise BusyError([self._busy_message()]) from None
+                raise BusyError([self.busy_message()]) from None
             pid = os.getpid()
             st = proc_stat(pid)
             content = {"pid": pid, "starttime": st.starttime if st else 0, "run_id": run_id,
@@ -136,7 +136,7 @@ class MachineLock:
             return None
         return d
 
-    def _busy_message(self) -> str:
+    def busy_message(self) -> str:
         # The holder writes its name just after taking the lock: give it a moment.
         h = None
         for _ in range(20):

@@ -195,7 +195,7 @@ class Network:
         Waits as long as the route's delay and loss need: a ping's wait covers its longest RTT,
         and a lossy route gets as many tries as the self-check would send."""
         from .routes import routes
-        from .selfcheck import pings_needed
+        from .routes import pings_needed
 
         assert self.mininet is not None
         node = self.mininet[self.plan.client]
@@ -333,20 +333,22 @@ class Network:
     # ------------------------------------------------------------------ tear down
 
     def stop(self) -> None:
-        t0 = time.monotonic()
-        if self.controller is not None:
-            self.controller.stop()
-        if self.mininet is not None:
-            try:
-                self.mininet.stop()
-            finally:
-                self.mininet = None
-        # Whatever Mininet did not remove (processes we spawned, a half-built bridge), we do.
         from .registry import CleanReport, clean_state
 
-        clean_state(self.registry.state, CleanReport())
-        self.registry.forget_network()
-        self.timings["teardown_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        try:
+            if self.controller is not None:
+                self.controller.stop()
+        finally:
+            try:
+                if self.mininet is not None:
+                    self.mininet.stop()
+            finally:
+                self.mininet = None
+                # Whatever Mininet did not remove (processes we spawned, a half-built bridge), we do.
+                clean_state(self.registry.state, CleanReport())
+                self.registry.forget_network()
+                self.timings["teardown_s"] = time.monotonic() - t0
 
 
 def _json_or_text(text: str) -> Any:
@@ -385,9 +387,9 @@ class NetworkSession:
         self.close()
         net = Network(plan, self.caps, self.registry, shaper=exp.emulation.shaper, seed=exp.emulation.seed,
                       controller=self.make_controller(exp, plan))
-        self.network = net  # before start: a half-built network is still torn down by close()
+        self.network, self.point_id = net, point_id  # a half-built network is torn down by close()
         net.start()
-        self._spec, self.point_id = spec, point_id
+        self._spec = spec
         return net
 
     def close(self) -> None:

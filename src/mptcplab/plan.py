@@ -108,10 +108,6 @@ class PlanLink:
     up: Direction
     down: Direction
 
-    def along(self, from_node: str) -> Direction:
-        """The direction of this link leaving ``from_node``."""
-        return self.up if from_node == self.intf1.node else self.down
-
 
 @dataclass(frozen=True)
 class PlanTest:
@@ -415,6 +411,12 @@ def _tests(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> 
                                       signal_ports=ports, expected_subflows=want))
     if any(p > 65535 for t in tests for p in t.signal_ports):
         problems.append("variants: too many tests for fresh signal ports (at most about 4500)")
+    for t in tests:
+        ports = t.signal_ports
+        if len(set(ports)) != len(ports) or exp.traffic.port in ports:
+            problems.append(f"mptcp.hosts.{exp.traffic.server}.signal_ports: {list(ports)} repeat a port or "
+                            f"include traffic.port {exp.traffic.port}: each signalled port must be a new one")
+            break
     _check_endpoint_limit(hosts, tests, exp.traffic.server, problems)
     return tests
 

@@ -15,7 +15,7 @@ from .errors import PreflightError
 from .linkmodel import LinkEmulationError, choose_backend
 from .plan import Plan
 from .routes import MAX_TEST_SECONDS, expected_seconds, routes
-from .selfcheck import pings_needed
+from .routes import pings_needed
 from .spec import Experiment
 
 

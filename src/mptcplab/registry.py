@@ -40,18 +40,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import RunDirError
-from .ids import check_run_id, is_run_id
+from .ids import IFNAME_MAX, INTERFACE_NAME, NODE_NAME, check_run_id, is_run_id
+from .ovsdb import OvsError, remove_if_tagged
 
+#: The default state directory when the process started (tests read it); the registry itself
+#: reads MPTCPLAB_STATE_DIR each time (default_state_dir()).
 STATE_DIR = Path(os.environ.get("MPTCPLAB_STATE_DIR", "/var/lib/mptcplab/runs"))
-BRIDGE_TAG = "mptcplab-run"
 ALIAS_PREFIX = "mptcplab:"
 #: Version of the state file format (1: namespaces were bare inode numbers, no boot id).
 STATE_VERSION = 2
 #: Bridge (switch) names, as the spec allows them (spec.NAME_RE).
-BRIDGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}")
+BRIDGE_NAME = NODE_NAME
 #: Interface names the toolkit creates in the root namespace: switch names and NODE-ethK.
-IFACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}(-eth[0-9]{1,2})?")
-IFNAME_MAX = 15
+IFACE_NAME = INTERFACE_NAME
 BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: A state file larger than this is not one of ours.
 MAX_STATE_BYTES = 4 << 20
@@ -394,14 +395,6 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
-def bridge_tag(name: str) -> str | None:
-    r = _run(["ovs-vsctl", "--timeout=5", "--if-exists", "get", "Bridge", check_name(name, "bridge", BRIDGE_NAME),
-              f"external_ids:{BRIDGE_TAG}"])
-    if r.returncode != 0:
-        return None
-    return r.stdout.strip().strip('"') or None
-
-
 def bridge_exists(name: str) -> bool:
     return _run(["ovs-vsctl", "--timeout=5", "br-exists", check_name(name, "bridge", BRIDGE_NAME)]).returncode == 0
 
@@ -526,10 +519,6 @@ def kill_and_wait(records: list[ProcessRecord], wait_s: float = WAIT_S) -> tuple
             os.close(fd)
 
 
-def kill_processes(records: list[ProcessRecord], wait_s: float = WAIT_S) -> int:
-    return kill_and_wait(records, wait_s)[0]
-
-
 def _wait_until(gone: Callable[[], bool], deadline: float) -> bool:
     while not gone():
         if time.monotonic() >= deadline:
@@ -560,14 +549,19 @@ def clean_state(state: RunState, report: CleanReport, wait_s: float = WAIT_S) ->
     report.remaining += [f"run {state.run_id}: {p.describe()} still exists {wait_s:g} s after SIGKILL"
                          for p in left]
     for br in state.bridges:
-        tag = bridge_tag(br)
-        if tag == state.run_id:
-            _run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", br])
+        try:
+            removed, tag = remove_if_tagged(check_name(br, "bridge", BRIDGE_NAME), state.run_id)
+        except OvsError as e:
+            report.remaining.append(f"run {state.run_id}: bridge {br}: {e}")
+            continue
+        if removed:
             report.bridges.append(br)
             if not _wait_until(lambda: not bridge_exists(br), deadline):
                 report.remaining.append(f"run {state.run_id}: bridge {br} still exists")
         elif tag is not None:
             report.skipped.append(f"bridge {br} belongs to run {tag}")
+        elif bridge_exists(br):
+            report.skipped.append(f"bridge {br} is not tagged by this run; left alone")
     for ifname in state.interfaces:
         alias = interface_alias(ifname)
         if alias == ALIAS_PREFIX + state.run_id:

@@ -6,6 +6,7 @@ Layout (see results/README.md)::
         spec.yaml  plan.json  metadata.json  points.json  summary.csv  subflows.csv
         selfcheck.json | selfcheck-<point>.json  controller-topology.json  .lock
         raw/<test>-client.json  raw/<test>-server.json  raw/<test>-samples.csv  raw/<test>-counters.json
+        raw/<test>-flows.json (with a controller)  raw/pox.log  controller-topology.json  .lock
         raw/pox.log
         figures/
 
@@ -52,7 +53,6 @@ from pydantic import BaseModel, ConfigDict, StrictInt, TypeAdapter, ValidationEr
 
 from . import ids
 from .errors import BusyError, RunDirError
-from .ids import new_run_id  # noqa: F401  (re-exported: the runner takes run ids from here)
 
 # --------------------------------------------------------------------------- names
 
@@ -82,6 +82,8 @@ SUMMARY_COLUMNS = [
     "expected_subflows", "subflows_ok", "duration_s", "bytes", "error",
 ]
 POINT_STATUSES = ("pending", "done", "failed")
+#: Columns a summary.csv cannot do without (figures and resume read them).
+SUMMARY_REQUIRED = ("experiment", "test", "protocol", "goodput_mbps", "error")
 PointStatus = Literal["pending", "done", "failed"]
 
 FILE_MODE = 0o644
@@ -106,6 +108,18 @@ def selfcheck_name(point_id: str | None) -> str:
 def samples_name(test: str) -> str:
     """raw/<test>-samples.csv: the per-subflow samples of one test."""
     return _name(f"{test}-samples.csv")
+
+
+#: The JSON files of one test in raw/: iperf3's client and server, MIB counter deltas, the
+#: switches' per-rule byte counters (with a controller).
+RAW_KINDS = ("client", "server", "counters", "flows")
+
+
+def raw_name(test: str, kind: str) -> str:
+    """raw/<test>-<kind>.json."""
+    if kind not in RAW_KINDS:
+        raise ValueError(f"{kind!r} is not one of {RAW_KINDS}")
+    return _name(f"{test}-{kind}.json")
 
 
 def _name(name: str) -> str:
@@ -297,14 +311,6 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         os.close(fd)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, _json(obj))
-
-
-def write_csv(path: Path, rows: Iterable[dict[str, Any]], first: list[str] | None = None) -> None:
-    write_atomic(path, _csv(rows, first))
-
-
 # --------------------------------------------------------------------------- validation of what is read back
 
 
@@ -424,7 +430,7 @@ class RunDir:
         if not EXPERIMENT.fullmatch(experiment):
             raise RunDirError(f"name: {experiment!r} is not an experiment name")
         try:
-            run_id = ids.check_run_id(run_id, "run id") if run_id is not None else new_run_id()
+            run_id = ids.check_run_id(run_id, "run id") if run_id is not None else ids.new_run_id()
         except ValueError as e:
             raise RunDirError(str(e)) from None
         owner = sudo_owner()
@@ -767,6 +773,9 @@ class RunDir:
         df = self._csv_frame(None, SUMMARY)
         if df is None:
             raise RunDirError(f"{self.path}: no {SUMMARY} (no test finished, or not a run directory)")
+        missing = [c for c in SUMMARY_REQUIRED if c not in df]
+        if missing:
+            raise RunDirError(f"{self.path / SUMMARY}: no column {', '.join(missing)}; {_ALTERED}")
         return df
 
     def read_subflows(self) -> pd.DataFrame | None:
@@ -906,9 +915,3 @@ def _as_rundir(run_dir: str | Path | RunDir) -> RunDir:
 
 def read_summary(run_dir: str | Path | RunDir) -> pd.DataFrame:
     return _as_rundir(run_dir).read_summary()
-
-
-def read_metadata(run_dir: str | Path | RunDir) -> dict[str, Any]:
-    """metadata.json validated, {} when there is none."""
-    rd = _as_rundir(run_dir)
-    return rd.metadata if rd._read(None, METADATA) is not None else {}

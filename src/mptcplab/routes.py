@@ -18,10 +18,18 @@ from .linkmodel import Direction
 from .plan import Plan, PlanIntf, PlanLink
 
 PING_FRAME_BYTES = 98       # 56 bytes of ICMP payload + 8 ICMP + 20 IP + 14 Ethernet
-DATA_FRAME_BYTES = 1514     # a full-sized TCP segment on Ethernet
 MSS_BYTES = 1448
 #: The longest test mptcplab agrees to start: a transfer expected to outlast it is refused.
 MAX_TEST_SECONDS = 4 * 3600
+#: The self-check's pings: at least this many answers to take a median of.
+MIN_ANSWERS = 5
+#: The check fails only when fewer pings come back than the route's loss explains at this level.
+FALSE_ALARM = 1e-3
+#: More pings than this per route and the self-check cannot tell the route from its loss.
+MAX_PINGS = 2000
+#: z for a two-sided 99.9% band, and the median's standard error in standard deviations * sqrt(n)
+Z_999 = 3.29
+MEDIAN_SE = 1.2533
 
 
 @dataclass(frozen=True)
@@ -143,3 +151,60 @@ def time_limit(plan: Plan, duration: float | None, nbytes: int | None, margin: f
 def connect_timeout_ms(plan: Plan) -> int:
     """iperf3's --connect-timeout: 5 s, plus four of the longest RTT (a SYN and its retries)."""
     return int(5000 + 4 * max((r.max_rtt_ms() for r in routes(plan)), default=0.0))
+
+
+# --------------------------------------------------------------------------- the self-check's pings
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p) (terms in logs: n reaches thousands)."""
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0:
+        return 1.0
+    if p >= 1:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    lnf = math.lgamma(n + 1)
+    return min(1.0, sum(math.exp(lnf - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
+                        for i in range(k + 1)))
+
+
+def pings_needed(round_trip_loss: float, answers: int = MIN_ANSWERS, false_alarm: float = FALSE_ALARM) -> int | None:
+    """Pings to send so that ``answers`` come back with probability 1 - false_alarm when each is
+    lost (either way) with the given probability; None above MAX_PINGS."""
+    q = 1 - round_trip_loss
+    if q <= 0:
+        return None
+    n = max(10, answers)
+    while _binom_cdf(answers - 1, n, q) > false_alarm:
+        n = int(n * 1.25) + 1
+        if n > MAX_PINGS:
+            return None
+    return n
+
+
+def pings_for_jitter(rtt_sd_ms: float, tolerance_ms: float) -> int:
+    """Pings whose median lands within tolerance of the expected RTT despite the links' jitter
+    (99.9% of the time): the median's standard error must fit the tolerance."""
+    if rtt_sd_ms <= 0:
+        return 0
+    return min(MAX_PINGS, math.ceil((Z_999 * MEDIAN_SE * rtt_sd_ms / tolerance_ms) ** 2))
+
+
+def rtt_tolerance_ms(route: Route, answers: int, pct: float, per_link_ms: float) -> float:
+    """How far the measured median RTT may be from the expected one: the spec's tolerance
+    (percent, plus forwarding cost per link), plus the median's sampling error under jitter."""
+    tol = route.expected_rtt_ms() * pct / 100 + per_link_ms * len(route.hops)
+    if answers:
+        tol += Z_999 * MEDIAN_SE * route.rtt_sd_ms() / math.sqrt(answers)
+    return tol
+
+
+def min_answers(n: int, round_trip_loss: float, false_alarm: float = FALSE_ALARM) -> int:
+    """The fewest answers out of n that the route's loss still explains (lower binomial bound)."""
+    q = 1 - round_trip_loss
+    k = 0
+    while k < n and _binom_cdf(k, n, q) < false_alarm:
+        k += 1
+    return max(k, 1)

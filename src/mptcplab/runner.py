@@ -83,26 +83,19 @@ def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
     PlanError, PreflightError, RunDirError, BusyError) before anything is created."""
     console = console or Console(stderr=True)
     source = load(opts)
-    points = plan_points(source.exp, source.run_id)
-    if opts.dry_run:  # the plan, and whether this machine would run it; nothing is created
-        show.show_plan(points[0].exp, points[0].plan, console)
-        show.show_points([p.point for p in points], {p.point.id: p.plan for p in points}, console)
-        from .lock import MachineLock
-
-        holder = MachineLock().holder()
-        if holder:  # its bridges and interfaces would be listed as clashes: say why instead
-            raise BusyError([f"another mptcplab run holds this machine: run {holder.get('run_id')} (pid "
-                             f"{holder.get('pid')}, since {holder.get('started')}); a run now would be refused"])
-        check_machine(points, opts)
-        console.print("preflight: this machine can run every point")
-        return None
-    with hold_machine(source, opts):
-        caps, pox_home = check_machine(points, opts)
-        caps = prepare_machine(caps, points)
-        with open_run(source, points, caps, opts) as active:
-            run_points(active, points, caps, pox_home, console)
-    if opts.figures and active.rows:
-        draw_figures(active.rd, active.exp, console)
+    try:
+        points = plan_points(source.exp, source.run_id)
+        if opts.dry_run:
+            return dry_run(source, points, opts, console)
+        with hold_machine(source, opts):
+            caps, pox_home = check_machine(source, points, opts)
+            with open_run(source, points, caps, opts) as active:
+                run_points(active, points, pox_home, console)
+                if opts.figures and active.rows:
+                    draw_figures(active.rd, active.exp, console)
+    finally:
+        if source.resume:
+            source.resume.close()  # its lock, taken when it was opened
     show.show_summary(active.rows, active.timings, active.failed, active.flagged, active.rd.path, console)
     return RunReport(active.rd.path, active.rows, active.flagged, active.timings, active.failed)
 
@@ -164,15 +157,36 @@ def check_figures(exp: Experiment, points: list[PointPlan]) -> None:
         raise SpecError(problems)
 
 
-def check_machine(points: list[PointPlan], opts: RunOptions) -> tuple[capabilities.Capabilities, Path | None]:
-    """Probe the machine (changing nothing) and hold every point against it."""
+def dry_run(source: Source, points: list[PointPlan], opts: RunOptions, console: Console) -> None:
+    """The plan, and whether this machine would run it now; nothing is created."""
+    from .lock import MachineLock
+
+    show.show_plan(points[0].exp, points[0].plan, console)
+    show.show_points([p.point for p in points], {p.point.id: p.plan for p in points}, console)
+    lock = MachineLock()
+    if lock.holder():  # its bridges and interfaces would be listed as clashes: say why instead
+        raise BusyError([lock.busy_message() + "; a run now would be refused"])
+    check_machine(source, points, opts)
+    console.print("preflight: this machine can run every point")
+
+
+def check_machine(source: Source, points: list[PointPlan], opts: RunOptions
+                  ) -> tuple[capabilities.Capabilities, Path | None]:
+    """Probe the machine (starting and writing nothing) and hold every point against it."""
     from .controller import POX_HELP, find_pox, pox_checkout_problems
+    from .registry import default_state_dir, state_path
 
     caps = capabilities.probe()
     machine = preflight.Machine(root=os.geteuid() == 0, bridges=capabilities.existing_bridges(),
                                 interfaces=capabilities.existing_interfaces())
     pox_home = None
     problems = []
+    if source.resume and state_path(source.run_id, default_state_dir()).exists():
+        problems.append(f"--resume: the run's last attempt left processes, bridges or interfaces behind "
+                        f"(recorded in {state_path(source.run_id, default_state_dir())}): run `mptcplab clean` first")
+    if opts.out is not None and os.path.lexists(opts.out):
+        problems.append(f"--out {opts.out}: exists; a run writes only into a new directory. Give a path that "
+                        f"does not exist yet, or --resume {opts.out} to finish the run recorded there")
     if any(p.exp.controller.kind == "pox" for p in points):  # a swept controller.kind counts too
         pox_home = find_pox(opts.pox_home)
         if pox_home is None:
@@ -222,6 +236,7 @@ class ActiveRun:
     rows: list[dict[str, Any]]
     sub_rows: list[dict[str, Any]]
     registry: Any
+    caps: capabilities.Capabilities
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("build_s", "configure_s", "teardown_s", "reconfigure_s", "selfcheck_s", "measure_s"), 0.0))
     flagged: list[str] = field(default_factory=list)
@@ -248,25 +263,25 @@ class ActiveRun:
 @contextmanager
 def open_run(source: Source, points: list[PointPlan], caps: capabilities.Capabilities,
              opts: RunOptions) -> Iterator[ActiveRun]:
-    """The run directory (new, or the one resumed) held for this run; its metadata says how the
-    run ended, whatever happens."""
+    """The run directory (new, or the one resumed) held for this run, then the machine prepared;
+    the metadata says how the run ended, whatever happens."""
     from .registry import Registry
 
     exp = source.exp
-    if source.resume:
-        rd = source.resume
-        meta = rd.metadata
-        meta.setdefault("resumed", []).append(provenance.now())
-    else:
-        rd = results.RunDir.create(exp.name, root=exp.outputs.dir, out=opts.out, run_id=source.run_id)
-        rd.write_spec(exp.model_dump(mode="json"))
-        rd.write_plan(points[0].plan.to_dict())
-        meta = provenance.run_metadata(exp, source.spec_file, source.run_id, caps,
-                                       points[0].plan.expected_subflows, [k for k, _ in points[0].point.values])
+    rd = source.resume or results.RunDir.create(exp.name, root=exp.outputs.dir, out=opts.out, run_id=source.run_id)
     with rd:  # its lock, held since create/open_existing, goes with it
-        state = results.PointState.open(rd, [p.point for p in points])
+        state = results.PointState.open(rd, [p.point for p in points])  # a resume of other points: refused
+        caps = prepare_machine(caps, points)
+        if source.resume:
+            meta = rd.metadata
+            meta.setdefault("resumed", []).append(provenance.now())
+        else:
+            rd.write_spec(exp.model_dump(mode="json"))
+            rd.write_plan(points[0].plan.to_dict())
+            meta = provenance.run_metadata(exp, source.spec_file, source.run_id, caps,
+                                           points[0].plan.expected_subflows, [k for k, _ in points[0].point.values])
         rows, sub_rows = results.read_rows(rd, state.done_ids(), unnamed=points[0].point.id)
-        active = ActiveRun(rd, exp, meta, state, rows, sub_rows, Registry(source.run_id))
+        active = ActiveRun(rd, exp, meta, state, rows, sub_rows, Registry(source.run_id), caps)
         meta["status"] = "running"
         active.save_meta()
         t0 = time.monotonic()
@@ -291,12 +306,12 @@ def open_run(source: Source, points: list[PointPlan], caps: capabilities.Capabil
         active.save_meta()
 
 
-def run_points(active: ActiveRun, points: list[PointPlan], caps: capabilities.Capabilities,
-               pox_home: Path | None, console: Console) -> None:
+def run_points(active: ActiveRun, points: list[PointPlan], pox_home: Path | None, console: Console) -> None:
     """Every point not done yet, on a network kept between points where only links change. A
     point that fails is recorded and the sweep goes on (a single point's failure is the run's)."""
     from .network import NetworkSession
 
+    caps = active.caps
     todo = [p for p in points if active.state.status(p.point.id) != "done"]
     console.print(f"[bold]{active.exp.name}[/]: run {active.meta['run_id']} -> {active.rd.path}  "
                   f"(OVS {caps.datapath} datapath, netem {'present' if caps.netem else 'absent'}, "
@@ -419,15 +434,16 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, test: Any, caps: ca
     if ctl:
         flows_after = flow_bytes(switches)
         row.update(path_columns(ctl.paths, flows_before, flows_after, max(topo.port_subflow.values()) + 1, COOKIE_FWD))
-        active.rd.write_raw(f"{label}-flows.json", {"before": flows_before, "after": flows_after})
+        active.rd.write_raw(results.raw_name(label, "flows"), {"before": flows_before, "after": flows_after})
         if not ctl.alive():
             died = f"controller died ({ctl.describe().get('died')})"
             row["error"] = f"{died}; {row['error']}" if row.get("error") else died
             row["subflows_ok"] = False
     rd = active.rd
-    rd.write_raw(f"{label}-client.json", outcome.client_json or {"error": outcome.error, "stderr": outcome.stderr})
-    rd.write_raw(f"{label}-server.json", outcome.server_json or {})
-    rd.write_raw(f"{label}-counters.json", deltas)
+    rd.write_raw(results.raw_name(label, "client"), outcome.client_json or {"error": outcome.error,
+                                                                           "stderr": outcome.stderr})
+    rd.write_raw(results.raw_name(label, "server"), outcome.server_json or {})
+    rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
     return row, subs
 
@@ -452,9 +468,16 @@ def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: P
 
 
 def draw_figures(rd: results.RunDir, exp: Experiment, console: Console) -> None:
+    """Figures from the results just written, through the run directory still held. A figure
+    that cannot be drawn does not undo the run: it is reported, and `mptcplab plot` tries again."""
     from .figures import render
 
-    paths = render(rd.path, exp.outputs.formats)
+    try:
+        paths = render(rd, exp.outputs.formats)
+    except Exception as e:  # noqa: BLE001  (the measurements stand; the drawing is the problem)
+        console.print(f"[yellow]figures failed[/] ({type(e).__name__}: {e}); the results are complete: "
+                      f"`mptcplab plot {rd.path}` draws them again")
+        return
     console.print("figures: " + ", ".join(str(p) for p in paths))
 
 

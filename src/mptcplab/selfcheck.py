@@ -19,81 +19,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .routes import PING_FRAME_BYTES, Route, routes
+from .routes import MAX_PINGS, Route, min_answers, pings_for_jitter, pings_needed, routes, rtt_tolerance_ms
+from .proc import stop
 from .traffic import Iperf3Server, iperf3_argv
 
 UDP_PAYLOAD = 1400
 UDP_FRAME_BYTES = UDP_PAYLOAD + 8 + 20 + 14
-#: Pings 20 ms apart on every route at once; at least this many answers to take a median of.
+#: Pings 20 ms apart on every route at once.
 PING_INTERVAL_S = 0.02
-MIN_ANSWERS = 5
-#: The check fails only when fewer pings come back than the route's loss explains at this level.
-FALSE_ALARM = 1e-3
-#: More pings than this per route and the self-check cannot tell the route from its loss.
-MAX_PINGS = 2000
-#: z for a two-sided 99.9% band, and the median's standard error in standard deviations * sqrt(n)
-Z_999 = 3.29
-MEDIAN_SE = 1.2533
 
 
 class SelfCheckError(RuntimeError):
     def __init__(self, report: "SelfCheckReport"):
         super().__init__(report.table())
         self.report = report
-
-
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p) (terms in logs: n reaches thousands)."""
-    if k < 0:
-        return 0.0
-    if k >= n or p <= 0:
-        return 1.0
-    if p >= 1:
-        return 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    lnf = math.lgamma(n + 1)
-    return min(1.0, sum(math.exp(lnf - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
-                        for i in range(k + 1)))
-
-
-def pings_needed(round_trip_loss: float, answers: int = MIN_ANSWERS, false_alarm: float = FALSE_ALARM) -> int | None:
-    """Pings to send so that ``answers`` come back with probability 1 - false_alarm when each is
-    lost (either way) with the given probability; None above MAX_PINGS."""
-    q = 1 - round_trip_loss
-    if q <= 0:
-        return None
-    n = max(10, answers)
-    while _binom_cdf(answers - 1, n, q) > false_alarm:
-        n = int(n * 1.25) + 1
-        if n > MAX_PINGS:
-            return None
-    return n
-
-
-def pings_for_jitter(rtt_sd_ms: float, tolerance_ms: float) -> int:
-    """Pings whose median lands within tolerance of the expected RTT despite the links' jitter
-    (99.9% of the time): the median's standard error must fit the tolerance."""
-    if rtt_sd_ms <= 0:
-        return 0
-    return min(MAX_PINGS, math.ceil((Z_999 * MEDIAN_SE * rtt_sd_ms / tolerance_ms) ** 2))
-
-
-def rtt_tolerance_ms(route: Route, answers: int, pct: float, per_link_ms: float) -> float:
-    """How far the measured median RTT may be from the expected one: the spec's tolerance
-    (percent, plus forwarding cost per link), plus the median's sampling error under jitter."""
-    tol = route.expected_rtt_ms() * pct / 100 + per_link_ms * len(route.hops)
-    if answers:
-        tol += Z_999 * MEDIAN_SE * route.rtt_sd_ms() / math.sqrt(answers)
-    return tol
-
-
-def min_answers(n: int, round_trip_loss: float, false_alarm: float = FALSE_ALARM) -> int:
-    """The fewest answers out of n that the route's loss still explains (lower binomial bound)."""
-    q = 1 - round_trip_loss
-    k = 0
-    while k < n and _binom_cdf(k, n, q) < false_alarm:
-        k += 1
-    return max(k, 1)
 
 
 @dataclass
@@ -163,7 +102,10 @@ def _ping_start(node: Any, route: Route, count: int) -> subprocess.Popen:
 
 
 def _ping_rtts(p: subprocess.Popen, timeout: float) -> list[float]:
-    out, _ = p.communicate(timeout=timeout)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # what it printed so far still counts
+        out, _ = stop(p)
     return [float(m) for m in re.findall(r"time=([0-9.]+) ms", out)]
 
 
@@ -251,13 +193,18 @@ def run(network: Any, mode: str = "rtt", rtt_tol_pct: float = 5.0, rtt_tol_ms: f
               for r in all_routes]
     pingers = [_ping_start(client, r, n) for r, n in zip(all_routes, counts)]
     results = []
-    for route, n, pinger in zip(all_routes, counts, pingers):
-        res = PathResult(path=route.name, links=[l.name for l, _ in route.hops],
-                         expected_rtt_ms=route.expected_rtt_ms())
-        wait = n * PING_INTERVAL_S + route.max_rtt_ms() / 1000 * 2 + 15
-        _check_rtt(res, route, _ping_rtts(pinger, wait), n, rtt_tol_pct, rtt_tol_ms)
-        if mode == "full":
-            _check_rate_and_loss(network, res, route, rate_tol_pct, port)
-        results.append(res)
+    try:
+        for route, n, pinger in zip(all_routes, counts, pingers):
+            res = PathResult(path=route.name, links=[l.name for l, _ in route.hops],
+                             expected_rtt_ms=route.expected_rtt_ms())
+            wait = n * PING_INTERVAL_S + route.max_rtt_ms() / 1000 * 2 + 15
+            _check_rtt(res, route, _ping_rtts(pinger, wait), n, rtt_tol_pct, rtt_tol_ms)
+            if mode == "full":
+                _check_rate_and_loss(network, res, route, rate_tol_pct, port)
+            results.append(res)
+    finally:
+        for p in pingers:
+            if p.poll() is None:
+                stop(p)
     return SelfCheckReport(mode=mode, backend=network.shaping_backend, paths=results,
                            seconds=time.monotonic() - t0)

@@ -32,13 +32,13 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import SpecError
+from .ids import IFNAME_MAX, NODE_NAME
 from .linkmodel import parse_ms
 
 __all__ = ["SpecError", "Experiment", "load_spec", "parse_spec", "resolve_spec_path", "json_schema"]
 
 #: Linux limits interface names to 15 characters (IFNAMSIZ - 1); Mininet names them NODE-ethK.
-IFNAME_MAX = 15
-NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}")
+NAME_RE = NODE_NAME
 
 
 # --------------------------------------------------------------------------- value types
@@ -281,7 +281,7 @@ class Traffic(_Model):
     expect_subflows: int | None = Field(
         None, ge=1, le=9, description="subflows each MPTCP connection must reach; none = derived"
     )
-    timeout_margin: float = Field(15, ge=1, description="seconds beyond the test length before a test is abandoned")
+    timeout_margin: float = Field(15, ge=1, le=3600, description="seconds beyond the test length before a test is abandoned")
 
     @model_validator(mode="after")
     def _length(self) -> "Traffic":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from .spec import Experiment, SpecError, parse_spec
 _INDEX = re.compile(r"^links\[(\d+)\]\.(.+)$")
 #: Top-level fields a sweep cannot vary.
 UNSWEPT = ("name", "description", "outputs", "sweep", "figures")
+#: Points one run may hold (point ids have room for 6 digits; results are rewritten per point).
+MAX_POINTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,10 @@ def points(exp: Experiment, extra: dict[str, list[Any]] | None = None) -> list[P
     if bad:
         raise SpecError([f"sweep: {p}: one run has one name, one output directory and one sweep; "
                          "sweep link, MPTCP, traffic, controller or emulation fields" for p in bad])
+    sizes = [len(v) for v in params.values()] + [len(next(iter(z.values()))) for z in (sw.zip if sw else []) if z]
+    if math.prod(sizes) > MAX_POINTS:
+        raise SpecError([f"sweep: {math.prod(sizes)} points; a run holds at most {MAX_POINTS} "
+                         "(split the sweep into several runs)"])
     groups: list[list[tuple[tuple[str, Any], ...]]] = []
     for path, values in params.items():
         groups.append([((path, v),) for v in values])

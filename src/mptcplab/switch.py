@@ -36,59 +36,29 @@ from typing import Any, Iterable, Sequence
 from mininet.link import Intf, OVSIntf
 from mininet.node import Node, OVSSwitch, Switch
 
-from .errors import BusyError
-from .ids import check_run_id
-from .registry import BRIDGE_TAG
+from .ids import IFNAME_MAX, NODE_NAME, check_run_id
+from .ovsdb import BRIDGE_TAG, OvsError, bridge_record, remove_if_tagged, run_vsctl
 
 log = logging.getLogger(__name__)
 
-#: Same rule as spec.NAME_RE: room for NAME-ethNN within Linux's 15 characters.
-SWITCH_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}")
+SWITCH_NAME = NODE_NAME
 #: A Linux interface name that cannot be read as an option (no leading '-') or a path.
-IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
+IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,%d}" % (IFNAME_MAX - 1))
 DPID = re.compile(r"[0-9A-Fa-f]{16}")
 DPID_PARAM = re.compile(r"[0-9A-Fa-f:]{1,23}")
 PROTOCOLS = re.compile(r"OpenFlow1[0-5](,OpenFlow1[0-5])*")
-OVSDB_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FAIL_MODES = ("secure", "standalone")
 DATAPATHS = {"kernel": "system", "user": "netdev"}
 CONTROLLER_PROTOCOLS = ("tcp", "ssl")
-VSCTL_TIMEOUT_S = 10
 
 
-class SwitchError(RuntimeError):
+class SwitchError(OvsError):
     """Open vSwitch refused or failed an operation on a lab switch."""
 
 
-class BridgeExistsError(BusyError):
-    """A bridge with the switch's name exists already: someone else's, or another run's."""
-
-
-def run_vsctl(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """One ``ovs-vsctl`` call as an argument list (never a shell), bounded in time."""
-    argv = ["ovs-vsctl", f"--timeout={VSCTL_TIMEOUT_S}", *args]
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=VSCTL_TIMEOUT_S + 5)
-    except subprocess.TimeoutExpired as e:
-        raise SwitchError(f"ovs-vsctl did not answer within {VSCTL_TIMEOUT_S + 5} s: is ovs-vswitchd running?") from e
-
-
-def bridge_record(name: str) -> tuple[str, str | None] | None:
-    """(UUID, run tag or None) of the bridge called ``name``, None if there is none.
-
-    Both come from one ``get`` so that the tag proven is the tag of the row that will be removed.
-    """
-    r = run_vsctl(["--if-exists", "get", "Bridge", name, "_uuid", f"external_ids:{BRIDGE_TAG}"])
-    if r.returncode != 0:
-        raise SwitchError(f"bridge {name}: ovs-vsctl get failed: {r.stderr.strip()}")
-    lines = r.stdout.splitlines()
-    if not lines or not lines[0].strip():
-        return None
-    uuid = lines[0].strip()
-    if not OVSDB_UUID.fullmatch(uuid):
-        raise SwitchError(f"bridge {name}: ovs-vsctl printed {uuid!r} where a UUID was expected")
-    tag = lines[1].strip().strip('"') if len(lines) > 1 else ""
-    return uuid, tag or None
+class BridgeExistsError(SwitchError):
+    """A bridge with the switch's name exists already: someone else's, or another run's. The
+    preflight refuses such names; this is the race it cannot see (created in between)."""
 
 
 def _ifindex(name: str) -> int | None:
@@ -276,20 +246,13 @@ class LabSwitch(OVSSwitch):
     def remove_bridge(self) -> bool:
         """Remove the bridge if it carries this run's tag (by the UUID read with the tag, so a
         bridge recreated by someone else in between is not hit); else leave it and warn."""
-        rec = bridge_record(self.name)
-        if rec is None:
+        if bridge_record(self.name) is None:
             return False
-        uuid, tag = rec
-        if tag != self.run_id:
+        removed, tag = remove_if_tagged(self.name, self.run_id)
+        if not removed:
             log.warning("%s: leaving bridge %s alone: it is %s, not this run's (%s)", self.name, self.name,
                         f"tagged by run {tag}" if tag else "not tagged by mptcplab", self.run_id)
-            return False
-        # Ports, interfaces and controllers are garbage-collected with the bridge row; OVS removes
-        # the bridge's own device (tap with the netdev datapath) itself.
-        r = run_vsctl(["remove", "Open_vSwitch", ".", "bridges", uuid])
-        if r.returncode != 0:
-            raise SwitchError(f"bridge {self.name}: ovs-vsctl could not remove it: {r.stderr.strip()}")
-        return True
+        return removed
 
     def stop(self, deleteIntfs: bool = True) -> None:
         """Remove our bridge (only ours), then our interfaces (Switch.stop semantics)."""

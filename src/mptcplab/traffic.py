@@ -134,6 +134,10 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
         except subprocess.TimeoutExpired:
             out, err = stop(cli)
             outcome.error = f"iperf3 client did not finish within {time_limit:.0f} s"
+        except BaseException:  # interrupted: nothing of this test keeps running
+            stop(cli)
+            sampler.stop()
+            raise
         outcome.samples = sampler.stop()
         outcome.sample_errors = sampler.errors
         outcome.stderr = err
@@ -159,20 +163,3 @@ def _parse(text: str | None) -> dict[str, Any] | None:
             return obj
         except ValueError:
             return None
-
-
-def summarize_iperf3(client_json: dict[str, Any]) -> dict[str, Any]:
-    """Goodput (what the receiver got), the sender's retransmits, the data connections' ports."""
-    end = client_json.get("end", {})
-    rec = end.get("sum_received", {})
-    sent = end.get("sum_sent", {})
-    start = client_json.get("start", {})
-    conns = [f"{c['local_host']}:{c['local_port']}" for c in start.get("connected", [])]
-    return {
-        "goodput_mbps": rec.get("bits_per_second", 0.0) / 1e6,
-        "bytes": rec.get("bytes", 0),
-        "duration_s": rec.get("seconds", sent.get("seconds", 0.0)),
-        "iperf3_retransmits": sent.get("retransmits"),
-        "connections": conns,
-        "sender_cc": end.get("sender_tcp_congestion"),
-    }

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..linkmodel import Direction, emulator_settings
-from ..proc import offloads_off_argv
+from ..proc import ETHTOOL_OK, offloads_off_argv
 
 SOURCE = Path(__file__).with_name("linkemu.c")
 CACHE = Path(os.environ.get("MPTCPLAB_CACHE", "/var/cache/mptcplab"))
@@ -103,7 +103,7 @@ class LinkEmulator:
         for ifname in ("a", "b"):
             for argv in (["ip", "link", "set", "dev", ifname, "up"], offloads_off_argv(ifname)):
                 r = self._in_ns(argv)
-                if r.returncode not in (0, 80):
+                if r.returncode not in ETHTOOL_OK:
                     raise EmulatorError(f"{self.name}: {' '.join(argv)}: {r.stderr.strip()}")
         answer = self._ask("go")
         if answer != "running":
