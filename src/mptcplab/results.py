@@ -45,7 +45,7 @@ import weakref
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Literal, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Literal, Sequence
 
 import pandas as pd
 import yaml
@@ -694,22 +694,31 @@ class RunDir:
 
     # ---------------------------------------------------------------- reading
 
-    def _load_meta(self) -> Metadata:
-        where = self.path / METADATA
-        data = self._read(None, METADATA)
+    def _read_json(self, name: str, kind: type, validate: Callable[[Any], Any]) -> Any:
+        """A JSON file at the top of the run directory, parsed and validated (None when absent);
+        RunDirError naming the file and the field otherwise."""
+        where = self.path / name
+        data = self._read(None, name)
         if data is None:
-            raise RunDirError(f"{where}: missing; not a run directory (give results/<experiment>/<run-id>)")
+            return None
         try:
             doc = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RunDirError(f"{where}: not JSON ({e}); {_ALTERED}") from None
-        if not isinstance(doc, dict):
-            raise RunDirError(f"{where}: not a JSON object; {_ALTERED}")
+        if not isinstance(doc, kind):
+            raise RunDirError(f"{where}: not a JSON {'object' if kind is dict else 'list'}; {_ALTERED}")
         try:
-            self._meta = Metadata.model_validate(doc)
+            return validate(doc)
         except ValidationError as e:
             raise _problems(e, where, _ALTERED) from None
-        return self._meta
+
+    def _load_meta(self) -> Metadata:
+        meta = self._read_json(METADATA, dict, Metadata.model_validate)
+        if meta is None:
+            raise RunDirError(f"{self.path / METADATA}: missing; not a run directory "
+                              "(give results/<experiment>/<run-id>)")
+        self._meta = meta
+        return meta
 
     @property
     def meta(self) -> Metadata:
@@ -738,19 +747,9 @@ class RunDir:
     def read_points(self) -> list[PointRecord] | None:
         """points.json validated (ids, statuses, no id twice); None when there is none yet."""
         where = self.path / POINTS
-        data = self._read(None, POINTS)
-        if data is None:
+        records = self._read_json(POINTS, list, _POINT_LIST.validate_python)
+        if records is None:
             return None
-        try:
-            doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunDirError(f"{where}: not JSON ({e}); {_ALTERED}") from None
-        if not isinstance(doc, list):
-            raise RunDirError(f"{where}: not a JSON list; {_ALTERED}")
-        try:
-            records = _POINT_LIST.validate_python(doc)
-        except ValidationError as e:
-            raise _problems(e, where, _ALTERED) from None
         seen = [r.id for r in records]
         dup = sorted({i for i in seen if seen.count(i) > 1})
         if dup:
