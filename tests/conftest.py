@@ -4,6 +4,7 @@ functions live in helpers.py (import them from there, not from this file)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -18,9 +19,7 @@ def _why_no_network() -> str | None:
         return "needs root to build Mininet networks (run: sudo make test)"
     if Path("/proc/sys/net/mptcp/enabled").read_text().strip() != "1":
         return "net.mptcp.enabled is not 1"
-    try:
-        import mininet.net  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("mininet") is None:
         return "Mininet is not importable (make setup)"
     r = subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True)
     if r.returncode != 0:

@@ -4,9 +4,9 @@ creates nothing."""
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
+
 from helpers import REPO, cli, write_spec
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import BusyError, PreflightError
 from .ids import check_run_id, is_run_id
-from .registry import proc_stat
+from .proc import proc_stat
 
 LOCK_NAME = "machine.lock"
 STARTED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{4}")

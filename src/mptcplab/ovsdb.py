@@ -46,6 +46,12 @@ def bridge_record(name: str) -> tuple[str, str | None] | None:
     return uuid, tag or None
 
 
+def bridge_tag(name: str) -> str | None:
+    """The run tag of the bridge called ``name`` (None: no such bridge, or untagged)."""
+    rec = bridge_record(name)
+    return None if rec is None else rec[1]
+
+
 def remove_if_tagged(name: str, run_id: str) -> tuple[bool, str | None]:
     """Remove the bridge ``name`` if it carries ``run_id``'s tag: (removed?, the tag it has).
     Ports, interfaces and controller rows go with the bridge row; OVS removes the bridge's own

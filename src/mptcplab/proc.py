@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: ethtool features turned off on every veth (tx/rx checksumming, TSO, GSO, GRO).
@@ -66,3 +68,30 @@ def offloads(node: Any, ifname: str) -> dict[str, str]:
         if m and m.group(1) in _OFFLOAD_NAMES:
             found[_OFFLOAD_NAMES[m.group(1)]] = m.group(2)
     return found
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    state: str
+    ppid: int
+    starttime: int
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """State, parent and start time (clock ticks since boot) from /proc/PID/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        # The command name may contain spaces and parentheses: split after the last ')'.
+        fields = text.rsplit(")", 1)[1].split()
+        return ProcStat(state=fields[0], ppid=int(fields[1]), starttime=int(fields[19]))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    st = proc_stat(pid)
+    return None if st is None else st.starttime

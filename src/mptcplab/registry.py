@@ -41,7 +41,8 @@ from typing import Any, Callable
 
 from .errors import RunDirError
 from .ids import IFNAME_MAX, INTERFACE_NAME, NODE_NAME, check_run_id, is_run_id
-from .ovsdb import OvsError, remove_if_tagged
+from .ovsdb import OvsError, bridge_tag, remove_if_tagged
+from .proc import ProcStat, proc_starttime, proc_stat  # noqa: F401  (ProcStat: part of this API)
 
 #: The default state directory when the process started (tests read it); the registry itself
 #: reads MPTCPLAB_STATE_DIR each time (default_state_dir()).
@@ -66,30 +67,6 @@ def default_state_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- /proc
-
-
-@dataclass(frozen=True)
-class ProcStat:
-    state: str
-    ppid: int
-    starttime: int
-
-
-def proc_stat(pid: int) -> ProcStat | None:
-    """State, parent and start time (clock ticks since boot) from /proc/PID/stat."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        # The command name may contain spaces and parentheses: split after the last ')'.
-        fields = text.rsplit(")", 1)[1].split()
-        return ProcStat(state=fields[0], ppid=int(fields[1]), starttime=int(fields[19]))
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def proc_starttime(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat)."""
-    st = proc_stat(pid)
-    return None if st is None else st.starttime
 
 
 def netns_inode(pid: int) -> int | None:

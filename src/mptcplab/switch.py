@@ -37,7 +37,7 @@ from mininet.link import Intf, OVSIntf
 from mininet.node import Node, OVSSwitch, Switch
 
 from .ids import IFNAME_MAX, NODE_NAME, check_run_id
-from .ovsdb import BRIDGE_TAG, OvsError, bridge_record, remove_if_tagged, run_vsctl
+from .ovsdb import BRIDGE_TAG, OVSDB_UUID, OvsError, bridge_record, remove_if_tagged, run_vsctl
 
 log = logging.getLogger(__name__)
 
