@@ -340,3 +340,26 @@ def test_lock_file_with_garbage_or_a_symlink(tmp_path):
     with pytest.raises(PreflightError, match="plain file"):
         MachineLock().acquire(RID, None)
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.root
+def test_forget_network_keeps_a_bridge_still_tagged_and_drops_a_foreign_one(private_dirs):
+    """A bridge the teardown could not remove stays recorded (clean retries it); a bridge of the
+    same name that is not this run's is not the run's to remember."""
+    ours, theirs = f"rg{os.getpid() % 10000}a", f"rg{os.getpid() % 10000}b"
+    try:
+        for name, tag in ((ours, RID), (theirs, None)):
+            args = ["ovs-vsctl", "--timeout=5", "add-br", name, "--", "set", "bridge", name, "datapath_type=netdev"]
+            if tag:
+                args += ["--", "set", "bridge", name, f"external_ids:mptcplab-run={tag}"]
+            subprocess.run(args, check=True)
+        reg = Registry(RID)
+        reg.bridges([ours, theirs])
+        reg.forget_network()
+        assert reg.state.bridges == [ours]
+        report = clean(include_running=True)  # this process owns the run: it is alive
+        assert report.bridges == [ours] and not report.remaining
+        assert subprocess.run(["ovs-vsctl", "--timeout=5", "br-exists", theirs]).returncode == 0
+    finally:
+        for name in (ours, theirs):
+            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", name], check=False)
