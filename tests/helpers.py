@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -118,6 +118,16 @@ def dual_channel_spec(tmp_path: Path, name: str = "channel.yaml", duration: floa
 
     return write_spec(tmp_path, "dual-channel-max", traffic={"duration": duration, "repetitions": 1},
                       mutate=mutate, name=name)
+
+
+def cmdlines() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process there is now (those gone while read are skipped)."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                yield int(d.name), (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
 
 
 def descendants(pid: int) -> list[int]:

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import BIN, REPO, cli, write_spec
+from helpers import BIN, REPO, cli, cmdlines, write_spec
 
 POX_HOME = os.environ.get("POX_HOME")
 needs_pox = pytest.mark.skipif(not (POX_HOME and Path(POX_HOME, "pox.py").exists()),
@@ -299,14 +299,9 @@ def test_controller_death_is_reported(tmp_path, no_leftovers):
     deadline = time.monotonic() + 60
     pox_pid = None
     while pox_pid is None and time.monotonic() < deadline:
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
-                try:
-                    argv = (d / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if any(a.endswith(b"pox.py") for a in argv) and any(str(out).encode() in a for a in argv):
-                    pox_pid = int(d.name)
+        for pid, argv in cmdlines():
+            if any(a.endswith(b"pox.py") for a in argv) and any(str(out).encode() in a for a in argv):
+                pox_pid = pid
         time.sleep(0.2)
     assert pox_pid, "POX did not start"
     while not (out / "raw" / "001-mptcp-independent-r1-client.json").exists() and p.poll() is None:

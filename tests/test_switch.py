@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cmdlines
+
 pytest.importorskip("mininet.node", reason="Mininet is not importable (make setup)")
 
 from mptcplab.switch import BridgeExistsError, LabSwitch  # noqa: E402
@@ -39,16 +41,7 @@ def bridge_get(name: str, column: str) -> str:
 
 def shells(name: str) -> list[str]:
     """Mininet node shells for a node called ``name`` (bash ... mininet:NAME)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                argv = (d / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if f"mininet:{name}".encode() in argv:
-                out.append(d.name)
-    return out
+    return [str(pid) for pid, argv in cmdlines() if f"mininet:{name}".encode() in argv]
 
 
 def tiny_net(sw: str, run_id: str = RUN, switch_cls: type = LabSwitch):
