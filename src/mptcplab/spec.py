@@ -148,6 +148,29 @@ class HostSpec(_Model):
         return v
 
 
+class Generate(_Model):
+    """A generated topology (mptcplab.topogen): a FatTree(k) or a dumbbell of n host pairs, with
+    link parameters per layer -- fattree: edge, aggregation, core; dumbbell: access, bottleneck."""
+
+    kind: Literal["fattree", "dumbbell"]
+    k: int = Field(4, description="fattree: pods (even; k^3/4 hosts, 5k^2/4 switches)")
+    pairs: int = Field(1, ge=1, le=64, description="dumbbell: sender/receiver host pairs")
+    links: dict[str, LinkParams] = Field(default_factory=dict, description="link parameters per layer")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Generate":
+        from .topogen import LAYERS
+
+        if self.kind == "fattree" and self.k not in (2, 4, 6, 8):
+            raise ValueError(f"k: {self.k}: a FatTree needs an even k from 2 to 8 (k=8: 128 hosts, the most "
+                             "one /24 of automatic addresses holds)")
+        unknown = sorted(set(self.links) - set(LAYERS[self.kind]))
+        if unknown:
+            raise ValueError(f"links: {', '.join(unknown)}: not a layer of a {self.kind} "
+                             f"({', '.join(LAYERS[self.kind])})")
+        return self
+
+
 class Topology(_Model):
     hosts: dict[NodeName, HostSpec]
     switches: list[NodeName] = Field(default_factory=list)
@@ -155,6 +178,27 @@ class Topology(_Model):
     subnet_base: str = Field(
         "10.0.0.0/16", description="automatic addressing: one /24 per L2 segment from this /16"
     )
+    generated_from: Generate | None = Field(
+        None, description="set when the topology was written as `generate:` (recorded with the expansion)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generate(cls, v: Any) -> Any:
+        """`generate: {kind: fattree, k: 4, ...}` instead of hosts/switches/links."""
+        if not isinstance(v, dict) or "generate" not in v:
+            return v
+        from .topogen import generate
+
+        if {"hosts", "switches", "links"} & set(v):
+            raise ValueError("generate: give either generate or hosts/switches/links, not both")
+        try:
+            gen = Generate.model_validate(v["generate"])
+        except ValidationError as err:
+            raise ValueError("\n".join(_messages(err, "generate"))) from None
+        layers = {name: p.model_dump(exclude_defaults=True) for name, p in gen.links.items()}
+        rest = {key: value for key, value in v.items() if key != "generate"}
+        return {**rest, **generate(gen.kind, k=gen.k, pairs=gen.pairs, links=layers),
+                "generated_from": gen.model_dump(mode="json")}
 
     @field_validator("hosts", mode="before")
     @classmethod
