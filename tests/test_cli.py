@@ -125,3 +125,8 @@ def test_resume_over_the_leftovers_of_a_killed_attempt_asks_for_clean(tmp_path):
     env = {**os.environ, "MPTCPLAB_STATE_DIR": str(state)}
     r = cli("run-experiment", "--resume", str(run), "--dry-run", env=env)
     assert r.returncode == 2 and "run `mptcplab clean` first" in r.stderr.replace("\n", " "), r.stderr
+
+
+def test_no_spec_and_no_resume():
+    r = cli("run-experiment", "--dry-run")
+    assert r.returncode == 2 and "SPEC: give an experiment spec" in r.stderr and "Traceback" not in r.stderr

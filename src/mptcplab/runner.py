@@ -119,7 +119,9 @@ def load(opts: RunOptions) -> Source:
             rd.close()
             raise RunDirError([f"{rd.path / results.SPEC}: {p}" for p in e.problems]) from None
         return Source(exp, rd.path / results.SPEC, rd.run_id, rd)
-    spec_file = resolve_spec_path(opts.spec or "")
+    if not opts.spec:
+        raise SpecError(["SPEC: give an experiment spec (a path, or a name in experiments/), or --resume RUN_DIR"])
+    spec_file = resolve_spec_path(opts.spec)
     exp = load_spec(spec_file)
     overrides = {"emulation.shaper": opts.shaper, "emulation.check": opts.check}
     for path, value in overrides.items():
