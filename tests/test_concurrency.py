@@ -44,6 +44,14 @@ def _objects(s) -> dict[str, frozenset[str]]:
     return {"bridges": s.bridges, "links": s.links, "state files": s.states}
 
 
+def _created_since(held: dict[str, frozenset[str]], who: str) -> list[str]:
+    """What appeared since ``held`` was taken (a refused run must create nothing)."""
+    after = _objects(snapshot())
+    if after == held:
+        return []
+    return [f"{who} created: { {k: set(after[k] - held[k]) for k in after} }"]
+
+
 def _refusal_problems(name: str, run: Run, rc: int, first_alive: bool, holder: list[str],
                       out: Path | None, took: float) -> list[str]:
     err = run.stderr
@@ -83,9 +91,7 @@ def test_second_run_is_refused_while_a_first_holds_the_machine(tmp_path, no_left
             rc = run.finish(120)
             problems += _refusal_problems(name, run, rc, first.proc.poll() is None, [run_id],
                                           outs[name], time.monotonic() - t0)
-        after = _objects(snapshot())
-        if after != held:
-            problems.append(f"the refused runs created: { {k: set(after[k] - held[k]) for k in after} }")
+        problems += _created_since(held, "the refused runs")
         rc = first.finish(300)
     finally:
         _stop(first, *seconds)
@@ -119,9 +125,7 @@ def test_second_resume_of_a_run_dir_being_resumed_is_refused(tmp_path, no_leftov
         rc_b = b.finish(120)
         problems = _refusal_problems("second resume", b, rc_b, a.proc.poll() is None,
                                      [run_id, f"pid {a.pid}"], None, time.monotonic() - t0)
-        after = _objects(snapshot())
-        if after != held:
-            problems.append(f"the refused resume created: { {k: set(after[k] - held[k]) for k in after} }")
+        problems += _created_since(held, "the refused resume")
         rc_a = a.finish(300)
     finally:
         _stop(first, *resumes)

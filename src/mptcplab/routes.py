@@ -128,12 +128,13 @@ def routes(plan: Plan) -> list[Route]:
     return out
 
 
-def expected_seconds(plan: Plan, duration: float | None, nbytes: int | None) -> float:
+def expected_seconds(plan: Plan, duration: float | None, nbytes: int | None,
+                     rs: list[Route] | None = None) -> float:
     """How long one test should take: its duration, or its bytes at the slowest route's TCP rate
     floor (a plain TCP test uses the initial route only; MPTCP is at least as fast)."""
     if duration:
         return float(duration)
-    rs = routes(plan)
+    rs = routes(plan) if rs is None else rs
     rate = min((r.tcp_rate_floor_mbps() for r in rs), default=100.0)
     rtt = max((r.max_rtt_ms() for r in rs), default=1.0) / 1e3
     # slow start and connection set-up: a few dozen RTTs, generously
@@ -143,8 +144,9 @@ def expected_seconds(plan: Plan, duration: float | None, nbytes: int | None) -> 
 def time_limit(plan: Plan, duration: float | None, nbytes: int | None, margin: float) -> float:
     """When a test is abandoned: what it should take, half again for bytes tests, plus margin
     and the connection timeouts of long paths."""
-    expected = expected_seconds(plan, duration, nbytes)
-    rtt = max((r.max_rtt_ms() for r in routes(plan)), default=1.0) / 1e3
+    rs = routes(plan)
+    expected = expected_seconds(plan, duration, nbytes, rs)
+    rtt = max((r.max_rtt_ms() for r in rs), default=1.0) / 1e3
     return (expected if duration else expected * 1.5) + margin + 10 * rtt
 
 

@@ -366,10 +366,11 @@ def run_point(active: ActiveRun, session: Any, pp: PointPlan, caps: capabilities
             raise selfcheck.SelfCheckError(report)
     t0 = time.monotonic()
     rows, subs = [], []
+    fixed = PointFixed.of(pp)
     for test in pp.plan.tests:
         progress.update(task, description=f"{pp.point.id + ' ' if pp.point.values else ''}"
                         f"{test.variant or test.protocol} #{test.repetition}")
-        row, sub = run_one_test(active, net, pp, test, caps, per_link)
+        row, sub = run_one_test(active, net, pp, fixed, test, caps, per_link)
         why = why_flagged(row)
         if why:
             active.flagged.append(f"{row['test']}: {why}")
@@ -400,13 +401,33 @@ def self_check(net: Any, pp: PointPlan, console: Console) -> selfcheck.SelfCheck
     return report
 
 
-def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, test: Any, caps: capabilities.Capabilities,
-                 per_link: set[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class PointFixed:
+    """What every test of a point shares, worked out once: the controller's view of the
+    topology, its max-flow, and the tests' time limits."""
+
+    topo: Any
+    maxflow: float
+    time_limit_s: float
+    connect_timeout_ms: int
+
+    @classmethod
+    def of(cls, pp: PointPlan) -> "PointFixed":
+        from .paths import max_flow
+        from .routes import connect_timeout_ms, time_limit
+
+        tr, plan = pp.exp.traffic, pp.plan
+        topo = controller_topology(plan, tr.port)
+        return cls(topo, max_flow(topo, plan.client, plan.server),
+                   time_limit(plan, tr.duration, tr.bytes, tr.timeout_margin), connect_timeout_ms(plan))
+
+
+def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
+                 caps: capabilities.Capabilities, per_link: set[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One iperf3 test with counters and (with a controller) per-path bytes; raw files written."""
     from .controller import flow_bytes
     from .measurements import counter_delta, read_counters
-    from .paths import COOKIE_FWD, max_flow
-    from .routes import connect_timeout_ms, time_limit
+    from .paths import COOKIE_FWD
     from .traffic import run_test
 
     tr, plan, ctl = pp.exp.traffic, pp.plan, net.controller
@@ -420,15 +441,15 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, test: Any, caps: ca
     outcome = run_test(net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port, duration=tr.duration,
                        nbytes=tr.bytes, parallel=tr.parallel,
                        congestion_control=plan.host(plan.client).mptcp.congestion_control,
-                       time_limit=time_limit(plan, tr.duration, tr.bytes, tr.timeout_margin),
-                       connect_timeout_ms=connect_timeout_ms(plan), sample_interval=pp.exp.measurements.interval)
+                       time_limit=fixed.time_limit_s, connect_timeout_ms=fixed.connect_timeout_ms,
+                       sample_interval=pp.exp.measurements.interval)
     deltas = {role: counter_delta(before[role], read_counters(pid)) for role, pid in pids.items()}
     row, subs = rows_for_test(pp.exp.name, plan, test, outcome, deltas, per_link)
     row["test"] = label
     for s in subs:
         s["test"] = label
-    topo = controller_topology(plan, tr.port)
-    row["maxflow_mbps"] = maxflow = max_flow(topo, plan.client, plan.server)
+    topo = fixed.topo
+    row["maxflow_mbps"] = maxflow = fixed.maxflow
     if row.get("goodput_mbps") is not None and maxflow:
         row["goodput_over_maxflow"] = row["goodput_mbps"] / maxflow
     if outcome.sample_errors:
