@@ -70,7 +70,7 @@ def test_unknown_field_and_missing_field():
     del d["traffic"]["client"]
     out = problems(d)
     assert "traffic.durration: unknown field (see `mptcplab schema` for the allowed ones)" in out
-    assert "traffic.client: required field is missing" in out
+    assert "traffic.client: required field is missing (or give flows: / matrix:)" in out
 
 
 def test_cross_checks():

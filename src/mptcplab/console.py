@@ -34,10 +34,35 @@ def show_plan(exp: Experiment, plan: Plan, console: Console) -> None:
                    f"{b.delay:g}", f"{b.jitter:g}", f"{b.loss:g}", str(b.queue or "-"))
     console.print(lt)
     tr = exp.traffic
-    length = f"{tr.duration:g} s" if tr.duration else f"{tr.bytes} bytes"
-    console.print(f"traffic: {plan.client} -> {plan.server} ({plan.server_address}), {length} per test, "
-                  f"{len(plan.tests)} tests: {' '.join(t.label for t in plan.tests)}")
-    console.print(f"expected subflows per MPTCP connection: {plan.expected_subflows}")
+    if plan.multi_flow:
+        show_flows(plan, console)
+    else:
+        length = f"{tr.duration:g} s" if tr.duration else f"{tr.bytes} bytes"
+        console.print(f"traffic: {plan.client} -> {plan.server} ({plan.server_address}), {length} per test, "
+                      f"{len(plan.tests)} tests: {' '.join(t.label for t in plan.tests)}")
+        console.print(f"expected subflows per MPTCP connection: {plan.expected_subflows}")
+
+
+def show_flows(plan: Plan, console: Console) -> None:
+    """The flows of the first test of each variant (the flows of a multi-flow test), and the probes."""
+    seen: set[str] = set()
+    for test in plan.tests:
+        if test.variant in seen:
+            continue
+        seen.add(test.variant)
+        t = Table(title=f"flows of {test.variant or 'every test'}")
+        for c in ("flow", "src -> dst", "protocol", "subflows", "start s", "length", "cc", "port"):
+            t.add_column(c)
+        for f in test.flows[:40]:
+            length = f"{f.duration_s:g} s" if f.duration_s is not None else f"{f.bytes} bytes"
+            t.add_row(f.label, f"{f.src} -> {f.dst} ({f.dst_address})", f.protocol, str(f.expected_subflows),
+                      f"{f.start_s:g}", length, f.congestion_control or "default", str(f.port))
+        if len(test.flows) > 40:
+            t.add_row(f"... {len(test.flows) - 40} more", "", "", "", "", "", "", "")
+        console.print(t)
+    for p in plan.probes:
+        console.print(f"probe {p.label}: ping {p.src} -> {p.dst} ({p.dst_address}) every {p.interval_s:g} s")
+    console.print(f"{len(plan.tests)} tests: {' '.join(t.label for t in plan.tests)}")
 
 
 def show_points(points: list[Any], plans: dict[str, Plan], console: Console) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from .paths import COOKIE_DEFAULT, ControllerTopology, proactive_rules
+from .paths import COOKIE_DEFAULT, ECMP, ControllerTopology, Group, ecmp_rules, proactive_rules
 
 LOOPBACK = "127.0.0.1"
 REPO_CONTROLLERS = Path(__file__).resolve().parents[2] / "controllers"
@@ -61,23 +61,64 @@ def flow_bytes(switches: list[str]) -> dict[str, dict[int, int]]:
     return out
 
 
+_PORT_STATS = re.compile(r"port\s+(\w+):\s*rx pkts=\d+, bytes=(\d+).*?tx pkts=\d+, bytes=(\d+)", re.S)
+
+
+def parse_port_stats(text: str) -> dict[str, dict[str, int]]:
+    """``ovs-ofctl dump-ports`` output -> {port: {rx_bytes, tx_bytes}} (ports by number or LOCAL)."""
+    return {m.group(1): {"rx_bytes": int(m.group(2)), "tx_bytes": int(m.group(3))}
+            for m in _PORT_STATS.finditer(text)}
+
+
+def port_bytes(switches: list[str]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per switch, the bytes each port received and sent: the switches' own counters, which show
+    where traffic went whatever forwarded it (rules, select groups, learning)."""
+    return {sw: parse_port_stats(ofctl(["dump-ports", sw]).stdout) for sw in switches}
+
+
 def flow_count(sw: str) -> int:
     return sum(1 for line in ofctl(["dump-flows", sw]).stdout.splitlines() if "cookie=" in line)
 
 
+#: OpenFlow versions a switch speaks for ECMP: 1.0 for the plain rules, 1.5 for select groups
+#: with a hash selection method.
+ECMP_PROTOCOLS = "OpenFlow10,OpenFlow15"
+
+
 class StaticController:
+    """The path core's rules installed with ovs-ofctl before traffic starts; with policy ecmp,
+    select groups that hash each 5-tuple over the equal-cost next hops."""
+
     kind = "static"
 
     def __init__(self, topo: ControllerTopology):
         self.topo = topo
-        self.rules, self.paths = proactive_rules(topo)
+        self.groups: list[Group] = []
+        if topo.policy == ECMP:
+            self.rules, self.groups = ecmp_rules(topo)
+            self.paths: list[list[str]] = []
+        else:
+            self.rules, self.paths = proactive_rules(topo)
+
+    @property
+    def protocols(self) -> str | None:
+        """The OpenFlow versions its switches must speak (None: the switch's default)."""
+        return ECMP_PROTOCOLS if self.groups else None
 
     def start(self, network: Any) -> None:
         by_switch: dict[str, list[str]] = {}
+        groups: dict[str, list[str]] = {}
+        for g in self.groups:
+            groups.setdefault(g.switch, []).append(g.ofctl())
         for r in self.rules:
             by_switch.setdefault(r.switch, []).append(r.ofctl())
+        version = ["-O", "OpenFlow15"] if self.groups else []
         for sw in sorted(self.topo.switches):
-            res = ofctl(["add-flows", sw, "-"], stdin="\n".join(by_switch.get(sw, [])) + "\n")
+            if sw in groups:
+                res = ofctl([*version, "add-groups", sw, "-"], stdin="\n".join(groups[sw]) + "\n")
+                if res.returncode != 0:
+                    raise ControllerError(f"{sw}: ovs-ofctl add-groups failed: {res.stderr.strip()}")
+            res = ofctl([*version, "add-flows", sw, "-"], stdin="\n".join(by_switch.get(sw, [])) + "\n")
             if res.returncode != 0:
                 raise ControllerError(f"{sw}: ovs-ofctl add-flows failed: {res.stderr.strip()}")
 
@@ -89,7 +130,7 @@ class StaticController:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "policy": self.topo.policy, "paths": self.paths,
-                "rules": len(self.rules)}
+                "rules": len(self.rules), "groups": len(self.groups)}
 
 
 def find_pox(explicit: str | None = None) -> Path | None:

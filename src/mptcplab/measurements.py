@@ -99,6 +99,11 @@ class Sampler:
         self._thread = threading.Thread(target=self._loop, name="ss-sampler", daemon=True)
         self._t0 = 0.0
 
+    @property
+    def started_at(self) -> float:
+        """time.monotonic() when sampling began: samples' ``t`` counts from here."""
+        return self._t0
+
     def start(self) -> "Sampler":
         self._t0 = time.monotonic()
         self._thread.start()

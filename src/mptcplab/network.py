@@ -83,7 +83,8 @@ class Network:
                                                if self.caps.datapath == "user" else []))
         # With a controller the switches must not fall back to flooding (loops): secure mode.
         switch = partial(LabSwitch, run_id=self.registry.run_id, datapath=self.caps.datapath,
-                         failMode="secure" if self.controller else "standalone")
+                         failMode="secure" if self.controller else "standalone",
+                         protocols=getattr(self.controller, "protocols", None))
         self.mininet = Mininet(topo=self._topo(), switch=switch, host=Host, link=EmuLink,
                            controller=None, autoSetMacs=True, build=False)
         from . import emulator
@@ -198,8 +199,8 @@ class Network:
         from .routes import pings_needed
 
         assert self.mininet is not None
-        node = self.mininet[self.plan.client]
         for route in routes(self.plan):
+            node = self.mininet[route.client.node]
             wait_s = max(1, math.ceil(route.max_rtt_ms() / 1000 * 2))
             tries = pings_needed(route.round_trip_loss()) or 50
             deadline = time.monotonic() + 10 + tries * (wait_s + 0.2)

@@ -27,6 +27,8 @@ from typing import Any, Iterable
 import networkx as nx
 
 POLICIES = ("independent", "dependent", "mixed", "shortest")
+#: Not a path set: every switch spreads the 5-tuples toward a host over all its shortest next hops.
+ECMP = "ecmp"
 UNSHAPED = 1e6  # Mbit/s given to links without a rate (faster than any shaped link)
 
 
@@ -224,24 +226,49 @@ class Rule:
     match: tuple[tuple[str, Any], ...]  # (field, value): dl_type, nw_proto, nw_src, nw_dst, tp_src, tp_dst, arp_tpa
     out_port: int
     cookie: int = 0
+    group: int | None = None  # output to this select group instead of out_port (ECMP)
 
     def match_dict(self) -> dict[str, Any]:
         return dict(self.match)
 
     def ofctl(self) -> str:
-        """ovs-ofctl add-flow syntax (OpenFlow 1.0 fields)."""
+        """ovs-ofctl add-flow syntax (OpenFlow 1.0 fields; a group action needs OpenFlow 1.1+)."""
         names = {"dl_type": "dl_type", "nw_proto": "nw_proto", "nw_src": "nw_src", "nw_dst": "nw_dst",
                  "tp_src": "tp_src", "tp_dst": "tp_dst"}
         parts = [f"cookie={self.cookie:#x}", f"priority={self.priority}"]
         for k, v in self.match:
             parts.append(f"{names[k]}={v:#06x}" if k == "dl_type" else f"{names[k]}={v}")
-        return ",".join(parts) + f",actions=output:{self.out_port}"
+        action = f"group:{self.group}" if self.group is not None else f"output:{self.out_port}"
+        return ",".join(parts) + f",actions={action}"
+
+
+#: What a select group hashes: the TCP 5-tuple (the protocol is implied by the rule's match),
+#: so every subflow of an MPTCP connection -- its own source port -- is hashed on its own.
+ECMP_HASH_FIELDS = ("ip_src", "ip_dst", "tcp_src", "tcp_dst")
+
+
+@dataclass(frozen=True)
+class Group:
+    """An OpenFlow select group: one bucket per equal-cost next hop; OVS picks the bucket by a
+    hash of ECMP_HASH_FIELDS, as a datacenter switch's ECMP does."""
+
+    switch: str
+    group_id: int
+    ports: tuple[int, ...]
+
+    def ofctl(self) -> str:
+        """ovs-ofctl add-group syntax (OpenFlow 1.5: selection_method is an OF1.5 group property)."""
+        buckets = ",".join(f"bucket=output:{p}" for p in self.ports)
+        return (f"group_id={self.group_id},type=select,selection_method=hash,"
+                f"fields({','.join(ECMP_HASH_FIELDS)}),{buckets}")
 
 
 ARP, IPV4, TCP = 0x0806, 0x0800, 6
 PRIO_SUBFLOW, PRIO_PAIR, PRIO_DEFAULT = 300, 200, 100
 #: cookie = COOKIE_FWD + i for subflow i from client to server, COOKIE_REV + i back.
 COOKIE_FWD, COOKIE_REV, COOKIE_DEFAULT = 0x100, 0x200, 0x1
+#: cookie of the ECMP rules that point at a select group
+COOKIE_ECMP = 0x2
 
 
 def hop_ports(topo: ControllerTopology, path: list[str]) -> list[tuple[str, int, int]]:
@@ -328,3 +355,48 @@ def proactive_rules(topo: ControllerTopology) -> tuple[list[Rule], list[list[str
     else:
         rules += subflow_rules(topo, paths, cips[0], sips[0], topo.port_subflow)
     return rules, paths
+
+
+def ecmp_next_hops(topo: ControllerTopology) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(switch, host address) -> the ports of every next hop on a shortest path toward it
+    (one port per parallel link), sorted: the equal-cost set ECMP chooses from."""
+    g = topo.graph()
+    switches = g.subgraph([n for n, d in g.nodes(data=True) if d.get("kind") == "switch"])
+    out: dict[tuple[str, str], tuple[int, ...]] = {}
+    for host in sorted(topo.hosts):
+        for intf in topo.hosts[host]:
+            ip, sw = intf.get("ip"), intf["switch"]
+            if not ip or sw not in switches:
+                continue
+            dist = nx.single_source_shortest_path_length(switches, sw)
+            for s, d in dist.items():
+                if s == sw:
+                    out[(s, ip)] = (intf["switch_port"],)
+                    continue
+                ports = []
+                for _, n, data in switches.edges(s, data=True):
+                    if dist.get(n) == d - 1:
+                        l: TopoLink = data["link"]
+                        ports.append(l.a_port if l.a == s else l.b_port)
+                out[(s, ip)] = tuple(sorted(ports))
+    return out
+
+
+def ecmp_rules(topo: ControllerTopology) -> tuple[list[Rule], list[Group]]:
+    """ECMP: ARP along the shortest-path tree toward each address (default_rules' ARP half);
+    IP toward each address through a select group of its equal-cost next hops (a plain output
+    where there is one). Groups are shared by destinations with the same next-hop set."""
+    rules = [r for r in default_rules(topo) if r.match_dict().get("dl_type") == ARP]
+    groups: dict[tuple[str, tuple[int, ...]], Group] = {}
+    per_switch: dict[str, int] = {}
+    for (sw, ip), ports in sorted(ecmp_next_hops(topo).items()):
+        match = (("dl_type", IPV4), ("nw_dst", ip))
+        if len(ports) == 1:
+            rules.append(Rule(sw, PRIO_DEFAULT, match, ports[0], COOKIE_DEFAULT))
+            continue
+        key = (sw, ports)
+        if key not in groups:
+            per_switch[sw] = per_switch.get(sw, 0) + 1
+            groups[key] = Group(sw, per_switch[sw], ports)
+        rules.append(Rule(sw, PRIO_DEFAULT, match, ports[0], COOKIE_ECMP, group=groups[key].group_id))
+    return rules, list(groups.values())

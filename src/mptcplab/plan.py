@@ -18,6 +18,7 @@ from .linkmodel import Direction, direction, directions
 from .spec import Experiment
 
 if TYPE_CHECKING:  # the path core (networkx) is imported lazily
+    from .flows import FlowDef
     from .paths import ControllerTopology
 
 #: Mininet numbers host ports from 0 and switch ports from 1 (Switch.portBase).
@@ -110,6 +111,38 @@ class PlanLink:
 
 
 @dataclass(frozen=True)
+class PlanFlow:
+    """One flow of a multi-flow test: iperf3 from ``src`` to ``dst_address`` on ``port``,
+    started ``start_s`` after the test's clock starts."""
+
+    index: int
+    label: str
+    src: str
+    dst: str
+    dst_address: str
+    port: int
+    protocol: str
+    start_s: float
+    duration_s: float | None
+    bytes: int | None
+    congestion_control: str | None
+    parallel: int
+    extra_subflows: int
+    expected_subflows: int
+
+
+@dataclass(frozen=True)
+class PlanProbe:
+    """RTT probes (ping) from ``src`` to ``dst_address`` every ``interval_s`` while a test runs."""
+
+    label: str
+    src: str
+    dst: str
+    dst_address: str
+    interval_s: float
+
+
+@dataclass(frozen=True)
 class PlanTest:
     index: int
     protocol: str
@@ -117,6 +150,10 @@ class PlanTest:
     variant: str = ""
     signal_ports: tuple[int, ...] = ()
     expected_subflows: int = 1
+    #: A multi-flow test's flows (empty for the one client/server flow), and the ports each
+    #: destination host announces during it (host -> ports).
+    flows: tuple[PlanFlow, ...] = ()
+    host_signal_ports: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def label(self) -> str:
@@ -138,6 +175,18 @@ class Plan:
     controller: str = "none"
     policy: str = "mixed"
     notes: tuple[str, ...] = field(default=())
+    probes: tuple[PlanProbe, ...] = ()
+
+    @property
+    def multi_flow(self) -> bool:
+        return any(t.flows for t in self.tests)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (source, destination) host pair traffic or probes run between, first seen first."""
+        out = [(self.client, self.server)]
+        out += [(f.src, f.dst) for t in self.tests for f in t.flows]
+        out += [(p.src, p.dst) for p in self.probes]
+        return list(dict.fromkeys(out))
 
     def host(self, name: str) -> PlanHost:
         return next(h for h in self.hosts if h.name == name)
@@ -149,7 +198,8 @@ class Plan:
         return asdict(self)
 
 
-__all__ = ["Plan", "PlanError", "PlanHost", "PlanIntf", "PlanLink", "PlanTest", "make_plan", "controller_topology"]
+__all__ = ["Plan", "PlanError", "PlanFlow", "PlanHost", "PlanIntf", "PlanLink", "PlanProbe", "PlanTest", "make_plan",
+           "controller_topology"]
 
 # --------------------------------------------------------------------------- helpers
 
@@ -226,15 +276,24 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
     addresses = _assign_addresses(exp, ends, problems)
     links, intfs_of = _lay_out_links(exp, ends, addresses)
     _check_unique_addresses(intfs_of, problems)
-    hosts = _mptcp_hosts(exp, intfs_of)
-    server_address = _initial_server_address(exp, hosts, problems)
+    flows = _flow_defs(exp, problems)
+    client, server = (exp.traffic.client, exp.traffic.server) if not exp.multi_flow else \
+        ((flows[0].src, flows[0].dst) if flows else ("", ""))
+    if exp.multi_flow and not flows:
+        problems.append("flows: the flows and the matrix give no flow at all")
+        raise PlanError(problems)
+    hosts = _mptcp_hosts(exp, intfs_of, {f.dst for f in flows} or {server})
+    server_address = _initial_server_address(client, server, hosts, problems)
     if exp.controller.kind == "none":
         loop = _switch_loop(exp)
         if loop:
             problems.append(
                 f"topology: the switches form a loop ({' - '.join(loop)}); OVS learning switches would "
                 "flood it forever: use controller: {kind: static} or {kind: pox}")
-    tests = _tests(exp, hosts, problems)
+    tests = _flow_tests(exp, flows, hosts, problems) if exp.multi_flow else _tests(exp, client, server, hosts, problems)
+    probes = tuple(PlanProbe(p.label or f"{p.src}-{p.dst}", p.src, p.dst,
+                             _initial_server_address(p.src, p.dst, hosts, problems, f"probes[{i}]"), p.interval)
+                   for i, p in enumerate(exp.probes))
     if problems:
         raise PlanError(problems)
     base = ipaddress.ip_network(exp.topology.subnet_base)
@@ -244,13 +303,14 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
         switches=tuple(PlanSwitch(name=s, dpid=switch_dpid(run_id, i)) for i, s in enumerate(exp.topology.switches)),
         links=tuple(links),
         segments=tuple(f"{base.network_address + (k + 1) * 256}/24" for k in range(len(set(seg_of.values())))),
-        client=exp.traffic.client,
-        server=exp.traffic.server,
+        client=client,
+        server=server,
         server_address=server_address,
         expected_subflows=max((t.expected_subflows for t in tests if t.protocol == "mptcp"), default=1),
         tests=tuple(tests),
         controller=exp.controller.kind,
         policy=exp.controller.policy,
+        probes=probes,
     )
 
 
@@ -345,8 +405,9 @@ def _check_unique_addresses(intfs_of: dict[str, list[PlanIntf]], problems: list[
                 seen[intf.ip] = intf.name
 
 
-def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]]) -> dict[str, PlanHost]:
-    """Per host: the global MPTCP settings, then its overrides; endpoints by interface order."""
+def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]], servers: set[str]) -> dict[str, PlanHost]:
+    """Per host: the global MPTCP settings, then its overrides; endpoints by interface order
+    (``endpoints: auto``: every destination host signals its other interfaces)."""
     m = exp.mptcp
     hosts: dict[str, PlanHost] = {}
     for h in exp.topology.hosts:
@@ -354,7 +415,7 @@ def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]]) -> dict[s
         intfs = sorted(intfs_of[h], key=lambda x: x.port)
         if over is not None and over.endpoints is not None:
             wanted = over.endpoints
-        elif m.endpoints == "auto" and h == exp.traffic.server:
+        elif m.endpoints == "auto" and h in servers:
             wanted = {i.name: ["signal"] for i in intfs[1:]}
         else:
             wanted = {}
@@ -376,28 +437,94 @@ def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]]) -> dict[s
     return hosts
 
 
-def _initial_server_address(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> str:
+def _initial_server_address(client: str, server: str, hosts: dict[str, PlanHost], problems: list[str],
+                            where: str = "traffic") -> str:
     """The client connects to the server's first address that shares a segment with the client's
     first interface: that is the initial subflow; the others come from the path manager."""
-    client, server = exp.traffic.client, exp.traffic.server
     first = hosts[client].intfs[0] if hosts[client].intfs else None
     for intf in hosts[server].intfs:
         if first is not None and intf.segment == first.segment:
             return intf.ip or ""
     problems.append(
-        f"traffic: {client}-eth0 shares no layer-2 segment with any interface of {server}; "
+        f"{where}: {client}-eth0 shares no layer-2 segment with any interface of {server}; "
         "the initial subflow needs a direct path (mptcplab does not route between segments)")
     return ""
 
 
-def _tests(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> list[PlanTest]:
-    """Repetitions x variants (or protocols), each MPTCP test with its subflow target and, for
-    variants with extra subflows, fresh ports the server announces."""
-    client, server = hosts[exp.traffic.client].mptcp, hosts[exp.traffic.server].mptcp
+def _flow_defs(exp: Experiment, problems: list[str]) -> list["FlowDef"]:
+    from .flows import expand
+
+    if not exp.multi_flow:
+        return []
+    try:
+        return expand(exp)
+    except PlanError as e:
+        problems += e.problems
+        return []
+
+
+def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHost], problems: list[str]
+                ) -> list[PlanTest]:
+    """Repetitions x variants of all the flows at once. Each flow has its own iperf3 port
+    (traffic.port + its index); a destination host announces, for the whole test, as many fresh
+    ports as the most extra subflows any MPTCP flow to it asks for -- every MPTCP connection to
+    that host is offered them all, so its expected subflows count them all."""
+    from .flows import for_variant
+
     tests: list[PlanTest] = []
     for rep in range(1, exp.traffic.repetitions + 1):
         for v in exp.variants or [None]:
-            for proto in ([v.protocol] if v else exp.traffic.protocols):
+            index = len(tests) + 1
+            try:
+                defs = for_variant(flows, v)
+            except PlanError as e:
+                problems += e.problems
+                return []
+            extra: dict[str, int] = {}
+            for f in defs:
+                if f.protocol == "mptcp":
+                    extra[f.dst] = max(extra.get(f.dst, 0), f.extra_subflows)
+            ports = {h: tuple(SIGNAL_PORT_BASE + 10 * index + k for k in range(1, n + 1)) for h, n in extra.items()}
+            planned = []
+            for i, f in enumerate(defs):
+                want = 1
+                if f.protocol == "mptcp":
+                    want = expected_subflows(hosts[f.src].mptcp, replace(hosts[f.dst].mptcp, signal_ports=ports[f.dst]))
+                planned.append(PlanFlow(
+                    index=i, label=f.label, src=f.src, dst=f.dst, port=exp.traffic.port + i,
+                    dst_address=_initial_server_address(f.src, f.dst, hosts, problems, f"flows ({f.label})"),
+                    protocol=f.protocol, start_s=f.start_s, duration_s=f.duration_s, bytes=f.bytes,
+                    congestion_control=f.congestion_control or hosts[f.src].mptcp.congestion_control,
+                    parallel=f.parallel, extra_subflows=f.extra_subflows, expected_subflows=want))
+            protos = sorted({f.protocol for f in defs})
+            tests.append(PlanTest(
+                index=index, protocol=protos[0] if len(protos) == 1 else "mixed", repetition=rep,
+                variant=v.name if v else "", expected_subflows=max(f.expected_subflows for f in planned),
+                flows=tuple(planned), host_signal_ports=tuple(sorted((h, p) for h, p in ports.items() if p))))
+    if tests and exp.traffic.port + len(tests[0].flows) > SIGNAL_PORT_BASE:
+        problems.append(f"flows: {len(tests[0].flows)} flows from traffic.port {exp.traffic.port} run into the "
+                        f"signalled ports from {SIGNAL_PORT_BASE}: use fewer flows or a lower traffic.port")
+    if any(p > 65535 for t in tests for _, ps in t.host_signal_ports for p in ps):
+        problems.append("variants: too many tests for fresh signal ports (at most about 4500)")
+    for name, h in hosts.items():
+        n = len(h.mptcp.endpoints) + max((len(ps) for t in tests for hh, ps in t.host_signal_ports if hh == name),
+                                         default=len(h.mptcp.signal_ports))
+        if n > MAX_ENDPOINTS:
+            problems.append(f"mptcp.hosts.{name}: {n} MPTCP endpoints (addresses and signalled ports for extra "
+                            f"subflows) but the kernel keeps at most {MAX_ENDPOINTS} per host: ask for fewer "
+                            "extra_subflows")
+    return tests
+
+
+def _tests(exp: Experiment, client_name: str, server_name: str, hosts: dict[str, PlanHost],
+           problems: list[str]) -> list[PlanTest]:
+    """Repetitions x variants (or protocols), each MPTCP test with its subflow target and, for
+    variants with extra subflows, fresh ports the server announces."""
+    client, server = hosts[client_name].mptcp, hosts[server_name].mptcp
+    tests: list[PlanTest] = []
+    for rep in range(1, exp.traffic.repetitions + 1):
+        for v in exp.variants or [None]:
+            for proto in ([v.protocol or "mptcp"] if v else exp.traffic.protocols):
                 index = len(tests) + 1
                 ports = server.signal_ports
                 if v and v.extra_subflows:
@@ -414,10 +541,10 @@ def _tests(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> 
     for t in tests:
         ports = t.signal_ports
         if len(set(ports)) != len(ports) or exp.traffic.port in ports:
-            problems.append(f"mptcp.hosts.{exp.traffic.server}.signal_ports: {list(ports)} repeat a port or "
+            problems.append(f"mptcp.hosts.{server_name}.signal_ports: {list(ports)} repeat a port or "
                             f"include traffic.port {exp.traffic.port}: each signalled port must be a new one")
             break
-    _check_endpoint_limit(hosts, tests, exp.traffic.server, problems)
+    _check_endpoint_limit(hosts, tests, server_name, problems)
     return tests
 
 

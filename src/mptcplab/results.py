@@ -66,6 +66,12 @@ METADATA = "metadata.json"
 POINTS = "points.json"
 SUMMARY = "summary.csv"
 SUBFLOWS = "subflows.csv"
+#: Multi-flow tests: one row per flow per test; the receivers' goodput every 0.1 s; RTT probes.
+FLOWS = "flows.csv"
+FLOW_GOODPUT = "flow-goodput.csv"
+RTT = "rtt.csv"
+#: The tidy tables a run writes beside summary.csv, each rewritten whole as rows arrive.
+TABLES = (SUBFLOWS, FLOWS, FLOW_GOODPUT, RTT)
 SELFCHECK = "selfcheck.json"
 CONTROLLER_TOPOLOGY = "controller-topology.json"
 LOCK = ".lock"
@@ -112,7 +118,7 @@ def samples_name(test: str) -> str:
 
 #: The JSON files of one test in raw/: iperf3's client and server, MIB counter deltas, the
 #: switches' per-rule byte counters (with a controller).
-RAW_KINDS = ("client", "server", "counters", "flows")
+RAW_KINDS = ("client", "server", "counters", "flows", "ports")
 
 
 def raw_name(test: str, kind: str) -> str:
@@ -655,6 +661,18 @@ class RunDir:
     def write_subflows(self, rows: list[dict[str, Any]]) -> None:
         self._write(None, SUBFLOWS, _csv(rows))
 
+    def write_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """One of TABLES (subflows.csv, flows.csv, flow-goodput.csv, rtt.csv), whole."""
+        if name not in TABLES:
+            raise ValueError(f"{name!r} is not one of {TABLES}")
+        self._write(None, name, _csv(rows))
+
+    def read_table(self, name: str) -> pd.DataFrame | None:
+        """One of TABLES; None when the run has none."""
+        if name not in TABLES:
+            raise ValueError(f"{name!r} is not one of {TABLES}")
+        return self._csv_frame(None, name)
+
     def write_figure(self, name: str, data: bytes) -> Path:
         """figures/<name> (figures/ created by whoever draws: the run, or plot as the owner)."""
         return self._write(FIGURES, name, data)
@@ -903,6 +921,16 @@ def read_rows(rd: RunDir, done_ids: set[str], unnamed: str | None = None
         return [r for r in rows if (r.get("point") if r.get("point") is not None else unnamed) in done_ids]
 
     return keep(_records(rd._csv_frame(None, SUMMARY))), keep(_records(rd._csv_frame(None, SUBFLOWS)))
+
+
+def read_tables(rd: RunDir, done_ids: set[str], unnamed: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The multi-flow tables' rows (flows.csv, flow-goodput.csv, rtt.csv) of the points in
+    done_ids, as read_rows keeps the summary's."""
+    out = {}
+    for name in (FLOWS, FLOW_GOODPUT, RTT):
+        rows = _records(rd._csv_frame(None, name))
+        out[name] = [r for r in rows if (r.get("point") if r.get("point") is not None else unnamed) in done_ids]
+    return out
 
 
 # --------------------------------------------------------------------------- module-level readers

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
@@ -96,13 +97,20 @@ class Route:
 
 
 def routes(plan: Plan) -> list[Route]:
-    """Client-to-server routes on each shared segment, shortest through the switches."""
+    """Routes from every source to its destination (the client and server, or every flow's and
+    probe's hosts) on each segment they share, shortest through the switches."""
     g = nx.MultiGraph()
     hosts = {h.name for h in plan.hosts}
     for link in plan.links:
         g.add_edge(link.intf1.node, link.intf2.node, key=link.index, link=link)
     switches = g.subgraph(n for n in g.nodes if n not in hosts)
-    client, server = plan.host(plan.client), plan.host(plan.server)
+    out = []
+    for src, dst in plan.pairs():
+        out += _pair_routes(plan, g, switches, plan.host(src), plan.host(dst))
+    return out
+
+
+def _pair_routes(plan: Plan, g: nx.MultiGraph, switches: nx.Graph, client: Any, server: Any) -> list[Route]:
     out = []
     for ci in client.intfs:
         for si in server.intfs:
@@ -148,6 +156,11 @@ def time_limit(plan: Plan, duration: float | None, nbytes: int | None, margin: f
     expected = expected_seconds(plan, duration, nbytes, rs)
     rtt = max((r.max_rtt_ms() for r in rs), default=1.0) / 1e3
     return (expected if duration else expected * 1.5) + margin + 10 * rtt
+
+
+def flows_time_limit(plan: Plan, flows: Any, margin: float) -> float:
+    """When a multi-flow test is abandoned: the latest flow's start plus its own time limit."""
+    return max(f.start_s + time_limit(plan, f.duration_s, f.bytes, margin) for f in flows)
 
 
 def connect_timeout_ms(plan: Plan) -> int:

@@ -144,7 +144,8 @@ def summary_columns(plans: list[Plan], swept: list[str], n_paths: int = 0) -> li
     per_link = varying_link_params(plans)
     link_cols = list(link_columns(plans[0], per_link)) if plans else []
     point_cols = ["point", *swept] if swept else []
-    return [*point_cols, *TEST_COLUMNS, *link_cols, *(f"path{j + 1}_bytes" for j in range(n_paths))]
+    multi = MULTI_FLOW_COLUMNS if any(p.multi_flow for p in plans) else ()
+    return [*point_cols, *TEST_COLUMNS, *multi, *link_cols, *(f"path{j + 1}_bytes" for j in range(n_paths))]
 
 
 def figure_problems(figures: list[Any], columns: list[str]) -> list[str]:
@@ -158,3 +159,126 @@ def figure_problems(figures: list[Any], columns: list[str]) -> list[str]:
                 problems.append(f"figures[{i}].{key}: {name!r} is not a column of summary.csv "
                                 f"(columns: {', '.join(columns)})")
     return problems
+
+
+# --------------------------------------------------------------------------- several flows per test
+
+
+def _receiver_goodput(o: Any) -> tuple[float | None, int | None, float | None]:
+    """(Mbit/s, bytes, seconds) the receiver got: the server's own report, else the client's
+    copy of it."""
+    for js in (o.server_json, o.client_json):
+        rec = (js or {}).get("end", {}).get("sum_received")
+        if rec and rec.get("seconds"):
+            return rec["bits_per_second"] / 1e6, rec.get("bytes"), rec["seconds"]
+    return None, None, None
+
+
+def _connect_s(o: Any) -> float:
+    return ((o.client_json or {}).get("start", {}).get("connect_time") or 0.0) / 1e3
+
+
+def goodput_series(o: Any) -> list[dict[str, Any]]:
+    """The receiver's goodput every 0.1 s, on the test's clock (the flow's real start, plus its
+    connection set-up, plus the interval's end as iperf3's server counts it)."""
+    if o.started_s is None:
+        return []
+    base = o.started_s + _connect_s(o)
+    rows = []
+    for iv in (o.server_json or {}).get("intervals", []):
+        s = iv.get("sum", {})
+        if "end" in s:
+            rows.append({"flow": o.flow.label, "t": round(base + s["end"], 3),
+                         "goodput_mbps": s.get("bits_per_second", 0.0) / 1e6})
+    return rows
+
+
+def completion_s(o: Any) -> float | None:
+    """A byte-count flow's completion time: connection set-up, then until the receiver's last
+    interval with data (to iperf3's 0.1 s resolution). None for duration flows."""
+    if o.flow.bytes is None:
+        return None
+    ends = [iv["sum"]["end"] for iv in (o.server_json or {}).get("intervals", [])
+            if iv.get("sum", {}).get("bytes")]
+    return round(_connect_s(o) + max(ends), 3) if ends and not o.error else None
+
+
+def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum_mbps: list[float] | None
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(flows.csv rows, subflows.csv rows, goodput time-series rows) of one multi-flow test."""
+    rows, subs, series = [], [], []
+    for k, o in enumerate(outcome.flows):
+        f = o.flow
+        goodput, nbytes, seconds = _receiver_goodput(o) if not o.error else (None, None, None)
+        row: dict[str, Any] = {
+            "experiment": experiment, "test": test.label, "variant": test.variant or test.protocol,
+            "repetition": test.repetition, "flow": f.label, "src": f.src, "dst": f.dst, "protocol": f.protocol,
+            "cc": (o.client_json or {}).get("end", {}).get("sender_tcp_congestion") or f.congestion_control,
+            "parallel": f.parallel, "extra_subflows": f.extra_subflows, "expected_subflows": f.expected_subflows,
+            "scheduled_start_s": f.start_s,
+            "start_offset_ms": None if o.start_offset_ms is None else round(o.start_offset_ms, 3),
+            "connect_ms": (o.client_json or {}).get("start", {}).get("connect_time"),
+            "goodput_mbps": goodput, "bytes": nbytes, "duration_s": seconds, "fct_s": completion_s(o),
+            "retransmits": (o.client_json or {}).get("end", {}).get("sum_sent", {}).get("retransmits"),
+            "optimum_mbps": optimum_mbps[k] if optimum_mbps else None, "error": o.error,
+        }
+        conns = summarize_iperf3(o.client_json)["connections"] if o.client_json and not o.error else []
+        samples = outcome.samples.get(f.src, [])
+        if f.protocol == "mptcp":
+            counts, sub = _subflow_rows(experiment, test, conns, samples)
+            subs += [{**x, "flow": f.label} for x in sub]
+            row["subflows"] = min(counts) if counts else 0
+        else:
+            row["subflows"] = 1 if conns else 0
+        rows.append(row)
+        series += [{"experiment": experiment, "test": test.label, **x} for x in goodput_series(o)]
+    total = sum(r["goodput_mbps"] or 0.0 for r in rows)
+    for r in rows:
+        r["share"] = (r["goodput_mbps"] or 0.0) / total if total else None
+        opt = r["optimum_mbps"]
+        r["fraction_of_optimum"] = r["goodput_mbps"] / opt if r["goodput_mbps"] is not None and opt else None
+    return rows, subs, series
+
+
+def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any, flows: list[dict[str, Any]],
+                       per_link: set[str]) -> dict[str, Any]:
+    """The summary.csv row of a multi-flow test: the aggregate, fairness, and the schedule."""
+    from .optimum import jain
+
+    goodputs = [r["goodput_mbps"] for r in flows]
+    ok = [g for g in goodputs if g is not None]
+    optimum = [r["optimum_mbps"] for r in flows]
+    by_proto = {p: [r["goodput_mbps"] for r in flows if r["protocol"] == p and r["goodput_mbps"] is not None]
+                for p in ("mptcp", "tcp")}
+    offsets = [abs(r["start_offset_ms"]) for r in flows if r["start_offset_ms"] is not None]
+    total_opt = sum(optimum) if all(x is not None for x in optimum) and optimum else None
+    row: dict[str, Any] = {
+        "experiment": experiment, "test": test.label, "variant": test.variant or test.protocol,
+        "protocol": test.protocol, "repetition": test.repetition, "expected_subflows": test.expected_subflows,
+        "error": outcome.error, "flows": len(flows),
+        "goodput_mbps": sum(ok) if len(ok) == len(goodputs) else None,
+        "bytes": sum(r["bytes"] or 0 for r in flows),
+        "duration_s": max((r["duration_s"] or 0.0 for r in flows), default=None),
+        "retransmits": sum(r["retransmits"] or 0 for r in flows),
+        "jain": jain(goodputs) if len(flows) > 1 else None,
+        "jain_of_optimum": jain([g / o for g, o in zip(goodputs, optimum)])
+        if len(flows) > 1 and None not in goodputs and all(optimum) else None,
+        "optimum_mbps": total_opt,
+        "fraction_of_optimal": sum(ok) / total_opt if total_opt and len(ok) == len(goodputs) else None,
+        "mptcp_tcp_ratio": (sum(by_proto["mptcp"]) / len(by_proto["mptcp"])) / (sum(by_proto["tcp"]) / len(by_proto["tcp"]))
+        if by_proto["mptcp"] and by_proto["tcp"] and sum(by_proto["tcp"]) else None,
+        "max_start_offset_ms": max(offsets) if offsets else None,
+    }
+    # subflows / expected_subflows: those of the flow furthest short of its target
+    worst = min(flows, key=lambda r: (r["subflows"] / r["expected_subflows"], r["subflows"]))
+    row["subflows"], row["expected_subflows"] = worst["subflows"], worst["expected_subflows"]
+    row["subflows_ok"] = not outcome.error and all(
+        r["subflows"] >= r["expected_subflows"] and r["goodput_mbps"] is not None for r in flows)
+    row.update(link_columns(plan, per_link))
+    row["started"], row["ended"] = outcome.started, outcome.ended
+    return row
+
+
+#: Summary columns of a multi-flow test beyond TEST_COLUMNS.
+MULTI_FLOW_COLUMNS = ("flows", "jain", "jain_of_optimum", "optimum_mbps", "fraction_of_optimal",
+                      "mptcp_tcp_ratio", "max_start_offset_ms")

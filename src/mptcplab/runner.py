@@ -149,7 +149,7 @@ def check_figures(exp: Experiment, points: list[PointPlan]) -> None:
     if not exp.figures:
         return
     n_paths = 0
-    if exp.controller.kind != "none":
+    if exp.controller.kind != "none" and exp.controller.policy != "ecmp":
         from .paths import proactive_rules
 
         n_paths = max(len(proactive_rules(controller_topology(p.plan, exp.traffic.port))[1]) for p in points)
@@ -239,6 +239,8 @@ class ActiveRun:
     sub_rows: list[dict[str, Any]]
     registry: Any
     caps: capabilities.Capabilities
+    #: flows.csv, flow-goodput.csv and rtt.csv rows so far (multi-flow tests)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("build_s", "configure_s", "teardown_s", "reconfigure_s", "selfcheck_s", "measure_s"), 0.0))
     flagged: list[str] = field(default_factory=list)
@@ -247,13 +249,17 @@ class ActiveRun:
     def save_meta(self) -> None:
         self.rd.write_metadata(self.meta)
 
-    def commit_point(self, point_id: str, rows: list[dict[str, Any]], sub_rows: list[dict[str, Any]]) -> None:
+    def commit_point(self, point_id: str, out: "PointRows") -> None:
         """Rows first, then the point's done flag: a point marked done always has its rows."""
-        self.rows.extend(rows)
-        self.sub_rows.extend(sub_rows)
+        self.rows.extend(out.rows)
+        self.sub_rows.extend(out.subflows)
         self.rd.write_summary(self.rows)
         if self.sub_rows:
             self.rd.write_subflows(self.sub_rows)
+        for name, rows in out.tables.items():
+            self.tables.setdefault(name, []).extend(rows)
+            if self.tables[name]:
+                self.rd.write_table(name, self.tables[name])
         self.state.mark(point_id, "done")
 
     def fail_point(self, pp: PointPlan, why: str, console: Console) -> None:
@@ -283,7 +289,8 @@ def open_run(source: Source, points: list[PointPlan], caps: capabilities.Capabil
             meta = provenance.run_metadata(exp, source.spec_file, source.run_id, caps,
                                            points[0].plan.expected_subflows, [k for k, _ in points[0].point.values])
         rows, sub_rows = results.read_rows(rd, state.done_ids(), unnamed=points[0].point.id)
-        active = ActiveRun(rd, exp, meta, state, rows, sub_rows, Registry(source.run_id), caps)
+        active = ActiveRun(rd, exp, meta, state, rows, sub_rows, Registry(source.run_id), caps,
+                           tables=results.read_tables(rd, state.done_ids(), unnamed=points[0].point.id))
         meta["status"] = "running"
         active.save_meta()
         t0 = time.monotonic()
@@ -326,7 +333,7 @@ def run_points(active: ActiveRun, points: list[PointPlan], pox_home: Path | None
         try:
             for pp in todo:
                 try:
-                    rows, subs = run_point(active, session, pp, caps, per_link, progress, task)
+                    out = run_point(active, session, pp, caps, per_link, progress, task)
                 except (Interrupted, KeyboardInterrupt):
                     raise
                 except Exception as e:
@@ -337,7 +344,7 @@ def run_points(active: ActiveRun, points: list[PointPlan], pox_home: Path | None
                     session.close()
                     progress.advance(task, len(pp.plan.tests))
                     continue
-                active.commit_point(pp.point.id, rows, subs)
+                active.commit_point(pp.point.id, out)
         finally:
             session.close()
             active.registry.forget_network()  # the state file goes once nothing of the run is left
@@ -346,8 +353,30 @@ def run_points(active: ActiveRun, points: list[PointPlan], pox_home: Path | None
             active.meta["link_stats"] = session.link_stats
 
 
+@dataclass
+class PointRows:
+    """What one point adds to the run's tables."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    subflows: list[dict[str, Any]] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any], subflows: list[dict[str, Any]],
+            tables: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        self.rows.append(row)
+        self.subflows.extend(subflows)
+        for name, rows in (tables or {}).items():
+            self.tables.setdefault(name, []).extend(rows)
+
+    def at_point(self, pp: PointPlan) -> "PointRows":
+        if not pp.point.values:
+            return self
+        mark = lambda rows: at_point(pp.point.id, pp.point.as_dict(), rows)  # noqa: E731
+        return PointRows(mark(self.rows), mark(self.subflows), {k: mark(v) for k, v in self.tables.items()})
+
+
 def run_point(active: ActiveRun, session: Any, pp: PointPlan, caps: capabilities.Capabilities,
-              per_link: set[str], progress: Any, task: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+              per_link: set[str], progress: Any, task: Any) -> PointRows:
     """One point: its network (built or changed in place), the self-check, then every test."""
     net = session.ensure(pp.point.id, pp.exp, pp.plan)
     if "network" not in active.meta:
@@ -365,27 +394,27 @@ def run_point(active: ActiveRun, session: Any, pp: PointPlan, caps: capabilities
         if not report.ok:
             raise selfcheck.SelfCheckError(report)
     t0 = time.monotonic()
-    rows, subs = [], []
+    out = PointRows()
     fixed = PointFixed.of(pp)
     for test in pp.plan.tests:
         progress.update(task, description=f"{pp.point.id + ' ' if pp.point.values else ''}"
                         f"{test.variant or test.protocol} #{test.repetition}")
-        row, sub = run_one_test(active, net, pp, fixed, test, caps, per_link)
+        if test.flows:
+            row, sub, tables = run_flows_test(active, net, pp, fixed, test, caps, per_link)
+        else:
+            (row, sub), tables = run_one_test(active, net, pp, fixed, test, caps, per_link), {}
         why = why_flagged(row)
         if why:
             active.flagged.append(f"{row['test']}: {why}")
             progress.console.print(f"[yellow]warning[/] {row['test']}: {why}")
-        rows.append(row)
-        subs.extend(sub)
+        out.add(row, sub, tables)
         progress.advance(task)
     active.timings["measure_s"] += time.monotonic() - t0
     ctl = net.controller
     if ctl is not None and not ctl.alive():
         died = ctl.describe().get("died")
         active.meta["controller_died"] = f"{pp.point.id}: {died}" if pp.point.values else died
-    if pp.point.values:
-        rows, subs = at_point(pp.point.id, pp.point.as_dict(), rows), at_point(pp.point.id, pp.point.as_dict(), subs)
-    return rows, subs
+    return out.at_point(pp)
 
 
 def self_check(net: Any, pp: PointPlan, console: Console) -> selfcheck.SelfCheckReport | None:
@@ -410,16 +439,27 @@ class PointFixed:
     maxflow: float
     time_limit_s: float
     connect_timeout_ms: int
+    #: multi-flow tests: each flow's rate at the max concurrent flow (the optimum), Mbit/s
+    optimum_mbps: list[float] | None = None
+    optimum: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, pp: PointPlan) -> "PointFixed":
         from .paths import max_flow
-        from .routes import connect_timeout_ms, time_limit
+        from .routes import connect_timeout_ms, flows_time_limit, time_limit
 
         tr, plan = pp.exp.traffic, pp.plan
         topo = controller_topology(plan, tr.port)
+        if not plan.multi_flow:
+            return cls(topo, max_flow(topo, plan.client, plan.server),
+                       time_limit(plan, tr.duration, tr.bytes, tr.timeout_margin), connect_timeout_ms(plan))
+        from .optimum import max_concurrent_flow
+
+        flows = plan.tests[0].flows
+        opt = max_concurrent_flow(topo, [(f.src, f.dst) for f in flows])
         return cls(topo, max_flow(topo, plan.client, plan.server),
-                   time_limit(plan, tr.duration, tr.bytes, tr.timeout_margin), connect_timeout_ms(plan))
+                   flows_time_limit(plan, flows, tr.timeout_margin), connect_timeout_ms(plan),
+                   list(opt.per_flow_mbps), opt.to_dict())
 
 
 def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
@@ -454,14 +494,14 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
         row["goodput_over_maxflow"] = row["goodput_mbps"] / maxflow
     if outcome.sample_errors:
         active.flagged.append(f"{label}: {outcome.sample_errors} subflow sample(s) failed")
-    if ctl:
+    if ctl and ctl.paths:
         flows_after = flow_bytes(switches)
         row.update(path_columns(ctl.paths, flows_before, flows_after, max(topo.port_subflow.values()) + 1, COOKIE_FWD))
         active.rd.write_raw(results.raw_name(label, "flows"), {"before": flows_before, "after": flows_after})
-        if not ctl.alive():
-            died = f"controller died ({ctl.describe().get('died')})"
-            row["error"] = f"{died}; {row['error']}" if row.get("error") else died
-            row["subflows_ok"] = False
+    if ctl and not ctl.alive():
+        died = f"controller died ({ctl.describe().get('died')})"
+        row["error"] = f"{died}; {row['error']}" if row.get("error") else died
+        row["subflows_ok"] = False
     rd = active.rd
     rd.write_raw(results.raw_name(label, "client"), outcome.client_json or {"error": outcome.error,
                                                                            "stderr": outcome.stderr})
@@ -469,6 +509,49 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
     return row, subs
+
+
+def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
+                   caps: capabilities.Capabilities, per_link: set[str]
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """A multi-flow test: its flows on one clock, the RTT probes, the switches' port counters;
+    one summary row, subflow rows, and rows for flows.csv, flow-goodput.csv and rtt.csv."""
+    from .controller import port_bytes
+    from .measurements import counter_delta, read_counters
+    from .rows import flow_rows, multi_flow_summary
+    from .traffic import run_flows
+
+    plan = pp.plan
+    label = (f"{pp.point.id}-" if pp.point.values else "") + test.label
+    announce = dict(test.host_signal_ports)
+    for host in sorted({f.dst for t in plan.tests for f in t.flows}):
+        net.set_signal_ports(host, announce.get(host, ()))
+    hosts = sorted({h for f in test.flows for h in (f.src, f.dst)})
+    pids = {h: net.node(h).pid for h in hosts}
+    switches = [sw.name for sw in plan.switches]
+    ports_before = port_bytes(switches) if net.controller else {}
+    before = {h: read_counters(pid) for h, pid in pids.items()}
+    outcome = run_flows(net, test, plan.probes, mptcp_mode=caps.iperf3_mptcp, time_limit=fixed.time_limit_s,
+                        connect_timeout_ms=fixed.connect_timeout_ms, sample_interval=pp.exp.measurements.interval)
+    deltas = {h: counter_delta(before[h], read_counters(pid)) for h, pid in pids.items()}
+    flows, subs, series = flow_rows(pp.exp.name, test, outcome, fixed.optimum_mbps)
+    row = multi_flow_summary(pp.exp.name, plan, test, outcome, flows, per_link)
+    row["maxflow_mbps"] = fixed.maxflow
+    for r in [row, *flows, *subs, *series]:
+        r["test"] = label
+    rtt = [{"experiment": pp.exp.name, "test": label, "variant": row["variant"], "probe": name, **x}
+           for name, answers in outcome.probes.items() for x in answers]
+    if outcome.sample_errors:
+        active.flagged.append(f"{label}: {outcome.sample_errors} subflow sample(s) failed")
+    rd = active.rd
+    if net.controller:
+        rd.write_raw(results.raw_name(label, "ports"), {"before": ports_before, "after": port_bytes(switches)})
+    rd.write_raw(results.raw_name(label, "client"), {o.flow.label: o.client_json or {"error": o.error, "stderr": o.stderr}
+                                                     for o in outcome.flows})
+    rd.write_raw(results.raw_name(label, "server"), {o.flow.label: o.server_json or {} for o in outcome.flows})
+    rd.write_raw(results.raw_name(label, "counters"), deltas)
+    rd.write_samples(label, [{"test": label, "host": h, **x} for h, xs in outcome.samples.items() for x in xs])
+    return row, subs, {results.FLOWS: flows, results.FLOW_GOODPUT: series, results.RTT: rtt}
 
 
 def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: Path | None) -> Any:

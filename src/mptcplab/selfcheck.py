@@ -111,14 +111,13 @@ def _ping_rtts(p: subprocess.Popen, timeout: float) -> list[float]:
 
 def _udp(network: Any, route: Route, rate_mbps: float, seconds: int, port: int) -> dict[str, Any] | None:
     """Send UDP at rate through the route; the receiver's counts (server side JSON)."""
-    plan = network.plan
     server = iperf3_argv("server", "tcp", "", port=port, bind=route.server.ip)
     client = iperf3_argv("client", "tcp", "", port=port, server_address=route.server.ip, bind=route.client.ip,
                          duration=seconds, udp_mbps=rate_mbps, length=UDP_PAYLOAD)
-    with Iperf3Server(network, plan.server, server, port) as srv:
+    with Iperf3Server(network, route.server.node, server, port) as srv:
         if not srv.listening:
             return None
-        network.run_in(plan.client, client, timeout=seconds + 20 + route.max_rtt_ms() / 1000 * 4)
+        network.run_in(route.client.node, client, timeout=seconds + 20 + route.max_rtt_ms() / 1000 * 4)
     data = srv.result
     if not data or "end" not in data:
         return None
@@ -186,12 +185,11 @@ def run(network: Any, mode: str = "rtt", rtt_tol_pct: float = 5.0, rtt_tol_ms: f
     after every sweep point costs a fraction of a second.
     """
     t0 = time.monotonic()
-    client = network.node(network.plan.client)
     all_routes = routes(network.plan)
     counts = [max(pings_needed(r.round_trip_loss()) or MAX_PINGS,
                   pings_for_jitter(r.rtt_sd_ms(), rtt_tolerance_ms(r, 0, rtt_tol_pct, rtt_tol_ms)))
               for r in all_routes]
-    pingers = [_ping_start(client, r, n) for r, n in zip(all_routes, counts)]
+    pingers = [_ping_start(network.node(r.client.node), r, n) for r, n in zip(all_routes, counts)]
     results = []
     try:
         for route, n, pinger in zip(all_routes, counts, pingers):

@@ -63,7 +63,14 @@ Mbps = Annotated[float, AfterValidator(_between(0.001, 100_000, " Mbit/s"))]
 Packets = Annotated[int, AfterValidator(_between(1, 1_000_000, " packets"))]
 
 
+#: Put by Experiment in place of traffic.client/server when a spec has neither them nor flows, so
+#: that the field reports itself missing alongside any other problem of the spec.
+MISSING_HOST = "\x00missing"
+
+
 def _check_name(v: str) -> str:
+    if v == MISSING_HOST:
+        raise ValueError("required field is missing (or give flows: / matrix:)")
     if not isinstance(v, str) or not NAME_RE.fullmatch(v):
         raise ValueError(
             f"{v!r} is not a valid node name: use a letter then letters, digits or '_' "
@@ -314,8 +321,11 @@ Protocol = Literal["mptcp", "tcp"]
 
 
 class Traffic(_Model):
-    client: NodeName
-    server: NodeName
+    """One flow from client to server (the shorthand), or -- with ``flows:`` / ``matrix:`` --
+    what every flow shares: its default length, repetitions, first port, time margin."""
+
+    client: NodeName | None = Field(None, description="the one flow's source (not with flows/matrix)")
+    server: NodeName | None = Field(None, description="the one flow's destination (not with flows/matrix)")
     duration: float | None = Field(None, gt=0, le=3600, description="seconds per test")
     bytes: int | None = Field(None, gt=0, description="bytes per test instead of a duration")
     protocols: list[Protocol] = Field(default_factory=lambda: ["mptcp", "tcp"], min_length=1)
@@ -337,7 +347,7 @@ class Traffic(_Model):
             raise ValueError(f"duration: {self.duration:g} s is not a whole number of seconds: iperf3 "
                              "counts its test length (-t) in whole seconds (0.5 would run forever); "
                              "give 1 or more, or bytes: N")
-        if self.client == self.server:
+        if self.client is not None and self.client == self.server:
             raise ValueError("client and server must be different hosts")
         if len(set(self.protocols)) != len(self.protocols):
             raise ValueError("protocols lists the same protocol twice")
@@ -345,6 +355,75 @@ class Traffic(_Model):
 
 
 Port = Annotated[int, AfterValidator(_between(1024, 65535, ""))]
+AlgorithmName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,16}$")]
+FlowLabel = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
+
+
+class FlowParams(_Model):
+    """How a flow runs (a flow's own, or every flow of a matrix)."""
+
+    protocol: Protocol = "mptcp"
+    extra_subflows: int = Field(
+        0, ge=0, le=7, description="MPTCP: the destination announces its first address again on this many "
+        "fresh ports, one more subflow each (as ndiffports did)")
+    start: float = Field(0.0, ge=0, le=3600, description="seconds after the test starts (all flows share one clock)")
+    duration: float | None = Field(None, gt=0, le=3600, description="whole seconds; none: traffic.duration")
+    bytes: int | None = Field(None, gt=0, le=10**12, description="bytes to send instead of a duration "
+                              "(the flow completion time is measured)")
+    congestion_control: AlgorithmName | None = Field(None, description="none: the source host's (mptcp block)")
+    parallel: int = Field(1, ge=1, le=16, description="iperf3 parallel streams (-P)")
+
+    @model_validator(mode="after")
+    def _length(self) -> "FlowParams":
+        if self.duration is not None and self.bytes is not None:
+            raise ValueError("give either duration or bytes, not both")
+        if self.duration is not None and self.duration != int(self.duration):
+            raise ValueError(f"duration: {self.duration:g} s is not a whole number of seconds (iperf3 -t)")
+        return self
+
+
+class Flow(FlowParams):
+    """One flow of every test: iperf3 from src to dst."""
+
+    src: NodeName
+    dst: NodeName
+    label: FlowLabel | None = Field(None, description="names the flow in flows.csv and variants; none: SRC-DST")
+
+    @model_validator(mode="after")
+    def _ends(self) -> "Flow":
+        if self.src == self.dst:
+            raise ValueError("src and dst must be different hosts")
+        return self
+
+
+class Matrix(FlowParams):
+    """A traffic matrix over a set of hosts, expanded (mptcplab.flows) into flows deterministically
+    for a seed: permutation (every host sends to one other and receives from one, none to itself),
+    random (every host to `per_host` random others), incast (senders to one target), all-to-all."""
+
+    kind: Literal["permutation", "random", "incast", "all-to-all"]
+    hosts: list[NodeName] | None = Field(None, description="the hosts taking part; none: every host")
+    seed: int = Field(1, ge=0, le=2**31, description="the draw of permutation and random matrices")
+    target: NodeName | None = Field(None, description="incast: the receiver; none: the first host")
+    senders: int | None = Field(None, ge=1, le=1000, description="incast: how many senders; none: all others")
+    per_host: int = Field(1, ge=1, le=64, description="random: destinations per source")
+
+
+class Probe(_Model):
+    """RTT probes during every test (ping, 10 Hz by default): latency under load, as a time series."""
+
+    src: NodeName
+    dst: NodeName
+    interval: float = Field(0.1, ge=0.01, le=10, description="seconds between probes")
+    label: FlowLabel | None = None
+
+    @model_validator(mode="after")
+    def _ends(self) -> "Probe":
+        if self.src == self.dst:
+            raise ValueError("src and dst must be different hosts")
+        return self
+
+
 
 
 class Controller(_Model):
@@ -353,12 +432,21 @@ class Controller(_Model):
     controllers/mptcp_paths.py, steering each new subflow by its MPTCP options."""
 
     kind: Literal["none", "static", "pox"] = "none"
-    policy: Literal["independent", "dependent", "mixed", "shortest"] = Field(
+    policy: Literal["independent", "dependent", "mixed", "shortest", "ecmp"] = Field(
         "mixed", description="subflow i takes path i of the set: independent paths, dependent "
-        "(sharing links), mixed (independent first), or shortest")
+        "(sharing links), mixed (independent first), or shortest; ecmp: every switch hashes each TCP "
+        "5-tuple onto one of its equal-cost next hops (OpenFlow select groups), as in a datacenter")
     openflow_port: Port | None = Field(
         None, description="POX's OpenFlow port on 127.0.0.1; none = POX binds a free one (read back "
         "from the kernel). A port held by another process is refused")
+
+    @model_validator(mode="after")
+    def _ecmp(self) -> "Controller":
+        if self.policy == "ecmp" and self.kind != "static":
+            raise ValueError(f"policy: ecmp needs kind: static (the select groups are installed with "
+                             f"ovs-ofctl; the POX component speaks OpenFlow 1.0, which has no groups), "
+                             f"not kind: {self.kind}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -379,14 +467,26 @@ class Controller(_Model):
         return data
 
 
+class FlowOverride(_Model):
+    """What a variant changes in a flow (fields left out stay as the flow says)."""
+
+    protocol: Protocol | None = None
+    extra_subflows: int | None = Field(None, ge=0, le=7)
+    congestion_control: AlgorithmName | None = None
+
+
 class Variant(_Model):
-    """One way of running the traffic on the same network (compared in one summary)."""
+    """One way of running the traffic on the same network (compared in one summary). With
+    ``flows:`` / ``matrix:``, ``protocol`` and ``extra_subflows`` apply to every flow and
+    ``flows`` changes single flows by label ("*": all flows)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-    protocol: Protocol = "mptcp"
-    extra_subflows: int = Field(
-        0, ge=0, le=7, description="the server announces its address again on this many fresh ports: "
-        "one more subflow each over the same address pair (as ndiffports did)")
+    protocol: Protocol | None = Field(None, description="none: mptcp (one flow), the flows' own (flows)")
+    flows: dict[str, FlowOverride] = Field(default_factory=dict, description="flow label (or *) -> changes")
+    extra_subflows: int | None = Field(
+        None, ge=0, le=7, description="the server announces its address again on this many fresh ports: "
+        "one more subflow each over the same address pair (as ndiffports did); none: 0 (one flow), "
+        "the flows' own (flows)")
     expect_subflows: int | None = Field(None, ge=1, le=9)
 
 
@@ -503,7 +603,11 @@ class Experiment(_Model):
     description: str = ""
     topology: Topology
     mptcp: Mptcp = Field(default_factory=Mptcp)
-    traffic: Traffic
+    traffic: Traffic = Field(default_factory=Traffic)
+    flows: list[Flow] = Field(default_factory=list, description="several flows per test (instead of "
+                              "traffic.client/server)")
+    matrix: Matrix | None = Field(None, description="a traffic matrix expanded into flows")
+    probes: list[Probe] = Field(default_factory=list, description="RTT probes while the flows run")
     controller: Controller = Field(default_factory=Controller)
     emulation: Emulation = Field(default_factory=Emulation)
     variants: list[Variant] | None = Field(
@@ -513,14 +617,19 @@ class Experiment(_Model):
     measurements: Measurements = Field(default_factory=Measurements)
     outputs: Outputs = Field(default_factory=Outputs)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_flow_needs_hosts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("flows") and data.get("matrix") is None \
+                and isinstance(data.get("traffic"), dict):
+            data = {**data, "traffic": {"client": MISSING_HOST, "server": MISSING_HOST, **data["traffic"]}}
+        return data
+
     @model_validator(mode="after")
     def _cross(self) -> "Experiment":
         problems: list[str] = []
         hosts = self.topology.hosts
-        for role in ("client", "server"):
-            h = getattr(self.traffic, role)
-            if h not in hosts:
-                problems.append(f"traffic.{role}: {h!r} is not a host (hosts: {', '.join(hosts)})")
+        problems += self._traffic_problems()
         for h, s in self.mptcp.hosts.items():
             if h not in hosts:
                 problems.append(f"mptcp.hosts.{h}: no such host")
@@ -539,6 +648,48 @@ class Experiment(_Model):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def multi_flow(self) -> bool:
+        """Several flows per test (flows: / matrix:) rather than traffic's one client/server."""
+        return bool(self.flows) or self.matrix is not None
+
+    def _traffic_problems(self) -> list[str]:
+        """One client/server, or flows and a matrix, never both; every host named exists."""
+        hosts = self.topology.hosts
+        problems: list[str] = []
+
+        def known(where: str, h: str | None) -> None:
+            if h is not None and h not in hosts:
+                problems.append(f"{where}: {h!r} is not a host (hosts: {', '.join(hosts)})")
+
+        tr = self.traffic
+        if self.multi_flow:
+            for role in ("client", "server"):
+                if getattr(tr, role) is not None:
+                    problems.append(f"traffic.{role}: with flows/matrix each flow names its hosts; remove "
+                                    f"traffic.{role}")
+        else:
+            for role in ("client", "server"):
+                if getattr(tr, role) is None:
+                    problems.append(f"traffic.{role}: required field is missing (or give flows: / matrix:)")
+        known("traffic.client", tr.client)
+        known("traffic.server", tr.server)
+        for i, f in enumerate(self.flows):
+            known(f"flows[{i}].src", f.src)
+            known(f"flows[{i}].dst", f.dst)
+        for i, p in enumerate(self.probes):
+            known(f"probes[{i}].src", p.src)
+            known(f"probes[{i}].dst", p.dst)
+        if self.matrix is not None:
+            for j, h in enumerate(self.matrix.hosts or []):
+                known(f"matrix.hosts[{j}]", h)
+            known("matrix.target", self.matrix.target)
+        for i, v in enumerate(self.variants or []):
+            if not self.multi_flow and v.flows:
+                problems.append(f"variants[{i}].flows: changes flows, but this spec has one client/server; "
+                                "use protocol/extra_subflows, or give flows:")
+        return problems
 
 
 # --------------------------------------------------------------------------- loading

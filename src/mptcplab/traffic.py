@@ -10,9 +10,14 @@ by PID; the sampler's short ``ss`` calls go through the node's popen and end by 
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .measurements import Sampler, ss_runner
@@ -40,12 +45,14 @@ def iperf3_argv(role: str, protocol: str, mptcp_mode: str, *, port: int, server_
                 duration: float | None = None, nbytes: int | None = None, parallel: int = 1,
                 congestion_control: str | None = None, bind: str | None = None,
                 udp_mbps: float | None = None, length: int | None = None,
-                connect_timeout_ms: int = 5000) -> list[str]:
+                connect_timeout_ms: int = 5000, interval: float | None = None) -> list[str]:
     """The iperf3 command for one side of one test (``udp_mbps``: UDP at that rate instead of
     TCP, as the self-check sends). Pure."""
     argv = ["iperf3", "-J", "-p", str(port)]
     if bind:
         argv += ["-B", bind]
+    if interval is not None:  # iperf3's reports (on the server: the receiver's goodput) every interval s
+        argv += ["-i", f"{interval:g}"]
     if role == "server":
         argv += ["-s", "-1"]
     else:
@@ -163,3 +170,158 @@ def _parse(text: str | None) -> dict[str, Any] | None:
             return obj
         except ValueError:
             return None
+
+
+# --------------------------------------------------------------------------- several flows at once
+
+#: The launcher that starts a command at an instant of CLOCK_MONOTONIC (see mptcplab.startat).
+STARTAT = Path(__file__).with_name("startat.py")
+#: Receiver-side goodput is reported every GOODPUT_INTERVAL_S seconds (iperf3's shortest).
+GOODPUT_INTERVAL_S = 0.1
+_START_LINE = re.compile(r"mptcplab-start (\d+)\n?")
+#: "[1700000000.123456] 64 bytes from 10.0.1.3: icmp_seq=1 ttl=64 time=20.3 ms" (ping -D)
+_PING_LINE = re.compile(r"\[(\d+\.\d+)\].*icmp_seq=(\d+).*time=([0-9.]+) ms")
+
+
+def at_instant(deadline_ns: int, argv: list[str]) -> list[str]:
+    """``argv`` started by the launcher at ``deadline_ns`` (CLOCK_MONOTONIC). Pure."""
+    return [sys.executable, "-I", "-S", str(STARTAT), str(deadline_ns), "--", *argv]
+
+
+def started_at(stderr: str) -> tuple[int | None, str]:
+    """The launcher's ``mptcplab-start NS`` line (when the command really started) and the rest
+    of stderr (what the command itself said)."""
+    m = _START_LINE.match(stderr or "")
+    if not m:
+        return None, stderr or ""
+    return int(m.group(1)), stderr[m.end():]
+
+
+def parse_ping(text: str, t0_wall: float) -> list[dict[str, Any]]:
+    """One row per answered probe: seconds on the test's clock, sequence number, RTT in ms."""
+    rows = []
+    for line in (text or "").splitlines():
+        m = _PING_LINE.search(line)
+        if m:
+            rows.append({"t": round(float(m.group(1)) - t0_wall, 4), "seq": int(m.group(2)),
+                         "rtt_ms": float(m.group(3))})
+    return rows
+
+
+@dataclass
+class FlowOutcome:
+    """One flow of a multi-flow test: what iperf3 said at both ends, and when it really started
+    (seconds on the test's clock; ``scheduled_s`` is when it should have)."""
+
+    flow: Any  # plan.PlanFlow
+    client_json: dict[str, Any] | None = None
+    server_json: dict[str, Any] | None = None
+    started_s: float | None = None
+    error: str | None = None
+    stderr: str = ""
+
+    @property
+    def scheduled_s(self) -> float:
+        return self.flow.start_s
+
+    @property
+    def start_offset_ms(self) -> float | None:
+        return None if self.started_s is None else (self.started_s - self.flow.start_s) * 1e3
+
+
+@dataclass
+class FlowsOutcome:
+    """A multi-flow test: every flow's outcome, the subflow samples per source host (MPTCP flows),
+    and the RTT probes' answers."""
+
+    flows: list[FlowOutcome]
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sample_errors: int = 0
+    probes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+    error: str | None = None
+
+
+def lead_time_s(n_processes: int) -> float:
+    """How far ahead of the shared instant the launchers are spawned: enough for every one of
+    them to be running and asleep by then on a loaded two-core machine."""
+    return 0.3 + 0.04 * n_processes
+
+
+def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: str, time_limit: float,
+              connect_timeout_ms: int, sample_interval: float) -> FlowsOutcome:
+    """Every flow of ``test`` on one clock: one one-off iperf3 server per flow (reporting the
+    receiver's goodput every 0.1 s), then each client started by the launcher at its offset from
+    the shared instant, the subflow samplers and RTT probes running meanwhile. Everything is
+    started through the network (recorded) and stopped by PID; the test is abandoned
+    ``time_limit`` s after the instant."""
+    outs = [FlowOutcome(f) for f in test.flows]
+    result = FlowsOutcome(outs, started=time.time())
+    with ExitStack() as stack:
+        servers = []
+        for f in test.flows:
+            argv = iperf3_argv("server", f.protocol, mptcp_mode, port=f.port, interval=GOODPUT_INTERVAL_S)
+            servers.append(stack.enter_context(Iperf3Server(network, f.dst, argv, f.port)))
+        for o, srv in zip(outs, servers):
+            if not srv.listening:
+                o.error = f"iperf3 server did not start listening on port {o.flow.port}: {srv.stderr.strip()[:300]}"
+        runnable = [o for o in outs if o.error is None]
+        sampled = sorted({o.flow.src for o in runnable if o.flow.protocol == "mptcp"})
+        samplers = {h: Sampler(ss_runner(network.node(h).popen), interval=sample_interval).start() for h in sampled}
+        t0_ns = time.monotonic_ns() + int(lead_time_s(len(runnable) + len(probes)) * 1e9)
+        t0_wall = time.time() + (t0_ns - time.monotonic_ns()) / 1e9
+        procs: list[tuple[FlowOutcome, subprocess.Popen]] = []
+        pingers: list[tuple[Any, subprocess.Popen]] = []
+        try:
+            for o in runnable:
+                f = o.flow
+                argv = iperf3_argv("client", f.protocol, mptcp_mode, port=f.port, server_address=f.dst_address,
+                                   duration=f.duration_s, nbytes=f.bytes, parallel=f.parallel,
+                                   congestion_control=f.congestion_control, connect_timeout_ms=connect_timeout_ms)
+                procs.append((o, network.spawn(f.src, at_instant(t0_ns + int(f.start_s * 1e9), argv),
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            for pr in probes:
+                argv = ["ping", "-n", "-D", "-i", f"{pr.interval_s:g}", "-w", str(int(time_limit) + 1), pr.dst_address]
+                pingers.append((pr, network.spawn(pr.src, at_instant(t0_ns, argv), stdout=subprocess.PIPE,
+                                                  stderr=subprocess.PIPE, text=True)))
+            deadline = t0_ns / 1e9 + time_limit
+            for o, p in procs:
+                try:
+                    out, err = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    out, err = stop(p)
+                    o.error = f"iperf3 client did not finish within {time_limit:.0f} s"
+                ns, o.stderr = started_at(err)
+                o.started_s = None if ns is None else (ns - t0_ns) / 1e9
+                o.client_json = _parse(out)
+                if o.client_json is None and not o.error:
+                    o.error = f"iperf3 client printed no JSON (exit {p.returncode}): {o.stderr.strip()[:300]}"
+                elif o.client_json and o.client_json.get("error") and not o.error:
+                    o.error = f"iperf3: {o.client_json['error']}"
+            for pr, p in pingers:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)  # ping prints what it has and ends
+                try:
+                    out, _ = p.communicate(timeout=3)
+                except subprocess.TimeoutExpired:
+                    out, _ = stop(p)
+                result.probes[pr.label] = parse_ping(out, t0_wall)
+        except BaseException:  # interrupted: nothing of this test keeps running
+            for _, p in procs + pingers:
+                if p.poll() is None:
+                    stop(p)
+            for smp in samplers.values():
+                smp.stop()
+            raise
+        for h, smp in samplers.items():
+            result.samples[h] = [{**x, "t": round(x["t"] - (t0_ns / 1e9 - smp.started_at), 4)} for x in smp.stop()]
+            result.sample_errors += smp.errors
+    for o, srv in zip(outs, servers):
+        o.server_json = srv.result
+    result.ended = time.time()
+    failed = [o for o in outs if o.error]
+    if failed:
+        result.error = f"{len(failed)} of {len(outs)} flow(s) failed: " + "; ".join(
+            f"{o.flow.label}: {o.error}" for o in failed[:3])
+    return result
