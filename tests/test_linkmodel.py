@@ -47,6 +47,9 @@ def test_backend_choice():
     up, down = directions({"bw": 5, "delay": 10})
     assert choose_backend("auto", up, down, netem=True) == "netem"
     assert choose_backend("auto", up, down, netem=False) == "userspace"
+    # rate and queue only: htb + pfifo in the kernel, which needs no netem
+    assert choose_backend("auto", *directions({"bw": 5, "queue": 100}), netem=False) == "netem"
+    assert choose_backend("auto", *directions({"bw": 5, "queue_bytes": 15000}), netem=False) == "userspace"
     with pytest.raises(LinkEmulationError):
         choose_backend("netem", up, down, netem=False)
     jitter = directions({"delay": 10, "jitter": 2})

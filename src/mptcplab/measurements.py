@@ -137,8 +137,9 @@ def subflows_of(samples: list[dict[str, Any]], token: str) -> list[dict[str, Any
             continue
         key = (s["local"], s["remote"])
         agg = by_pair.setdefault(key, {"local": s["local"], "remote": s["remote"], "token": token,
-                                       "established": False, "rtt_ms": [], "first_t": s["t"]})
+                                       "established": False, "estab_samples": 0, "rtt_ms": [], "first_t": s["t"]})
         agg["established"] |= s["state"] == "ESTAB"
+        agg["estab_samples"] += s["state"] == "ESTAB"
         agg["last_t"] = s["t"]
         for k in ("bytes_acked", "bytes_sent", "bytes_received", "retrans_total", "cwnd"):
             if k in s:
@@ -148,9 +149,14 @@ def subflows_of(samples: list[dict[str, Any]], token: str) -> list[dict[str, Any
         agg.setdefault("local_id", s.get("local_id"))
         agg.setdefault("cc", s.get("cc"))
     out = []
+    rounds = len({s["t"] for s in samples})
     for agg in by_pair.values():
         rtts = agg.pop("rtt_ms")
         agg["mean_rtt_ms"] = sum(rtts) / len(rtts) if rtts else None
+        # A subflow seen established once, in a test sampled many times, was refused or reset at
+        # once: in a traffic matrix, where every host announces ports, both ends of a connection
+        # open joins and the path manager resets the ones past its limit (measured on FatTree k=4).
+        agg["lasting"] = agg["estab_samples"] >= 2 or rounds < 3
         out.append(agg)
     return sorted(out, key=lambda a: (a.get("local_id") or 0, a["local"]))
 

@@ -28,7 +28,7 @@ from pyroute2 import MPTCP, IPRoute
 
 from .capabilities import Capabilities
 from .links import EmuLink, LinkEmulationError
-from .plan import Plan, PlanHost
+from .plan import Plan, PlanHost, flag_names
 from .proc import node_run, offloads, offloads_off
 from .registry import ALIAS_PREFIX, Registry
 from .spec import Experiment
@@ -50,6 +50,7 @@ class Network:
                  seed: int = 1, controller: Any = None):
         self.controller = controller  # StaticController / PoxController / None (learning switches)
         self.signal_ports: dict[str, tuple[int, ...]] = {}
+        self.subflow_limits: dict[str, int] = {}  # hosts whose limit a multi-flow test changed
         self.shaper = shaper
         self.seed = seed
         self.plan = plan
@@ -173,8 +174,19 @@ class Network:
             # an address out of its own interface (and pyroute2 0.9 cannot encode IF_IDX).
             for ep in h.mptcp.endpoints:
                 mp.endpoint("add", addr=ep.address, id=ep.id, flags=ep.flag_bits)
+            _check_endpoints_read_back(h.name, h.mptcp.endpoints, mp)
         self.signal_ports[h.name] = ()
+        self.subflow_limits.pop(h.name, None)
         self.set_signal_ports(h.name, h.mptcp.signal_ports)
+
+    def set_subflow_limit(self, host: str, subflows: int) -> None:
+        """The host's limit of extra subflows per connection (add_addr_accepted as planned)."""
+        h = self.plan.host(host)
+        if self.subflow_limits.get(host, h.mptcp.subflows) == subflows:
+            return
+        with MPTCP(netns=netns_path(self.node(host))) as mp:
+            mp.limits("set", subflows=subflows, add_addr_accepted=h.mptcp.add_addr_accepted)
+        self.subflow_limits[host] = subflows
 
     def set_signal_ports(self, host: str, ports: tuple[int, ...]) -> None:
         """Announce the host's first address again with these ports (one `signal` endpoint each,
@@ -311,6 +323,8 @@ class Network:
                 eps = [{k.removeprefix("MPTCP_PM_ADDR_ATTR_").lower(): v
                         for k, v in e.get_attr("MPTCP_PM_ATTR_ADDR")["attrs"]}
                        for e in mp.endpoint("show")]
+                for e in eps:
+                    e["flag_names"] = flag_names(e.get("flags") or 0)
                 lim = mp.limits("show")[0]
                 limits = {"subflows": lim.get_attr("MPTCP_PM_ATTR_SUBFLOWS"),
                           "add_addr_accepted": lim.get_attr("MPTCP_PM_ATTR_RCV_ADD_ADDRS")}
@@ -405,3 +419,18 @@ class NetworkSession:
         net.stop()
         for k in ("build_s", "configure_s", "teardown_s"):
             self.timings[k] = self.timings.get(k, 0.0) + net.timings.get(k, 0.0)
+
+
+def _check_endpoints_read_back(host: str, wanted: Any, mp: Any) -> None:
+    """Every endpoint as the kernel keeps it has the flags asked for: a kernel that does not know
+    a flag (laminar before Linux 6.18) drops it silently, and the run would measure something
+    else than the spec says."""
+    got = {}
+    for e in mp.endpoint("show"):
+        attrs = dict(e.get_attr("MPTCP_PM_ATTR_ADDR")["attrs"])
+        got[attrs.get("MPTCP_PM_ADDR_ATTR_ID")] = attrs.get("MPTCP_PM_ADDR_ATTR_FLAGS") or 0
+    for ep in wanted:
+        missing = set(ep.flags) - set(flag_names(got.get(ep.id, 0)))
+        if missing:
+            raise NetworkError(f"mptcp.hosts.{host}.endpoints.{ep.interface}: this kernel dropped the flag(s) "
+                               f"{', '.join(sorted(missing))} (laminar needs Linux 6.18 or newer); remove them")

@@ -33,7 +33,12 @@ SIGNAL_PORT_BASE = 20000
 #: Endpoints the in-kernel path manager holds per namespace (MPTCP_PM_ADDR_MAX; ERANGE beyond).
 MAX_ENDPOINTS = 8
 #: Endpoint flag bits of the in-kernel path manager (include/uapi/linux/mptcp.h).
-FLAG_BITS = {"signal": 1 << 0, "subflow": 1 << 1, "backup": 1 << 2, "fullmesh": 1 << 3}
+FLAG_BITS = {"signal": 1 << 0, "subflow": 1 << 1, "backup": 1 << 2, "fullmesh": 1 << 3, "laminar": 1 << 5}
+
+
+def flag_names(bits: int) -> list[str]:
+    """The endpoint flags set in ``bits`` (as the kernel reports them), by name."""
+    return [name for name, bit in FLAG_BITS.items() if bits & bit]
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,8 @@ class PlanTest:
     #: destination host announces during it (host -> ports).
     flows: tuple[PlanFlow, ...] = ()
     host_signal_ports: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    #: host -> its subflow limit during this test (multi-flow tests; see _flow_tests)
+    host_limits: tuple[tuple[str, int], ...] = ()
 
     @property
     def label(self) -> str:
@@ -468,7 +475,14 @@ def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHo
     """Repetitions x variants of all the flows at once. Each flow has its own iperf3 port
     (traffic.port + its index); a destination host announces, for the whole test, as many fresh
     ports as the most extra subflows any MPTCP flow to it asks for -- every MPTCP connection to
-    that host is offered them all, so its expected subflows count them all."""
+    that host is offered them all, so its expected subflows count them all.
+
+    Each host's subflow limit is set, per test, to the most extra subflows of the MPTCP flows it
+    takes part in (never above mptcp.limits): in a matrix a host is source and destination at
+    once, so it also announces ports to the hosts it sends to, and the in-kernel path manager of
+    the *receiving* side opens subflows toward announced addresses too -- with the limit at 8 a
+    7-extra-subflow connection measured 9 subflows. With the limit at the flows' own number, the
+    joins a host accepts fill it."""
     from .flows import for_variant
 
     tests: list[PlanTest] = []
@@ -485,11 +499,18 @@ def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHo
                 if f.protocol == "mptcp":
                     extra[f.dst] = max(extra.get(f.dst, 0), f.extra_subflows)
             ports = {h: tuple(SIGNAL_PORT_BASE + 10 * index + k for k in range(1, n + 1)) for h, n in extra.items()}
+            limit: dict[str, int] = {}
+            for f in defs:
+                if f.protocol == "mptcp":
+                    for h in (f.src, f.dst):
+                        limit[h] = min(hosts[h].mptcp.subflows, max(limit.get(h, 0), f.extra_subflows))
             planned = []
             for i, f in enumerate(defs):
                 want = 1
                 if f.protocol == "mptcp":
-                    want = expected_subflows(hosts[f.src].mptcp, replace(hosts[f.dst].mptcp, signal_ports=ports[f.dst]))
+                    src = replace(hosts[f.src].mptcp, subflows=limit[f.src])
+                    want = min(expected_subflows(src, replace(hosts[f.dst].mptcp, signal_ports=ports[f.dst])),
+                               1 + limit[f.dst])
                 planned.append(PlanFlow(
                     index=i, label=f.label, src=f.src, dst=f.dst, port=exp.traffic.port + i,
                     dst_address=_initial_server_address(f.src, f.dst, hosts, problems, f"flows ({f.label})"),
@@ -500,7 +521,8 @@ def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHo
             tests.append(PlanTest(
                 index=index, protocol=protos[0] if len(protos) == 1 else "mixed", repetition=rep,
                 variant=v.name if v else "", expected_subflows=max(f.expected_subflows for f in planned),
-                flows=tuple(planned), host_signal_ports=tuple(sorted((h, p) for h, p in ports.items() if p))))
+                flows=tuple(planned), host_signal_ports=tuple(sorted((h, p) for h, p in ports.items() if p)),
+                host_limits=tuple(sorted(limit.items()))))
     if tests and exp.traffic.port + len(tests[0].flows) > SIGNAL_PORT_BASE:
         problems.append(f"flows: {len(tests[0].flows)} flows from traffic.port {exp.traffic.port} run into the "
                         f"signalled ports from {SIGNAL_PORT_BASE}: use fewer flows or a lower traffic.port")

@@ -60,7 +60,7 @@ def _subflow_rows(experiment: str, test: PlanTest, connections: list[str], sampl
     counts, rows = [], []
     for conn in connections:
         token = connection_token(samples, conn)
-        established = [x for x in (subflows_of(samples, token) if token else []) if x["established"]]
+        established = [x for x in (subflows_of(samples, token) if token else []) if x["established"] and x["lasting"]]
         counts.append(len(established))
         total = sum(x.get("bytes_acked", 0) for x in established) or 1
         for x in established:

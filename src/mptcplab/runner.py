@@ -523,9 +523,10 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
 
     plan = pp.plan
     label = (f"{pp.point.id}-" if pp.point.values else "") + test.label
-    announce = dict(test.host_signal_ports)
-    for host in sorted({f.dst for t in plan.tests for f in t.flows}):
+    announce, limits = dict(test.host_signal_ports), dict(test.host_limits)
+    for host in sorted({h for t in plan.tests for f in t.flows for h in (f.src, f.dst)}):
         net.set_signal_ports(host, announce.get(host, ()))
+        net.set_subflow_limit(host, limits.get(host, plan.host(host).mptcp.subflows))
     hosts = sorted({h for f in test.flows for h in (f.src, f.dst)})
     pids = {h: net.node(h).pid for h in hosts}
     switches = [sw.name for sw in plan.switches]

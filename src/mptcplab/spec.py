@@ -267,7 +267,8 @@ class Topology(_Model):
 
 # --------------------------------------------------------------------------- MPTCP
 
-EndpointFlag = Literal["signal", "subflow", "backup", "fullmesh"]
+#: laminar (Linux 6.18+): subflows to each address the peer announces, from this endpoint's address.
+EndpointFlag = Literal["signal", "subflow", "backup", "fullmesh", "laminar"]
 
 
 class Limits(_Model):
