@@ -15,6 +15,10 @@ framework-free core :mod:`mptcplab.paths`; this file only speaks OpenFlow.
   token and takes the connection's next path. The decisions are mptcplab.placement's (once per
   5-tuple: a SYN that comes back from a switch its rule had not reached yet keeps its path). Rule
   cookies say subflow and direction, so flow statistics give the bytes per path.
+- With ``--policy=ecmp``: ARP and non-TCP IP along the tree, every TCP packet without a rule to
+  the controller, and at each switch a 5-tuple gets an exact rule to the equal-cost next hop
+  :func:`mptcplab.paths.ecmp_choice` hashes it to (with the switch's own seed) -- ECMP as a
+  hashing switch does it, hop by hop, for OpenFlow 1.0, which has no select groups.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import pox.openflow.libopenflow_01 as of
 
 from mptcplab.mptcp_options import parse_tcp
 from mptcplab.paths import (
-    COOKIE_FWD, COOKIE_REV, IPV4, PRIO_DEFAULT, TCP, ControllerTopology, default_rules, hop_ports, host_ips,
-    pair_rules, path_set,
+    COOKIE_ECMP, COOKIE_FWD, COOKIE_REV, ECMP, IPV4, PRIO_DEFAULT, TCP, ControllerTopology, default_rules,
+    ecmp_choice, ecmp_next_hops, hash_basis, hop_ports, host_ips, pair_rules, path_set,
 )
 from mptcplab.placement import SubflowPlacer
 
@@ -46,6 +50,54 @@ def _flow_mod(rule) -> of.ofp_flow_mod:
     fm.cookie = rule.cookie
     fm.actions.append(of.ofp_action_output(port=rule.out_port))
     return fm
+
+
+class Ecmp:
+    """Hash-based ECMP, reactively: one exact 5-tuple rule per switch, on the port the hash picks."""
+
+    def __init__(self, topo: ControllerTopology):
+        self.topo = topo
+        self.rules = default_rules(topo)  # ARP, and ICMP/UDP, along the shortest-path tree
+        self.next_hops = ecmp_next_hops(topo)
+        log.info("mptcp_paths: policy ecmp, %d (switch, address) next-hop sets", len(self.next_hops))
+        core.openflow.addListeners(self)
+
+    def _handle_ConnectionUp(self, event):
+        sw = self.topo.switch_of_dpid(event.dpid)
+        for rule in self.rules:
+            if rule.switch == sw:
+                event.connection.send(_flow_mod(rule))
+        fm = of.ofp_flow_mod(priority=PRIO_TO_CONTROLLER)
+        fm.match.dl_type, fm.match.nw_proto = IPV4, TCP
+        fm.actions.append(of.ofp_action_output(port=of.OFPP_CONTROLLER, max_len=0xFFFF))
+        event.connection.send(fm)
+        log.info("switch %s up: ecmp rules installed", sw)
+
+    def _handle_PacketIn(self, event):
+        data = event.data
+        if len(data) < 34 or int.from_bytes(data[12:14], "big") != IPV4 or data[23] != TCP:
+            return
+        ihl = (data[14] & 0x0F) * 4
+        src, dst = ".".join(map(str, data[26:30])), ".".join(map(str, data[30:34]))
+        sport = int.from_bytes(data[14 + ihl:16 + ihl], "big")
+        dport = int.from_bytes(data[16 + ihl:18 + ihl], "big")
+        sw = self.topo.switch_of_dpid(event.dpid)
+        ports = self.next_hops.get((sw, dst))
+        if not ports:
+            return
+        port = ecmp_choice(ports, (src, sport, dst, dport), hash_basis(sw))
+        fm = of.ofp_flow_mod(priority=PRIO_FLOW, idle_timeout=IDLE_TIMEOUT, cookie=COOKIE_ECMP)
+        fm.match.dl_type, fm.match.nw_proto = IPV4, TCP
+        fm.match.nw_src, fm.match.nw_dst, fm.match.tp_src, fm.match.tp_dst = src, dst, sport, dport
+        fm.actions.append(of.ofp_action_output(port=port))
+        event.connection.send(fm)
+        out = of.ofp_packet_out(in_port=event.port)
+        if event.ofp.buffer_id not in (None, -1, 0xFFFFFFFF):
+            out.buffer_id = event.ofp.buffer_id
+        else:
+            out.data = data
+        out.actions.append(of.ofp_action_output(port=port))
+        event.connection.send(out)
 
 
 class MptcpPaths:
@@ -127,4 +179,4 @@ class MptcpPaths:
 def launch(topology: str, policy: str = "mixed"):
     topo = ControllerTopology.load(topology)
     topo.policy = policy
-    core.registerNew(MptcpPaths, topo)
+    core.registerNew(Ecmp if policy == ECMP else MptcpPaths, topo)

@@ -57,7 +57,7 @@ def _datacenter_run(tmp_path: Path, *, flows: int = 16, rtt: bool = True, fct: b
                         rows.append({**base, "flow": f"f{f}", "src": f"h{f}", "dst": f"h{(f + 5) % flows}",
                                      "protocol": proto, "cc": "cubic", "parallel": 1, "extra_subflows": nsub - 1,
                                      "expected_subflows": nsub, "scheduled_start_s": 0.0, "start_offset_ms": 0.1,
-                                     "connect_ms": None, "goodput_mbps": g, "bytes": None if failed else 1000,
+                                     "goodput_mbps": g, "bytes": None if failed else 1000,
                                      "duration_s": 3.0, "fct_s": (rng.uniform(0.2, 9.0) if fct and not failed
                                                                  else None),
                                      "retransmits": 1, "optimum_mbps": bw / 10, "error": "refused" if failed else None,

@@ -12,7 +12,7 @@ import pytest
 
 from mptcplab import flows as fl
 from mptcplab.errors import PlanError, SpecError
-from mptcplab.paths import ECMP_HASH_FIELDS, ecmp_next_hops, ecmp_rules
+from mptcplab.paths import ECMP_HASH_FIELDS, ecmp_choice, ecmp_next_hops, ecmp_rules, hash_basis
 from mptcplab.plan import controller_topology, make_plan
 from mptcplab.rows import flow_rows, multi_flow_summary
 from mptcplab.spec import parse_spec
@@ -88,7 +88,7 @@ def test_expand_labels_lengths_and_variants():
                         flows={"*": SimpleNamespace(model_dump=lambda exclude_none: {"extra_subflows": 3}),
                                "b": SimpleNamespace(model_dump=lambda exclude_none: {"protocol": "tcp"})})
     out = fl.for_variant(flows, v)
-    assert [(f.protocol, f.extra_subflows) for f in out] == [("mptcp", 3), ("mptcp", 3), ("tcp", 3)]
+    assert [(f.protocol, f.extra_subflows) for f in out] == [("mptcp", 3), ("mptcp", 3), ("tcp", 0)]  # TCP: one path
     with pytest.raises(PlanError, match="variants.w.flows: nope: no such flow"):
         fl.for_variant(flows, SimpleNamespace(name="w", protocol=None, extra_subflows=None, flows={"nope": None}))
 
@@ -104,8 +104,8 @@ def test_spec_one_client_server_or_flows_never_both():
     assert "flows[0]: src and dst must be different hosts" in problems(dumbbell(flows=[{"src": "l1", "dst": "l1"}]))
     assert any(p.startswith("flows[0].dst: 'zz' is not a host") for p in problems(
         dumbbell(flows=[{"src": "l1", "dst": "zz"}])))
-    assert any("policy: ecmp needs kind: static" in p for p in problems(
-        {**fattree(matrix={"kind": "permutation"}), "controller": {"kind": "pox", "policy": "ecmp"}}))
+    assert any("policy: ecmp needs a controller" in p for p in problems(
+        {**fattree(matrix={"kind": "permutation"}), "controller": {"kind": "none", "policy": "ecmp"}}))
     assert any("duration: 1.5 s is not a whole number" in p for p in problems(
         dumbbell(flows=[{"src": "l1", "dst": "r1", "duration": 1.5}])))
 
@@ -167,6 +167,20 @@ def test_ecmp_spreads_over_every_equal_cost_next_hop_of_a_fattree():
     ip_to_group = [r for r in rules if r.group is not None]
     assert ip_to_group and all(r.ofctl().endswith(f"actions=group:{r.group}") for r in ip_to_group)
     assert any(r.match_dict()["dl_type"] == 0x0806 for r in rules)  # ARP along the tree
+
+
+def test_reactive_ecmp_choice_is_a_hash_per_switch():
+    """What the POX component computes per switch: the same 5-tuple always on the same port, the
+    5-tuples spread evenly, and two switches not making the same choices (their own seeds)."""
+    tuples = [("10.0.1.1", 30000 + i, "10.0.1.16", 5201) for i in range(2000)]
+    a = [ecmp_choice((1, 2), t, hash_basis("e1")) for t in tuples]
+    b = [ecmp_choice((1, 2), t, hash_basis("a1")) for t in tuples]
+    assert a == [ecmp_choice((1, 2), t, hash_basis("e1")) for t in tuples]
+    assert 900 <= a.count(1) <= 1100                      # binomial(2000, 1/2): +-4.5 sigma
+    same = sum(x == y for x, y in zip(a, b))
+    assert 900 <= same <= 1100                            # independent, not polarized
+    four = [ecmp_choice((1, 2, 3, 4), t, 7) for t in tuples]
+    assert all(400 <= four.count(p) <= 600 for p in (1, 2, 3, 4))
 
 
 # --------------------------------------------------------------------------- rows

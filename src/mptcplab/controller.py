@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from .paths import COOKIE_DEFAULT, ECMP, ControllerTopology, Group, ecmp_rules, proactive_rules
+from .paths import COOKIE_DEFAULT, ECMP, ControllerTopology, Group, default_rules, ecmp_rules, proactive_rules
 
 LOOPBACK = "127.0.0.1"
 REPO_CONTROLLERS = Path(__file__).resolve().parents[2] / "controllers"
@@ -365,7 +365,10 @@ class PoxController:
                 f"binds a free one)")
 
     def start(self, network: Any) -> None:
-        rules, self.paths = proactive_rules(self.topo)
+        if self.topo.policy == ECMP:  # the component's rules: the default ones, then hashing per 5-tuple
+            rules, self.paths = default_rules(self.topo), []
+        else:
+            rules, self.paths = proactive_rules(self.topo)
         port = self.launch(network.registry.process)
         for sw in sorted(self.topo.switches):
             subprocess.run(["ovs-vsctl", "--timeout=10", "set-controller", sw, f"tcp:{LOOPBACK}:{port}"],

@@ -155,7 +155,8 @@ def for_variant(flows: list[FlowDef], variant: Any | None) -> list[FlowDef]:
             over = variant.flows.get(key)
             if over is not None:
                 changes.update(over.model_dump(exclude_none=True))
-        out.append(replace(f, **changes))
+        flow = replace(f, **changes)
+        out.append(replace(flow, extra_subflows=0) if flow.protocol == "tcp" else flow)  # TCP has one path
     return out
 
 

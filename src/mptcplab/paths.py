@@ -18,6 +18,7 @@ Everything is deterministic: ties break on length, then on node names.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import zlib
@@ -413,3 +414,16 @@ def ecmp_rules(topo: ControllerTopology) -> tuple[list[Rule], list[Group]]:
             groups[key] = Group(sw, per_switch[sw], ports, hash_basis(sw))
         rules.append(Rule(sw, PRIO_DEFAULT, match, ports[0], COOKIE_ECMP, group=groups[key].group_id))
     return rules, list(groups.values())
+
+
+def ecmp_choice(ports: tuple[int, ...], five_tuple: tuple[str, int, str, int], basis: int) -> int:
+    """The port a hashing switch picks for one TCP 5-tuple (src, sport, dst, dport) among its
+    equal-cost ``ports``: BLAKE2s of the tuple keyed with the switch's basis, modulo the number
+    of ports. What a reactive controller (POX, OpenFlow 1.0: no select groups) computes per
+    switch to do ECMP as a hash would; deterministic, so each switch keeps a 5-tuple on one port.
+    (Not CRC-32 with the basis as its seed: CRC is linear, so two seeds differ by a constant and
+    every switch would make the same choice modulo 2 -- polarization again.)"""
+    src, sport, dst, dport = five_tuple
+    digest = hashlib.blake2s(f"{src}|{sport}|{dst}|{dport}".encode(), digest_size=8,
+                             key=(basis & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")).digest()
+    return ports[int.from_bytes(digest, "big") % len(ports)]

@@ -217,7 +217,6 @@ def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum_mbps: list[
             "parallel": f.parallel, "extra_subflows": f.extra_subflows, "expected_subflows": f.expected_subflows,
             "scheduled_start_s": f.start_s,
             "start_offset_ms": None if o.start_offset_ms is None else round(o.start_offset_ms, 3),
-            "connect_ms": (o.client_json or {}).get("start", {}).get("connect_time"),
             "goodput_mbps": goodput, "bytes": nbytes, "duration_s": seconds, "fct_s": completion_s(o),
             "retransmits": (o.client_json or {}).get("end", {}).get("sum_sent", {}).get("retransmits"),
             "optimum_mbps": optimum_mbps[k] if optimum_mbps else None, "error": o.error,
@@ -231,7 +230,8 @@ def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum_mbps: list[
         else:
             row["subflows"] = 1 if conns else 0
         rows.append(row)
-        series += [{"experiment": experiment, "test": test.label, **x} for x in goodput_series(o)]
+        series += [{"experiment": experiment, "test": test.label, "variant": row["variant"], **x}
+                   for x in goodput_series(o)]
     total = sum(r["goodput_mbps"] or 0.0 for r in rows)
     for r in rows:
         r["share"] = (r["goodput_mbps"] or 0.0) / total if total else None
@@ -269,8 +269,9 @@ def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any
         if by_proto["mptcp"] and by_proto["tcp"] and sum(by_proto["tcp"]) else None,
         "max_start_offset_ms": max(offsets) if offsets else None,
     }
-    # subflows / expected_subflows: those of the flow furthest short of its target
-    worst = min(flows, key=lambda r: (r["subflows"] / r["expected_subflows"], r["subflows"]))
+    # subflows / expected_subflows: those of the MPTCP flow furthest short of its target
+    mptcp = [r for r in flows if r["protocol"] == "mptcp"] or flows
+    worst = min(mptcp, key=lambda r: (r["subflows"] / r["expected_subflows"], r["subflows"]))
     row["subflows"], row["expected_subflows"] = worst["subflows"], worst["expected_subflows"]
     row["subflows_ok"] = not outcome.error and all(
         r["subflows"] >= r["expected_subflows"] and r["goodput_mbps"] is not None for r in flows)

@@ -443,10 +443,9 @@ class Controller(_Model):
 
     @model_validator(mode="after")
     def _ecmp(self) -> "Controller":
-        if self.policy == "ecmp" and self.kind != "static":
-            raise ValueError(f"policy: ecmp needs kind: static (the select groups are installed with "
-                             f"ovs-ofctl; the POX component speaks OpenFlow 1.0, which has no groups), "
-                             f"not kind: {self.kind}")
+        if self.policy == "ecmp" and self.kind == "none":
+            raise ValueError("policy: ecmp needs a controller: kind: static (OpenFlow select groups) or "
+                             "kind: pox (a hash per switch, reactively)")
         return self
 
     @model_validator(mode="before")
