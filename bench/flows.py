@@ -2,7 +2,7 @@
 """Many flows on two cores, measured in one run of each part:
 
 1. start offsets -- N TCP flows on a dumbbell of N pairs, all scheduled at the same instant:
-   how far from the schedule each really started (flows.csv start_offset_ms), for N = 2, 4, 8,
+   how far from the schedule each really started (flows.csv launch_offset_ms), for N = 2, 4, 8,
    16, against the 10 ms budget.
 2. FatTree k=4 at a link rate -- 16 concurrent TCP flows (a permutation, ECMP) after the FULL
    self-check (RTT, rate and loss of every route), for each rate given: whether the self-check
@@ -56,7 +56,7 @@ def offsets(n_flows: list[int], tmp: Path) -> None:
         if r.returncode != 0:
             print(f"  {n:>5} failed: {r.stderr[-500:]}")
             continue
-        off = pd.read_csv(out / "flows.csv").start_offset_ms.abs()
+        off = pd.read_csv(out / "flows.csv").launch_offset_ms.abs()
         print(f"  {n:>5} {off.median():10.2f} {off.max():8.2f} {off.max() / 10:13.2f}")
 
 

@@ -56,7 +56,7 @@ def _datacenter_run(tmp_path: Path, *, flows: int = 16, rtt: bool = True, fct: b
                         goodputs.append(g)
                         rows.append({**base, "flow": f"f{f}", "src": f"h{f}", "dst": f"h{(f + 5) % flows}",
                                      "protocol": proto, "cc": "cubic", "parallel": 1, "extra_subflows": nsub - 1,
-                                     "expected_subflows": nsub, "scheduled_start_s": 0.0, "start_offset_ms": 0.1,
+                                     "expected_subflows": nsub, "scheduled_start_s": 0.0, "launch_offset_ms": 0.1,
                                      "goodput_mbps": g, "bytes": None if failed else 1000,
                                      "duration_s": 3.0, "fct_s": (rng.uniform(0.2, 9.0) if fct and not failed
                                                                  else None),
@@ -86,7 +86,7 @@ def _datacenter_run(tmp_path: Path, *, flows: int = 16, rtt: bool = True, fct: b
                                     "jain": _jain(ok), "jain_of_optimum": _jain(ok),
                                     "optimum_mbps": flows * bw / 10,
                                     "fraction_of_optimal": total / (flows * bw / 10) if complete else None,
-                                    "mptcp_tcp_ratio": None, "max_start_offset_ms": 0.1})
+                                    "mptcp_tcp_ratio": None, "max_launch_offset_ms": 0.1})
                     if rtt:
                         for probe in ("h0-h5", "h1-h6"):
                             pings += [{"experiment": "dc", "test": test, "variant": variant, "probe": probe,

@@ -12,6 +12,7 @@ import pytest
 
 from mptcplab import flows as fl
 from mptcplab.errors import PlanError, SpecError
+from mptcplab.optimum import Optimum
 from mptcplab.paths import ECMP_HASH_FIELDS, ecmp_choice, ecmp_next_hops, ecmp_rules, hash_basis
 from mptcplab.plan import controller_topology, make_plan
 from mptcplab.rows import flow_rows, multi_flow_summary
@@ -131,19 +132,49 @@ def test_multi_flow_plan_ports_announcements_limits_and_expected_subflows():
     assert all(f.dst_address == addr[f.dst] for f in mp8.flows)
 
 
-def test_flow_ports_replace_the_hosts_own_during_a_test():
-    exp = parse_spec(dumbbell(flows=[{"src": "l1", "dst": "r1", "extra_subflows": 7}],
-                              mptcp={"hosts": {"r1": {"signal_ports": [30001, 30002]}}}))
-    plan = make_plan(exp)  # the flows' ports replace the host's own during a test: 7 fit
-    assert len(dict(plan.tests[0].host_signal_ports)["r1"]) == 7
+def test_one_flow_fields_a_multi_flow_spec_would_ignore_are_refused():
+    flows = [{"src": "l1", "dst": "r1"}]
+    cases = [
+        ({"mptcp": {"hosts": {"r1": {"signal_ports": [30001]}}}}, "mptcp.hosts.r1.signal_ports: with flows"),
+        ({"traffic": {"parallel": 4}}, "traffic.parallel: with flows give each flow its own parallel"),
+        ({"traffic": {"expect_subflows": 2}}, "traffic.expect_subflows: with flows"),
+        ({"variants": [{"name": "v", "expect_subflows": 2}]}, "variants[0].expect_subflows: with flows"),
+        ({"controller": {"kind": "static"}}, "controller.policy: mixed places the subflows of one client/server"),
+        ({"flows": [{"src": "l1", "dst": "r1", "label": "nan"}]}, "reads back from a CSV table as a value"),
+    ]
+    for extra, message in cases:
+        assert any(message in p for p in problems(dumbbell(**{"flows": flows, **extra}))), (extra, message)
+    assert any("probes: run while the flows of a multi-flow test do" in p for p in problems(
+        dumbbell(traffic={"client": "l1", "server": "r1"}, probes=[{"src": "l1", "dst": "r1"}])))
+
+
+def test_multi_homed_flows_keep_their_interfaces_subflows():
+    """dual-path hosts have two interfaces; a flow there gets the subflow over the second one
+    (the server signals it) and, with extra_subflows, one more per announced port."""
+    topo = {"hosts": {"h1": 2, "h2": 2}, "switches": ["s1", "s2"],
+            "links": [{"endpoints": ["h1", "s1"]}, {"endpoints": ["s1", "h2"]},
+                      {"endpoints": ["h1", "s2"]}, {"endpoints": ["s2", "h2"]}]}
+    plan = make_plan(parse_spec({"name": "dp", "topology": topo,
+                                 "flows": [{"src": "h1", "dst": "h2"}],
+                                 "variants": [{"name": "one"}, {"name": "two", "extra_subflows": 1}],
+                                 "traffic": {"repetitions": 1}}))
+    one, two = plan.tests
+    assert one.flows[0].expected_subflows == 2 and dict(one.host_limits) == {"h1": 1, "h2": 1}
+    assert two.flows[0].expected_subflows == 3 and dict(two.host_limits) == {"h1": 2, "h2": 2}
 
 
 def test_probes_are_planned_with_the_destination_address():
     plan = make_plan(parse_spec(dumbbell(flows=[{"src": "l1", "dst": "r1"}],
-                                         probes=[{"src": "l2", "dst": "r2", "interval": 0.2}])))
-    (p,) = plan.probes
+                                         probes=[{"src": "l2", "dst": "r2", "interval": 0.2},
+                                                 {"src": "l2", "dst": "r2"}])))
+    p, again = plan.probes
     assert (p.label, p.interval_s, p.dst_address) == ("l2-r2", 0.2, plan.host("r2").intfs[0].ip)
+    assert again.label == "l2-r2-2"  # two probes between one pair keep their own answers
     assert ("l2", "r2") in plan.pairs()
+    with pytest.raises(PlanError, match=r"probes\[1\].label: x is used twice"):
+        make_plan(parse_spec(dumbbell(flows=[{"src": "l1", "dst": "r1"}],
+                                      probes=[{"src": "l2", "dst": "r2", "label": "x"},
+                                              {"src": "l1", "dst": "r1", "label": "x"}])))
 
 
 # --------------------------------------------------------------------------- ECMP
@@ -186,9 +217,9 @@ def test_reactive_ecmp_choice_is_a_hash_per_switch():
 # --------------------------------------------------------------------------- rows
 
 
-def _outcome(goodputs, protocols, starts=(0.0, 0.0)):
+def _outcome(goodputs, protocols, launches=(0.0, 0.0)):
     outs = []
-    for i, (g, p, s) in enumerate(zip(goodputs, protocols, starts)):
+    for i, (g, p, s) in enumerate(zip(goodputs, protocols, launches)):
         flow = SimpleNamespace(label=f"f{i}", src=f"l{i + 1}", dst=f"r{i + 1}", protocol=p, congestion_control="cubic",
                                parallel=1, extra_subflows=0, expected_subflows=1, start_s=0.0, bytes=None)
         server = {"end": {"sum_received": {"bits_per_second": g * 1e6, "bytes": int(g * 1e6 / 8 * 10), "seconds": 10}},
@@ -196,23 +227,29 @@ def _outcome(goodputs, protocols, starts=(0.0, 0.0)):
                                 for k in range(1, 4)]}
         client = {"start": {"connected": [{"local_host": f"10.0.1.{i + 1}", "local_port": 40000}]},
                   "end": {"sum_sent": {"retransmits": 3}, "sender_tcp_congestion": "cubic"}}
-        outs.append(FlowOutcome(flow, client, server, started_s=s))
+        outs.append(FlowOutcome(flow, client, server, launched_s=s))
     return FlowsOutcome(outs)
 
 
 def test_flow_rows_shares_jain_ratio_and_offsets():
     test = SimpleNamespace(label="001-x-r1", variant="x", protocol="mixed", repetition=1, expected_subflows=1)
-    outcome = _outcome([6.0, 3.0], ["mptcp", "tcp"], starts=(0.002, 0.0045))
-    rows, subs, series = flow_rows("e", test, outcome, [5.0, 5.0])
+    outcome = _outcome([6.0, 3.0], ["mptcp", "tcp"], launches=(0.002, 0.0045))
+    optimum = Optimum(rate=0.5, demands_mbps=(10.0, 10.0), per_flow_mbps=(5.0, 5.0))
+    rows, subs, series = flow_rows("e", test, outcome, optimum)
     assert [round(r["share"], 3) for r in rows] == [0.667, 0.333]
     assert [r["fraction_of_optimum"] for r in rows] == [1.2, 0.6]
-    assert [r["start_offset_ms"] for r in rows] == [2.0, 4.5]
-    assert len(series) == 6 and series[0]["t"] == 0.102
+    assert [r["launch_offset_ms"] for r in rows] == [2.0, 4.5]
+    # the receiver's intervals placed after the flow's launch (iperf3's set-up not included)
+    assert [x["t"] for x in series[:3]] == [0.102, 0.202, 0.302]
     plan = make_plan(parse_spec(dumbbell(flows=[{"src": "l1", "dst": "r1"}])))
-    row = multi_flow_summary("e", plan, test, outcome, rows, set())
+    counters = {"l1": {"TcpRetransSegs": 4}, "l2": {"TcpRetransSegs": 5}, "r1": {"TcpRetransSegs": 100}}
+    row = multi_flow_summary("e", plan, test, outcome, rows, set(), optimum, counters)
     assert row["goodput_mbps"] == 9.0 and row["optimum_mbps"] == 10.0 and row["fraction_of_optimal"] == 0.9
     assert row["jain"] == pytest.approx(81 / (2 * 45))            # (6+3)^2 / (2 (36+9))
-    assert row["mptcp_tcp_ratio"] == 2.0 and row["max_start_offset_ms"] == 4.5
+    assert row["mptcp_tcp_ratio"] == 2.0 and row["max_launch_offset_ms"] == 4.5
+    assert row["retransmits"] == 9 and row["iperf3_retransmits"] == 6  # the senders' kernels; iperf3's own
+    assert flow_rows("e", test, outcome, None)[0][0]["optimum_mbps"] is None
+    assert multi_flow_summary("e", plan, test, outcome, rows, set(), None, {})["fraction_of_optimal"] is None
 
 
 def test_parse_ping_on_the_tests_clock():
@@ -235,3 +272,26 @@ def test_launcher_starts_a_command_at_its_instant_and_says_when():
     bad = subprocess.run([sys.executable, "-I", "-S", str(STARTAT), "soon", "--", "true"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_too_many_flows_are_refused_up_front():
+    d = fattree(matrix={"kind": "all-to-all"})
+    d["topology"]["generate"]["k"] = 8  # 128 hosts: 16256 flows
+    with pytest.raises(PlanError) as e:
+        make_plan(parse_spec(d))
+    assert any(p.startswith("flows: 16256 flows in one test") for p in e.value.problems)
+
+
+def test_resume_keeps_the_flow_tables_of_finished_points_only(tmp_path):
+    """--resume rereads flows.csv, flow-goodput.csv and rtt.csv and keeps the rows of points
+    marked done: a point killed half-way runs again, and its rows are not kept twice."""
+    from mptcplab.ids import new_run_id
+    from mptcplab.results import FLOW_GOODPUT, FLOWS, RTT, RunDir, read_tables
+
+    with RunDir.create("x", root=tmp_path, run_id=new_run_id()) as rd:
+        rd.write_table(FLOWS, [{"point": "p001", "flow": "a", "goodput_mbps": 1.0},
+                               {"point": "p002", "flow": "a", "goodput_mbps": 2.0}])
+        rd.write_table(FLOW_GOODPUT, [{"point": "p002", "flow": "a", "t": 0.1, "goodput_mbps": 2.0}])
+        tables = read_tables(rd, {"p001"})
+    assert tables[FLOWS] == [{"point": "p001", "flow": "a", "goodput_mbps": 1.0}]
+    assert tables[FLOW_GOODPUT] == [] and tables[RTT] == []

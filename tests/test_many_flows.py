@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from helpers import cli, write_spec
+from mptcplab.paths import ecmp_choice, ecmp_next_hops, hash_basis
+from mptcplab.plan import controller_topology, make_plan
+from mptcplab.spec import parse_spec
 
 #: TCP payload per Ethernet frame on the wire as the shapers count it: MSS 1448 (1500 - 20 IP -
 #: 20 TCP - 12 timestamps) in 1514 bytes (+ 14 Ethernet): a 10 Mbit/s link carries 9.56 Mbit/s
@@ -38,7 +42,7 @@ def test_two_tcp_flows_share_a_10_mbit_bottleneck(tmp_path, no_leftovers):
     assert abs(row["goodput_mbps"] - capacity) <= 0.05 * capacity, row
     assert row["jain"] >= 0.95, flows[["flow", "goodput_mbps"]]
     assert list(flows.flow) == ["a", "b"] and flows.goodput_mbps.sum() == pytest.approx(row["goodput_mbps"])
-    assert flows.start_offset_ms.abs().max() <= 10, flows.start_offset_ms
+    assert flows.launch_offset_ms.abs().max() <= 10, flows.launch_offset_ms
     series = pd.read_csv(out / "flow-goodput.csv")
     assert set(series.flow) == {"a", "b"} and series.groupby("flow").size().min() >= 100  # 0.1 s for 15 s
     rtt = pd.read_csv(out / "rtt.csv")
@@ -60,7 +64,8 @@ def test_ecmp_spreads_the_subflows_of_one_connection_over_the_core(tmp_path, no_
     hashed onto the 4 core switches; the switches' own port counters show data toward pod 4
     leaving at least 3 of them. (With 8 subflows hashed uniformly, all 8 land on 2 or fewer
     cores with probability 6 * (1/2)^8 - 4 * (1/4)^8, about 2.3%: a failure here is either that
-    or ECMP not spreading.)"""
+    or ECMP not spreading.) With POX the hash is mptcplab's own: the cores each subflow's
+    5-tuple hashes to are worked out and must be exactly the cores the counters saw."""
     def mutate(spec):
         spec["controller"]["kind"] = kind
         spec["matrix"] = None
@@ -89,6 +94,24 @@ def test_ecmp_spreads_the_subflows_of_one_connection_over_the_core(tmp_path, no_
     used = [c for c, b in sent.items() if b >= 0.01 * flow["bytes"]]
     assert len(used) >= 3, (sent, flow["bytes"])
     assert sum(sent.values()) >= 0.9 * flow["bytes"]  # and the counters saw the flow's data
+    if kind == "pox":  # the component's hash is ours: each subflow's core is known, and must match
+        subflows = pd.read_csv(out / "subflows.csv")
+        predicted = {core_of(out, local, remote) for local, remote in zip(subflows.local, subflows.remote)}
+        assert predicted == set(used), (predicted, sent)
+
+
+def core_of(run_dir, local: str, remote: str) -> str:
+    """The core switch the POX component's hash sends a subflow (h1 -> h16) through: from h1's
+    edge switch up, one hashed choice per switch, as mptcp_paths.Ecmp makes it."""
+    exp = parse_spec(yaml.safe_load((run_dir / "spec.yaml").read_text()))
+    topo = controller_topology(make_plan(exp), exp.traffic.port)
+    hops = ecmp_next_hops(topo)
+    (src, sport), (dst, dport) = [(a, int(p)) for a, p in (x.rsplit(":", 1) for x in (local, remote))]
+    neighbour = {(l.a, l.a_port): l.b for l in topo.links} | {(l.b, l.b_port): l.a for l in topo.links}
+    switch = topo.hosts["h1"][0]["switch"]
+    while not switch.startswith("c"):
+        switch = neighbour[(switch, ecmp_choice(hops[(switch, dst)], (src, sport, dst, dport), hash_basis(switch)))]
+    return switch
 
 
 @pytest.mark.root
@@ -116,3 +139,31 @@ def test_laminar_endpoint_is_used_and_read_back(tmp_path, no_leftovers):
     subflows = pd.read_csv(out / "subflows.csv")
     h1_eth1 = json.loads((out / "plan.json").read_text())["hosts"][0]["intfs"][1]["address"].split("/")[0]
     assert any(s.startswith(h1_eth1 + ":") for s in subflows.local), subflows.local
+
+
+
+@pytest.mark.root
+def test_byte_count_flow_started_late(tmp_path, no_leftovers):
+    """A 2 MB flow launched 1 s after a 4 s flow: it is launched on schedule (within 10 ms of
+    t = 1 s), completes, and its transfer time is recorded; its goodput series starts after 1 s."""
+    def mutate(spec):
+        spec["flows"] = [{"label": "long", "src": "l1", "dst": "r1", "protocol": "tcp", "duration": 4},
+                         {"label": "late", "src": "l2", "dst": "r2", "protocol": "mptcp", "start": 1,
+                          "bytes": 2_000_000}]
+        spec["variants"] = None
+        spec["probes"] = []
+        spec["outputs"]["formats"] = ["png"]
+
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(write_spec(tmp_path, "shared-bottleneck", traffic={"repetitions": 1},
+                                             mutate=mutate)), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    flows = pd.read_csv(out / "flows.csv").set_index("flow")
+    late = flows.loc["late"]
+    assert late.scheduled_start_s == 1 and abs(late.launch_offset_ms) <= 10
+    assert late.bytes >= 2_000_000 and 1.6 <= late.fct_s <= 10  # 2 MB at <= 10 Mbit/s: 1.6 s at best
+    assert pd.isna(flows.loc["long"].fct_s)  # a duration flow has none
+    series = pd.read_csv(out / "flow-goodput.csv")
+    assert series[series.flow == "late"].t.min() > 1.0
+    (row,) = pd.read_csv(out / "summary.csv").to_dict("records")
+    assert pd.isna(row["fraction_of_optimal"])  # flows apart in time share no optimum

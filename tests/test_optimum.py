@@ -232,3 +232,14 @@ def test_optimum_imports_no_network_code():
         print("ok")
     """)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_each_direction_has_its_own_rate():
+    """A link whose two directions differ (spec `up`/`down`): each flow gets its direction's."""
+    topo = ControllerTopology(hosts={"a": [{"name": "a-eth0", "ip": "10.0.0.1", "switch": "s1", "switch_port": 1}],
+                                     "b": [{"name": "b-eth0", "ip": "10.0.0.2", "switch": "s2", "switch_port": 1}]},
+                              switches={"s1": "0000000000000001", "s2": "0000000000000002"},
+                              links=[TopoLink("a", 0, "s1", 1), TopoLink("s1", 2, "s2", 2, 10.0, None, 2.0),
+                                     TopoLink("s2", 1, "b", 0)])
+    assert max_concurrent_flow(topo, [("a", "b")]).per_flow_mbps == pytest.approx((10.0,))
+    assert max_concurrent_flow(topo, [("b", "a")]).per_flow_mbps == pytest.approx((2.0,))

@@ -63,3 +63,10 @@ def test_hopeless_loss_and_endless_transfers_are_refused():
     slow = sweep.with_values(base, {"traffic.duration": None, "traffic.bytes": 10**11}, "test")
     out = problems(slow)
     assert any(p.startswith("traffic.bytes: 100000000000 bytes would take about") for p in out), out
+
+
+def test_a_flows_congestion_control_missing_here_is_found_up_front():
+    exp = load_spec(REPO / "experiments/shared-bottleneck.yaml")
+    exp = sweep.with_values(exp, {"variants": [{"name": "bbr", "flows": {"b": {"congestion_control": "bbr"}}}]}, "t")
+    assert "flows (b).congestion_control: 'bbr' is not available here (available: reno, cubic)" in problems(exp)
+    check(points(load_spec(REPO / "experiments/shared-bottleneck.yaml")), CAPS, MACHINE)

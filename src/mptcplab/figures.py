@@ -619,8 +619,8 @@ def _percent_axis(ax: plt.Axes, top: float) -> None:
 
 def fraction_of_optimal(summary: pd.DataFrame, flows: pd.DataFrame | None, out: RunDir,
                         formats: list[str]) -> list[Path]:
-    """The aggregate's fraction of the optimum (the max-min fair rates the network could carry)
-    per variant, 95% CI over repetitions and seeds: how much of the network each protocol uses.
+    """The aggregate's fraction of the optimum (the max concurrent flow: the largest share of
+    every flow's demand the network could carry at once) per variant, 95% CI over repetitions and seeds: how much of the network each protocol uses.
     For 'TCP, MPTCP-1, MPTCP-2, ...' variants it is drawn against the subflow count, as in Raiciu
     et al., SIGCOMM 2011 (their Fig. 2)."""
     ok = _usable(summary, "fraction_of_optimal")

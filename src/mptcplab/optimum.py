@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from .paths import UNSHAPED, ControllerTopology
+from .paths import ControllerTopology
 
 Pair = tuple[str, str]
 
@@ -90,10 +90,9 @@ class _Arcs:
     def of(cls, topo: ControllerTopology) -> "_Arcs":
         nodes = tuple(sorted(topo.hosts)) + tuple(sorted(set(topo.switches) - set(topo.hosts)))
         index = {n: i for i, n in enumerate(nodes)}
-        ends = [(index[l.a], index[l.b], l.bw or UNSHAPED) for l in topo.links]
-        tail = [a for a, b, _ in ends] + [b for a, b, _ in ends]
-        head = [b for a, b, _ in ends] + [a for a, b, _ in ends]
-        cap = [c for _, _, c in ends] * 2
+        tail = [index[l.a] for l in topo.links] + [index[l.b] for l in topo.links]
+        head = [index[l.b] for l in topo.links] + [index[l.a] for l in topo.links]
+        cap = [l.rate(l.a) for l in topo.links] + [l.rate(l.b) for l in topo.links]  # each direction its own
         return cls(nodes, np.array([n in topo.hosts for n in nodes]), np.array(tail, dtype=np.int64),
                    np.array(head, dtype=np.int64), np.array(cap, dtype=float))
 

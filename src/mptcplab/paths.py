@@ -40,7 +40,15 @@ class TopoLink:
     a_port: int
     b: str
     b_port: int
-    bw: float | None = None  # Mbit/s
+    bw: float | None = None  # Mbit/s, the link's own (both directions unless overridden)
+    bw_ab: float | None = None  # Mbit/s from a to b where the link's `up` sets its own
+    bw_ba: float | None = None  # Mbit/s from b to a where the link's `down` sets its own
+
+    def rate(self, src: str) -> float:
+        """Mbit/s leaving from ``src`` (one end) toward the other: the direction's own rate, else
+        the link's; UNSHAPED when it has none."""
+        own = self.bw_ab if src == self.a else self.bw_ba
+        return own or self.bw or UNSHAPED
 
     @property
     def key(self) -> tuple[str, str]:

@@ -32,6 +32,9 @@ RULE_PRIORITY_BASE = 1000
 SIGNAL_PORT_BASE = 20000
 #: Endpoints the in-kernel path manager holds per namespace (MPTCP_PM_ADDR_MAX; ERANGE beyond).
 MAX_ENDPOINTS = 8
+#: Flows one test may run at once: each is an iperf3 client and server (and a sampler thread for
+#: MPTCP) on this one machine; beyond a few hundred the machine, not the network, is measured.
+MAX_FLOWS = 256
 #: Endpoint flag bits of the in-kernel path manager (include/uapi/linux/mptcp.h).
 FLAG_BITS = {"signal": 1 << 0, "subflow": 1 << 1, "backup": 1 << 2, "fullmesh": 1 << 3, "laminar": 1 << 5}
 
@@ -287,8 +290,7 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
     client, server = (exp.traffic.client, exp.traffic.server) if not exp.multi_flow else \
         ((flows[0].src, flows[0].dst) if flows else ("", ""))
     if exp.multi_flow and not flows:
-        problems.append("flows: the flows and the matrix give no flow at all")
-        raise PlanError(problems)
+        raise PlanError(problems or ["flows: the flows and the matrix give no flow at all"])
     hosts = _mptcp_hosts(exp, intfs_of, {f.dst for f in flows} or {server})
     server_address = _initial_server_address(client, server, hosts, problems)
     if exp.controller.kind == "none":
@@ -298,9 +300,7 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
                 f"topology: the switches form a loop ({' - '.join(loop)}); OVS learning switches would "
                 "flood it forever: use controller: {kind: static} or {kind: pox}")
     tests = _flow_tests(exp, flows, hosts, problems) if exp.multi_flow else _tests(exp, client, server, hosts, problems)
-    probes = tuple(PlanProbe(p.label or f"{p.src}-{p.dst}", p.src, p.dst,
-                             _initial_server_address(p.src, p.dst, hosts, problems, f"probes[{i}]"), p.interval)
-                   for i, p in enumerate(exp.probes))
+    probes = _probes(exp, hosts, problems)
     if problems:
         raise PlanError(problems)
     base = ipaddress.ip_network(exp.topology.subnet_base)
@@ -458,16 +458,38 @@ def _initial_server_address(client: str, server: str, hosts: dict[str, PlanHost]
     return ""
 
 
+def _probes(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> tuple[PlanProbe, ...]:
+    """The RTT probes, each with its own label (SRC-DST, then -2, ... as for flows)."""
+    out: list[PlanProbe] = []
+    seen: dict[str, int] = {}
+    for i, p in enumerate(exp.probes):
+        label = p.label or f"{p.src}-{p.dst}"
+        n = seen[label] = seen.get(label, 0) + 1
+        if n > 1:
+            if p.label:
+                problems.append(f"probes[{i}].label: {label} is used twice; give each probe its own label")
+            label = f"{label}-{n}"
+        out.append(PlanProbe(label, p.src, p.dst, _initial_server_address(p.src, p.dst, hosts, problems,
+                                                                          f"probes[{i}]"), p.interval))
+    return tuple(out)
+
+
 def _flow_defs(exp: Experiment, problems: list[str]) -> list["FlowDef"]:
     from .flows import expand
 
     if not exp.multi_flow:
         return []
     try:
-        return expand(exp)
+        flows = expand(exp)
     except PlanError as e:
         problems += e.problems
         return []
+    if len(flows) > MAX_FLOWS:
+        problems.append(f"flows: {len(flows)} flows in one test (flows: and matrix:); at most {MAX_FLOWS} run at "
+                        "once on one machine: use fewer hosts in matrix.hosts, or a permutation instead of "
+                        "all-to-all")
+        return []
+    return flows
 
 
 def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHost], problems: list[str]
@@ -477,14 +499,17 @@ def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHo
     ports as the most extra subflows any MPTCP flow to it asks for -- every MPTCP connection to
     that host is offered them all, so its expected subflows count them all.
 
-    Each host's subflow limit is set, per test, to the most extra subflows of the MPTCP flows it
-    takes part in (never above mptcp.limits): in a matrix a host is source and destination at
-    once, so it also announces ports to the hosts it sends to, and the in-kernel path manager of
-    the *receiving* side opens subflows toward announced addresses too -- with the limit at 8 a
+    Each host's subflow limit is set, per test, to the most extra subflows the MPTCP flows it
+    takes part in would open with its own limits (its interfaces' endpoints and the announced
+    ports; never above mptcp.limits): in a matrix a host is source and destination at once, so
+    it also announces ports to the hosts it sends to, and the in-kernel path manager of the
+    *receiving* side opens subflows toward announced addresses too -- with the limit at 8 a
     7-extra-subflow connection measured 9 subflows. With the limit at the flows' own number, the
     joins a host accepts fill it."""
     from .flows import for_variant
 
+    address = {f.label: _initial_server_address(f.src, f.dst, hosts, problems, f"flows ({f.label}: {f.src} -> {f.dst})")
+               for f in flows}
     tests: list[PlanTest] = []
     for rep in range(1, exp.traffic.repetitions + 1):
         for v in exp.variants or [None]:
@@ -499,21 +524,19 @@ def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHo
                 if f.protocol == "mptcp":
                     extra[f.dst] = max(extra.get(f.dst, 0), f.extra_subflows)
             ports = {h: tuple(SIGNAL_PORT_BASE + 10 * index + k for k in range(1, n + 1)) for h, n in extra.items()}
+            own = {f.label: expected_subflows(hosts[f.src].mptcp, replace(hosts[f.dst].mptcp, signal_ports=ports[f.dst]))
+                   for f in defs if f.protocol == "mptcp"}
             limit: dict[str, int] = {}
             for f in defs:
                 if f.protocol == "mptcp":
                     for h in (f.src, f.dst):
-                        limit[h] = min(hosts[h].mptcp.subflows, max(limit.get(h, 0), f.extra_subflows))
+                        limit[h] = min(hosts[h].mptcp.subflows, max(limit.get(h, 0), own[f.label] - 1))
             planned = []
             for i, f in enumerate(defs):
-                want = 1
-                if f.protocol == "mptcp":
-                    src = replace(hosts[f.src].mptcp, subflows=limit[f.src])
-                    want = min(expected_subflows(src, replace(hosts[f.dst].mptcp, signal_ports=ports[f.dst])),
-                               1 + limit[f.dst])
+                want = min(own[f.label], 1 + limit[f.src], 1 + limit[f.dst]) if f.protocol == "mptcp" else 1
                 planned.append(PlanFlow(
                     index=i, label=f.label, src=f.src, dst=f.dst, port=exp.traffic.port + i,
-                    dst_address=_initial_server_address(f.src, f.dst, hosts, problems, f"flows ({f.label})"),
+                    dst_address=address[f.label],
                     protocol=f.protocol, start_s=f.start_s, duration_s=f.duration_s, bytes=f.bytes,
                     congestion_control=f.congestion_control or hosts[f.src].mptcp.congestion_control,
                     parallel=f.parallel, extra_subflows=f.extra_subflows, expected_subflows=want))
@@ -523,9 +546,13 @@ def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHo
                 variant=v.name if v else "", expected_subflows=max(f.expected_subflows for f in planned),
                 flows=tuple(planned), host_signal_ports=tuple(sorted((h, p) for h, p in ports.items() if p)),
                 host_limits=tuple(sorted(limit.items()))))
-    if tests and exp.traffic.port + len(tests[0].flows) > SIGNAL_PORT_BASE:
-        problems.append(f"flows: {len(tests[0].flows)} flows from traffic.port {exp.traffic.port} run into the "
-                        f"signalled ports from {SIGNAL_PORT_BASE}: use fewer flows or a lower traffic.port")
+    last_signal = SIGNAL_PORT_BASE + 10 * (len(tests) + 1)
+    if tests and exp.traffic.port < last_signal and exp.traffic.port + len(tests[0].flows) > SIGNAL_PORT_BASE:
+        problems.append(f"traffic.port: the flows' ports {exp.traffic.port}..{exp.traffic.port + len(tests[0].flows) - 1} "
+                        f"overlap the ports announced for extra subflows ({SIGNAL_PORT_BASE}..{last_signal}): "
+                        f"use a traffic.port below {SIGNAL_PORT_BASE - len(tests[0].flows)} or above {last_signal}")
+    if tests and exp.traffic.port + len(tests[0].flows) - 1 > 65535:
+        problems.append(f"traffic.port: {len(tests[0].flows)} flows from port {exp.traffic.port} run past 65535")
     if any(p > 65535 for t in tests for _, ps in t.host_signal_ports for p in ps):
         problems.append("variants: too many tests for fresh signal ports (at most about 4500)")
     for name, h in hosts.items():
@@ -615,7 +642,9 @@ def controller_topology(plan: Plan, first_port: int) -> "ControllerTopology":
     links = []
     for link in plan.links:
         i1, i2 = link.intf1, link.intf2
-        links.append(TopoLink(i1.node, i1.port, i2.node, i2.port, link.base.bw))
+        links.append(TopoLink(i1.node, i1.port, i2.node, i2.port, link.base.bw,
+                              link.up.bw if link.up.bw != link.base.bw else None,
+                              link.down.bw if link.down.bw != link.base.bw else None))
         for me, other in ((i1, i2), (i2, i1)):
             if me.node in hosts:
                 attach[me.node].append({"name": me.name, "ip": me.ip, "switch": other.node,

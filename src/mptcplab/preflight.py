@@ -76,6 +76,11 @@ def plan_problems(exp: Experiment, plan: Plan, caps: Capabilities, machine: Mach
         if h.mptcp.scheduler not in caps.schedulers:
             problems.append(f"mptcp.scheduler: {h.mptcp.scheduler!r} is not available here "
                             f"(available: {', '.join(caps.schedulers)})")
+    flow_ccs = {f.congestion_control: f.label for t in plan.tests for f in t.flows if f.congestion_control}
+    for cc, label in sorted(flow_ccs.items()):
+        if caps.congestion_controls and cc not in caps.congestion_controls:
+            problems.append(f"flows ({label}).congestion_control: {cc!r} is not available here "
+                            f"(available: {', '.join(caps.congestion_controls)})")
     for s in plan.switches:
         if s.name in machine.bridges:
             problems.append(f"switches: an OVS bridge named {s.name!r} already exists and was not "

@@ -917,20 +917,18 @@ def read_rows(rd: RunDir, done_ids: set[str], unnamed: str | None = None
     """(summary rows, subflow rows) of the points in done_ids, for a resume to extend: rows of
     points that did not finish (killed half-way) are dropped, so the point runs again. Rows with
     no "point" (a run without sweep values) belong to `unnamed`."""
-    def keep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in rows if (r.get("point") if r.get("point") is not None else unnamed) in done_ids]
-
-    return keep(_records(rd._csv_frame(None, SUMMARY))), keep(_records(rd._csv_frame(None, SUBFLOWS)))
+    return (_done_rows(rd, SUMMARY, done_ids, unnamed), _done_rows(rd, SUBFLOWS, done_ids, unnamed))
 
 
 def read_tables(rd: RunDir, done_ids: set[str], unnamed: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """The multi-flow tables' rows (flows.csv, flow-goodput.csv, rtt.csv) of the points in
     done_ids, as read_rows keeps the summary's."""
-    out = {}
-    for name in (FLOWS, FLOW_GOODPUT, RTT):
-        rows = _records(rd._csv_frame(None, name))
-        out[name] = [r for r in rows if (r.get("point") if r.get("point") is not None else unnamed) in done_ids]
-    return out
+    return {name: _done_rows(rd, name, done_ids, unnamed) for name in (FLOWS, FLOW_GOODPUT, RTT)}
+
+
+def _done_rows(rd: RunDir, name: str, done_ids: set[str], unnamed: str | None) -> list[dict[str, Any]]:
+    rows = _records(rd._csv_frame(None, name))
+    return [r for r in rows if (r.get("point") if r.get("point") is not None else unnamed) in done_ids]
 
 
 # --------------------------------------------------------------------------- module-level readers

@@ -158,9 +158,23 @@ def time_limit(plan: Plan, duration: float | None, nbytes: int | None, margin: f
     return (expected if duration else expected * 1.5) + margin + 10 * rtt
 
 
-def flows_time_limit(plan: Plan, flows: Any, margin: float) -> float:
-    """When a multi-flow test is abandoned: the latest flow's start plus its own time limit."""
-    return max(f.start_s + time_limit(plan, f.duration_s, f.bytes, margin) for f in flows)
+def flows_time_limit(plan: Plan, flows: Any, margin: float, rates_mbps: list[float] | None = None) -> float:
+    """When a multi-flow test is abandoned: the latest flow's start plus its own time limit. A
+    byte-count flow shares the network with the others: it is given its bytes at its rate in the
+    optimum (``rates_mbps``) when known, else at a fair share of the slowest route's rate floor
+    among all the flows -- never what it would get alone (an incast would then be abandoned)."""
+    rs = routes(plan)
+    rtt = max((r.max_rtt_ms() for r in rs), default=1.0) / 1e3
+    floor = min((r.tcp_rate_floor_mbps() for r in rs), default=100.0)
+    limits = []
+    for k, f in enumerate(flows):
+        if f.bytes is None:
+            expected = float(f.duration_s or 0)
+        else:
+            rate = min(rates_mbps[k], floor) if rates_mbps else floor / len(flows)
+            expected = 1.5 * (f.bytes * 8 / (rate * 1e6) + 40 * rtt)
+        limits.append(f.start_s + expected + margin + 10 * rtt)
+    return max(limits)
 
 
 def connect_timeout_ms(plan: Plan) -> int:

@@ -174,38 +174,37 @@ def _receiver_goodput(o: Any) -> tuple[float | None, int | None, float | None]:
     return None, None, None
 
 
-def _connect_s(o: Any) -> float:
-    return ((o.client_json or {}).get("start", {}).get("connect_time") or 0.0) / 1e3
-
-
 def goodput_series(o: Any) -> list[dict[str, Any]]:
-    """The receiver's goodput every 0.1 s, on the test's clock (the flow's real start, plus its
-    connection set-up, plus the interval's end as iperf3's server counts it)."""
-    if o.started_s is None:
+    """The receiver's goodput every 0.1 s, on the test's clock: the flow's launch plus the end of
+    the interval as iperf3's server counts it. iperf3 counts from its test start, after its
+    control connection, parameter exchange and data connections (about 3 RTTs; iperf3 3.12
+    reports no time for them), so each point is that much earlier than the wall clock's."""
+    if o.launched_s is None:
         return []
-    base = o.started_s + _connect_s(o)
     rows = []
     for iv in (o.server_json or {}).get("intervals", []):
         s = iv.get("sum", {})
         if "end" in s:
-            rows.append({"flow": o.flow.label, "t": round(base + s["end"], 3),
+            rows.append({"flow": o.flow.label, "t": round(o.launched_s + s["end"], 3),
                          "goodput_mbps": s.get("bits_per_second", 0.0) / 1e6})
     return rows
 
 
 def completion_s(o: Any) -> float | None:
-    """A byte-count flow's completion time: connection set-up, then until the receiver's last
-    interval with data (to iperf3's 0.1 s resolution). None for duration flows."""
+    """A byte-count flow's transfer time at the receiver: from iperf3's test start to the end of
+    the last interval with data (0.1 s resolution; connection set-up not included, see
+    goodput_series). None for duration flows."""
     if o.flow.bytes is None:
         return None
     ends = [iv["sum"]["end"] for iv in (o.server_json or {}).get("intervals", [])
             if iv.get("sum", {}).get("bytes")]
-    return round(_connect_s(o) + max(ends), 3) if ends and not o.error else None
+    return round(max(ends), 3) if ends and not o.error else None
 
 
-def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum_mbps: list[float] | None
+def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum: Any | None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(flows.csv rows, subflows.csv rows, goodput time-series rows) of one multi-flow test."""
+    """(flows.csv rows, subflows.csv rows, goodput time-series rows) of one multi-flow test;
+    ``optimum`` (mptcplab.optimum.Optimum) gives each flow's share at the optimum, when known."""
     rows, subs, series = [], [], []
     for k, o in enumerate(outcome.flows):
         f = o.flow
@@ -216,10 +215,10 @@ def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum_mbps: list[
             "cc": (o.client_json or {}).get("end", {}).get("sender_tcp_congestion") or f.congestion_control,
             "parallel": f.parallel, "extra_subflows": f.extra_subflows, "expected_subflows": f.expected_subflows,
             "scheduled_start_s": f.start_s,
-            "start_offset_ms": None if o.start_offset_ms is None else round(o.start_offset_ms, 3),
+            "launch_offset_ms": None if o.launch_offset_ms is None else round(o.launch_offset_ms, 3),
             "goodput_mbps": goodput, "bytes": nbytes, "duration_s": seconds, "fct_s": completion_s(o),
-            "retransmits": (o.client_json or {}).get("end", {}).get("sum_sent", {}).get("retransmits"),
-            "optimum_mbps": optimum_mbps[k] if optimum_mbps else None, "error": o.error,
+            "iperf3_retransmits": (o.client_json or {}).get("end", {}).get("sum_sent", {}).get("retransmits"),
+            "optimum_mbps": optimum.per_flow_mbps[k] if optimum else None, "error": o.error,
         }
         conns = summarize_iperf3(o.client_json)["connections"] if o.client_json and not o.error else []
         samples = outcome.samples.get(f.src, [])
@@ -240,38 +239,42 @@ def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum_mbps: list[
     return rows, subs, series
 
 
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
 def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any, flows: list[dict[str, Any]],
-                       per_link: set[str]) -> dict[str, Any]:
-    """The summary.csv row of a multi-flow test: the aggregate, fairness, and the schedule."""
-    from .optimum import jain
+                       per_link: set[str], optimum: Any | None, counters: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The summary.csv row of a multi-flow test: the aggregate, fairness against each other and
+    against the optimum, and the schedule. ``retransmits`` is the kernel's count (TcpRetransSegs)
+    summed over the flows' source hosts, as in a one-flow row; ``counters`` per host."""
+    from .optimum import fraction_of_optimal, jain, normalized_jain
 
     goodputs = [r["goodput_mbps"] for r in flows]
-    ok = [g for g in goodputs if g is not None]
-    optimum = [r["optimum_mbps"] for r in flows]
-    by_proto = {p: [r["goodput_mbps"] for r in flows if r["protocol"] == p and r["goodput_mbps"] is not None]
-                for p in ("mptcp", "tcp")}
-    offsets = [abs(r["start_offset_ms"]) for r in flows if r["start_offset_ms"] is not None]
-    total_opt = sum(optimum) if all(x is not None for x in optimum) and optimum else None
+    complete = None not in goodputs
+    mptcp = [r["goodput_mbps"] for r in flows if r["protocol"] == "mptcp" and r["goodput_mbps"] is not None]
+    tcp = [r["goodput_mbps"] for r in flows if r["protocol"] == "tcp" and r["goodput_mbps"] is not None]
+    offsets = [abs(r["launch_offset_ms"]) for r in flows if r["launch_offset_ms"] is not None]
+    sources = sorted({r["src"] for r in flows})
     row: dict[str, Any] = {
         "experiment": experiment, "test": test.label, "variant": test.variant or test.protocol,
         "protocol": test.protocol, "repetition": test.repetition, "expected_subflows": test.expected_subflows,
         "error": outcome.error, "flows": len(flows),
-        "goodput_mbps": sum(ok) if len(ok) == len(goodputs) else None,
+        "goodput_mbps": sum(goodputs) if complete else None,
         "bytes": sum(r["bytes"] or 0 for r in flows),
         "duration_s": max((r["duration_s"] or 0.0 for r in flows), default=None),
-        "retransmits": sum(r["retransmits"] or 0 for r in flows),
+        "retransmits": sum(counters.get(h, {}).get("TcpRetransSegs", 0) for h in sources),
+        "iperf3_retransmits": sum(r["iperf3_retransmits"] or 0 for r in flows),
         "jain": jain(goodputs) if len(flows) > 1 else None,
-        "jain_of_optimum": jain([g / o for g, o in zip(goodputs, optimum)])
-        if len(flows) > 1 and None not in goodputs and all(optimum) else None,
-        "optimum_mbps": total_opt,
-        "fraction_of_optimal": sum(ok) / total_opt if total_opt and len(ok) == len(goodputs) else None,
-        "mptcp_tcp_ratio": (sum(by_proto["mptcp"]) / len(by_proto["mptcp"])) / (sum(by_proto["tcp"]) / len(by_proto["tcp"]))
-        if by_proto["mptcp"] and by_proto["tcp"] and sum(by_proto["tcp"]) else None,
-        "max_start_offset_ms": max(offsets) if offsets else None,
+        "jain_of_optimum": normalized_jain(goodputs, optimum) if optimum and len(flows) > 1 else None,
+        "optimum_mbps": optimum.total_mbps if optimum else None,
+        "fraction_of_optimal": fraction_of_optimal(goodputs, optimum) if optimum else None,
+        "mptcp_tcp_ratio": _mean(mptcp) / _mean(tcp) if mptcp and tcp and sum(tcp) else None,
+        "max_launch_offset_ms": max(offsets) if offsets else None,
     }
     # subflows / expected_subflows: those of the MPTCP flow furthest short of its target
-    mptcp = [r for r in flows if r["protocol"] == "mptcp"] or flows
-    worst = min(mptcp, key=lambda r: (r["subflows"] / r["expected_subflows"], r["subflows"]))
+    candidates = [r for r in flows if r["protocol"] == "mptcp"] or flows
+    worst = min(candidates, key=lambda r: (r["subflows"] / r["expected_subflows"], r["subflows"]))
     row["subflows"], row["expected_subflows"] = worst["subflows"], worst["expected_subflows"]
     row["subflows_ok"] = not outcome.error and all(
         r["subflows"] >= r["expected_subflows"] and r["goodput_mbps"] is not None for r in flows)
@@ -282,4 +285,4 @@ def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any
 
 #: Summary columns of a multi-flow test beyond TEST_COLUMNS.
 MULTI_FLOW_COLUMNS = ("flows", "jain", "jain_of_optimum", "optimum_mbps", "fraction_of_optimal",
-                      "mptcp_tcp_ratio", "max_start_offset_ms")
+                      "mptcp_tcp_ratio", "max_launch_offset_ms")

@@ -396,6 +396,9 @@ def run_point(active: ActiveRun, session: Any, pp: PointPlan, caps: capabilities
     t0 = time.monotonic()
     out = PointRows()
     fixed = PointFixed.of(pp)
+    if fixed.optimum is not None:
+        optima = active.meta.setdefault("optimum", {})
+        optima[pp.point.id if pp.point.values else "all"] = fixed.optimum.to_dict()
     for test in pp.plan.tests:
         progress.update(task, description=f"{pp.point.id + ' ' if pp.point.values else ''}"
                         f"{test.variant or test.protocol} #{test.repetition}")
@@ -439,9 +442,9 @@ class PointFixed:
     maxflow: float
     time_limit_s: float
     connect_timeout_ms: int
-    #: multi-flow tests: each flow's rate at the max concurrent flow (the optimum), Mbit/s
-    optimum_mbps: list[float] | None = None
-    optimum: dict[str, Any] | None = None
+    #: multi-flow tests whose flows all run at once for the same time: the max concurrent flow
+    #: (mptcplab.optimum.Optimum); None otherwise (flows apart in time share no optimum)
+    optimum: Any = None
 
     @classmethod
     def of(cls, pp: PointPlan) -> "PointFixed":
@@ -456,10 +459,11 @@ class PointFixed:
         from .optimum import max_concurrent_flow
 
         flows = plan.tests[0].flows
-        opt = max_concurrent_flow(topo, [(f.src, f.dst) for f in flows])
+        together = len({(f.start_s, f.duration_s) for f in flows}) == 1 and flows[0].bytes is None
+        opt = max_concurrent_flow(topo, [(f.src, f.dst) for f in flows]) if together else None
+        rates = list(opt.per_flow_mbps) if opt else None
         return cls(topo, max_flow(topo, plan.client, plan.server),
-                   flows_time_limit(plan, flows, tr.timeout_margin), connect_timeout_ms(plan),
-                   list(opt.per_flow_mbps), opt.to_dict())
+                   flows_time_limit(plan, flows, tr.timeout_margin, rates), connect_timeout_ms(plan), opt)
 
 
 def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
@@ -535,8 +539,8 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     outcome = run_flows(net, test, plan.probes, mptcp_mode=caps.iperf3_mptcp, time_limit=fixed.time_limit_s,
                         connect_timeout_ms=fixed.connect_timeout_ms, sample_interval=pp.exp.measurements.interval)
     deltas = {h: counter_delta(before[h], read_counters(pid)) for h, pid in pids.items()}
-    flows, subs, series = flow_rows(pp.exp.name, test, outcome, fixed.optimum_mbps)
-    row = multi_flow_summary(pp.exp.name, plan, test, outcome, flows, per_link)
+    flows, subs, series = flow_rows(pp.exp.name, test, outcome, fixed.optimum)
+    row = multi_flow_summary(pp.exp.name, plan, test, outcome, flows, per_link, fixed.optimum, deltas)
     row["maxflow_mbps"] = fixed.maxflow
     for r in [row, *flows, *subs, *series]:
         r["test"] = label

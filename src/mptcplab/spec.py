@@ -357,7 +357,15 @@ class Traffic(_Model):
 
 Port = Annotated[int, AfterValidator(_between(1024, 65535, ""))]
 AlgorithmName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,16}$")]
-FlowLabel = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
+def _csv_safe(v: str) -> str:
+    """Labels go into flows.csv and rtt.csv and are read back (figures, --resume) by pandas,
+    which would turn these into missing values, numbers or booleans."""
+    if v.lower() in ("na", "nan", "null", "none", "inf", "infinity", "true", "false"):
+        raise ValueError(f"{v!r} reads back from a CSV table as a value, not a name; choose another label")
+    return v
+
+
+FlowLabel = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$"), AfterValidator(_csv_safe)]
 
 
 class FlowParams(_Model):
@@ -689,6 +697,33 @@ class Experiment(_Model):
             if not self.multi_flow and v.flows:
                 problems.append(f"variants[{i}].flows: changes flows, but this spec has one client/server; "
                                 "use protocol/extra_subflows, or give flows:")
+            if self.multi_flow and v.expect_subflows is not None:
+                problems.append(f"variants[{i}].expect_subflows: with flows each flow's subflows are worked out "
+                                "from its extra_subflows and the hosts' endpoints; remove it")
+        if self.probes and not self.multi_flow:
+            problems.append("probes: run while the flows of a multi-flow test do; give flows: or matrix: "
+                            "(one flow: flows: [{src: CLIENT, dst: SERVER}])")
+        if self.multi_flow:
+            problems += self._single_flow_fields()
+        return problems
+
+    def _single_flow_fields(self) -> list[str]:
+        """Fields of the one-flow shorthand a multi-flow spec would silently ignore."""
+        problems = []
+        if self.traffic.expect_subflows is not None:
+            problems.append("traffic.expect_subflows: with flows each flow's subflows are worked out from its "
+                            "extra_subflows and the hosts' endpoints; remove it")
+        if self.traffic.parallel != 1:
+            problems.append("traffic.parallel: with flows give each flow its own parallel: N")
+        for h, over in self.mptcp.hosts.items():
+            if over.signal_ports:
+                problems.append(f"mptcp.hosts.{h}.signal_ports: with flows the destinations announce ports "
+                                "for each flow's extra_subflows; remove signal_ports")
+        ctl = self.controller
+        if ctl.kind != "none" and ctl.policy not in ("ecmp", "shortest"):
+            problems.append(f"controller.policy: {ctl.policy} places the subflows of one client/server connection "
+                            "on a path set; with flows use policy: ecmp (a hash per 5-tuple, as a datacenter) "
+                            "or shortest (one shortest path toward each address)")
         return problems
 
 

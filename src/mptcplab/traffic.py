@@ -106,14 +106,17 @@ class Iperf3Server:
             _, self.stderr = stop(self.proc)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         assert self.proc is not None
         if self.proc.returncode is not None and not self.listening:
             return
-        try:
-            out, self.stderr = self.proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
+        if exc_type is not None:  # interrupted: no report is coming, stop it now
             out, self.stderr = stop(self.proc)
+        else:
+            try:
+                out, self.stderr = self.proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                out, self.stderr = stop(self.proc)
         self.result = _parse(out)
 
 
@@ -210,13 +213,14 @@ def parse_ping(text: str, t0_wall: float) -> list[dict[str, Any]]:
 
 @dataclass
 class FlowOutcome:
-    """One flow of a multi-flow test: what iperf3 said at both ends, and when it really started
-    (seconds on the test's clock; ``scheduled_s`` is when it should have)."""
+    """One flow of a multi-flow test: what iperf3 said at both ends, and when the launcher
+    really started its client (``launched_s``, seconds on the test's clock; ``scheduled_s`` is
+    when it should have). iperf3's own start-up and connection set-up come after the launch."""
 
     flow: Any  # plan.PlanFlow
     client_json: dict[str, Any] | None = None
     server_json: dict[str, Any] | None = None
-    started_s: float | None = None
+    launched_s: float | None = None
     error: str | None = None
     stderr: str = ""
 
@@ -225,8 +229,8 @@ class FlowOutcome:
         return self.flow.start_s
 
     @property
-    def start_offset_ms(self) -> float | None:
-        return None if self.started_s is None else (self.started_s - self.flow.start_s) * 1e3
+    def launch_offset_ms(self) -> float | None:
+        return None if self.launched_s is None else (self.launched_s - self.flow.start_s) * 1e3
 
 
 @dataclass
@@ -293,7 +297,7 @@ def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: s
                     out, err = stop(p)
                     o.error = f"iperf3 client did not finish within {time_limit:.0f} s"
                 ns, o.stderr = started_at(err)
-                o.started_s = None if ns is None else (ns - t0_ns) / 1e9
+                o.launched_s = None if ns is None else (ns - t0_ns) / 1e9
                 o.client_json = _parse(out)
                 if o.client_json is None and not o.error:
                     o.error = f"iperf3 client printed no JSON (exit {p.returncode}): {o.stderr.strip()[:300]}"
