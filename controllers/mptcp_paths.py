@@ -52,6 +52,36 @@ def _flow_mod(rule) -> of.ofp_flow_mod:
     return fm
 
 
+def _install(event, topo: ControllerTopology, rules) -> str:
+    """The rules of the switch that just connected; its name."""
+    sw = topo.switch_of_dpid(event.dpid)
+    for rule in rules:
+        if rule.switch == sw:
+            event.connection.send(_flow_mod(rule))
+    return sw
+
+
+def _to_controller(src: str | None = None, dst: str | None = None) -> of.ofp_flow_mod:
+    """TCP (between src and dst, when given) to the controller, whole packets."""
+    fm = of.ofp_flow_mod(priority=PRIO_TO_CONTROLLER)
+    fm.match.dl_type, fm.match.nw_proto = IPV4, TCP
+    if src is not None:
+        fm.match.nw_src, fm.match.nw_dst = src, dst
+    fm.actions.append(of.ofp_action_output(port=of.OFPP_CONTROLLER, max_len=0xFFFF))
+    return fm
+
+
+def _release(event, port: int) -> None:
+    """Send the packet that came to the controller on its way (buffered in the switch or not)."""
+    out = of.ofp_packet_out(in_port=event.port)
+    if event.ofp.buffer_id not in (None, -1, 0xFFFFFFFF):
+        out.buffer_id = event.ofp.buffer_id
+    else:
+        out.data = event.data
+    out.actions.append(of.ofp_action_output(port=port))
+    event.connection.send(out)
+
+
 class Ecmp:
     """Hash-based ECMP, reactively: one exact 5-tuple rule per switch, on the port the hash picks."""
 
@@ -63,14 +93,8 @@ class Ecmp:
         core.openflow.addListeners(self)
 
     def _handle_ConnectionUp(self, event):
-        sw = self.topo.switch_of_dpid(event.dpid)
-        for rule in self.rules:
-            if rule.switch == sw:
-                event.connection.send(_flow_mod(rule))
-        fm = of.ofp_flow_mod(priority=PRIO_TO_CONTROLLER)
-        fm.match.dl_type, fm.match.nw_proto = IPV4, TCP
-        fm.actions.append(of.ofp_action_output(port=of.OFPP_CONTROLLER, max_len=0xFFFF))
-        event.connection.send(fm)
+        sw = _install(event, self.topo, self.rules)
+        event.connection.send(_to_controller())
         log.info("switch %s up: ecmp rules installed", sw)
 
     def _handle_PacketIn(self, event):
@@ -91,13 +115,7 @@ class Ecmp:
         fm.match.nw_src, fm.match.nw_dst, fm.match.tp_src, fm.match.tp_dst = src, dst, sport, dport
         fm.actions.append(of.ofp_action_output(port=port))
         event.connection.send(fm)
-        out = of.ofp_packet_out(in_port=event.port)
-        if event.ofp.buffer_id not in (None, -1, 0xFFFFFFFF):
-            out.buffer_id = event.ofp.buffer_id
-        else:
-            out.data = data
-        out.actions.append(of.ofp_action_output(port=port))
-        event.connection.send(out)
+        _release(event, port)
 
 
 class MptcpPaths:
@@ -117,19 +135,12 @@ class MptcpPaths:
     # ------------------------------------------------------------------ proactive
 
     def _handle_ConnectionUp(self, event):
-        sw = self.topo.switch_of_dpid(event.dpid)
-        for rule in self.rules:
-            if rule.switch == sw:
-                event.connection.send(_flow_mod(rule))
+        sw = _install(event, self.topo, self.rules)
         if not self.multihomed:
             for cip in self.client_ips:
                 for sip in self.server_ips:
                     for src, dst in ((cip, sip), (sip, cip)):
-                        fm = of.ofp_flow_mod(priority=PRIO_TO_CONTROLLER)
-                        fm.match.dl_type, fm.match.nw_proto = IPV4, TCP
-                        fm.match.nw_src, fm.match.nw_dst = src, dst
-                        fm.actions.append(of.ofp_action_output(port=of.OFPP_CONTROLLER, max_len=0xFFFF))
-                        event.connection.send(fm)
+                        event.connection.send(_to_controller(src, dst))
         log.info("switch %s up: rules installed", sw)
 
     # ------------------------------------------------------------------ reactive
@@ -149,13 +160,7 @@ class MptcpPaths:
             return
         placement = self.placer.place(src, dst, seg)
         self._install(placement.key, placement.index, placement.forward)
-        out = of.ofp_packet_out(in_port=event.port)
-        if event.ofp.buffer_id not in (None, -1, 0xFFFFFFFF):
-            out.buffer_id = event.ofp.buffer_id
-        else:
-            out.data = data
-        out.actions.append(of.ofp_action_output(port=of.OFPP_TABLE))
-        event.connection.send(out)
+        _release(event, of.OFPP_TABLE)
 
     def _install(self, key, index: int, forward: bool) -> None:
         """Rules for one direction of a 5-tuple (the SYN's direction when forward) on its path."""

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from mptcplab.optimum import Optimum, alone_mbps, fraction_of_optimal, jain, max_concurrent_flow, normalized_jain
+from mptcplab.optimum import (
+    Optimum, alone_mbps, ecmp_fluid_fraction, fraction_of_optimal, jain, max_concurrent_flow, max_min_fair, normalized_jain,
+)
 from mptcplab.paths import ControllerTopology, TopoLink, max_flow
 from mptcplab.plan import controller_topology, make_plan
 from mptcplab.spec import parse_spec
@@ -243,3 +245,26 @@ def test_each_direction_has_its_own_rate():
                                      TopoLink("s2", 1, "b", 0)])
     assert max_concurrent_flow(topo, [("a", "b")]).per_flow_mbps == pytest.approx((10.0,))
     assert max_concurrent_flow(topo, [("b", "a")]).per_flow_mbps == pytest.approx((2.0,))
+
+
+def test_max_min_fair_on_known_cases():
+    cap = {"x": 10.0, "y": 4.0}
+    assert max_min_fair([["x"], ["x"]], cap) == pytest.approx([5, 5])
+    # the flow on y is held at 4; the one on x alone takes the rest of x
+    assert max_min_fair([["x", "y"], ["x"]], cap) == pytest.approx([4, 6])
+    assert max_min_fair([["y"], ["y"], ["x"]], cap) == pytest.approx([2, 2, 10])
+
+
+def test_ecmp_fluid_model_has_the_datacenter_shape():
+    """FatTree k=4, a permutation: more subflows per connection, closer to the optimum (the
+    shape of Raiciu et al. 2011, fig. 2), and one subflow -- TCP -- well short of it."""
+    from mptcplab.flows import permutation
+    import random
+
+    plan = make_plan(parse_spec({"name": "ft", "topology": {"generate": {"kind": "fattree", "k": 4, "links": {
+        layer: {"bw": 10} for layer in ("edge", "aggregation", "core")}}},
+        "controller": {"kind": "static", "policy": "ecmp"}, "matrix": {"kind": "permutation"}}))
+    topo = controller_topology(plan, 5201)
+    pairs = permutation([f"h{i}" for i in range(1, 17)], random.Random(1))
+    one, eight = (ecmp_fluid_fraction(topo, pairs, n, draws=10) for n in (1, 8))
+    assert 0.4 < one < 0.75 and 0.85 < eight <= 1.0 and eight > one + 0.2

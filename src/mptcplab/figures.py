@@ -620,7 +620,8 @@ def _percent_axis(ax: plt.Axes, top: float) -> None:
 def fraction_of_optimal(summary: pd.DataFrame, flows: pd.DataFrame | None, out: RunDir,
                         formats: list[str]) -> list[Path]:
     """The aggregate's fraction of the optimum (the max concurrent flow: the largest share of
-    every flow's demand the network could carry at once) per variant, 95% CI over repetitions and seeds: how much of the network each protocol uses.
+    every flow's demand the network could carry at once) per variant, 95% CI over repetitions
+    and seeds: how much of the network each protocol uses.
     For 'TCP, MPTCP-1, MPTCP-2, ...' variants it is drawn against the subflow count, as in Raiciu
     et al., SIGCOMM 2011 (their Fig. 2)."""
     ok = _usable(summary, "fraction_of_optimal")
@@ -646,7 +647,8 @@ def fraction_of_optimal(summary: pd.DataFrame, flows: pd.DataFrame | None, out: 
 
 def _fraction_vs_subflows(ok: pd.DataFrame, axis: dict[str, tuple[str, int]], out: RunDir,
                           formats: list[str]) -> list[Path]:
-    """fraction-of-optimal against subflows per MPTCP connection; TCP a marker of its own at 1."""
+    """fraction-of-optimal against subflows per MPTCP connection; TCP a marker of its own at 1;
+    with ECMP, the fluid model's expectation dotted (what the hashing alone leaves)."""
     d = ok.assign(protocol=ok["variant"].map(lambda v: axis[v][0]),
                   subflows=ok["variant"].map(lambda v: axis[v][1]))
     hue_order = [p for p in PROTOCOL_ORDER if p in set(d["protocol"])]
@@ -655,6 +657,11 @@ def _fraction_vs_subflows(ok: pd.DataFrame, axis: dict[str, tuple[str, int]], ou
     sns.lineplot(data=d, x="subflows", y="fraction_of_optimal", hue="protocol", hue_order=hue_order,
                  palette=palette, style="protocol", markers=PROTOCOL_MARKERS, dashes=False, errorbar=CI95,
                  err_style="bars", err_kws={"capsize": 2, "linewidth": 0.8}, linewidth=1.0, markersize=4, ax=ax)
+    if "ecmp_model_fraction" in d and d["ecmp_model_fraction"].notna().any():
+        # the fluid model's expectation (mptcplab.optimum.ecmp_fluid_fraction), to read against
+        model = d[d["protocol"] == "mptcp"].groupby("subflows")["ecmp_model_fraction"].mean()
+        ax.plot(model.index, model.values, color="0.45", linestyle=":", linewidth=1.0, marker=".",
+                label="fluid model")
     ticks = sorted(set(d["subflows"]))
     ax.set_xticks(ticks)
     ax.set_xlim(min(ticks) - 0.5, max(ticks) + 0.5)

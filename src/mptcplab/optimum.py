@@ -234,3 +234,70 @@ def normalized_jain(goodputs: Sequence[float | None], optimum: Optimum) -> float
     if any(_missing(g) for g in goodputs) or any(p <= 0 for p in optimum.per_flow_mbps):
         return None
     return jain([g / p for g, p in zip(goodputs, optimum.per_flow_mbps)])  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------- a fluid model of ECMP
+
+
+def max_min_fair(routes: Sequence[Sequence[Any]], capacity: dict[Any, float]) -> list[float]:
+    """Max-min fair rates of flows on fixed routes (progressive filling): every unfrozen flow
+    grows at the same pace; when a link fills, the flows crossing it freeze. The fluid model of
+    long-lived TCP flows sharing links fairly per flow -- and of uncoupled MPTCP, whose every
+    subflow is such a flow (upstream Linux runs one congestion control per subflow).
+    ``routes[i]`` is the links flow i crosses (keys of ``capacity``, Mbit/s)."""
+    rates = [0.0] * len(routes)
+    left = dict(capacity)
+    active = {i for i, r in enumerate(routes) if r}
+    while active:
+        users: dict[Any, int] = {}
+        for i in active:
+            for link in routes[i]:
+                users[link] = users.get(link, 0) + 1
+        step = min(left[link] / n for link, n in users.items())
+        for i in active:
+            rates[i] += step
+        for link, n in users.items():
+            left[link] -= step * n
+        full = {link for link in users if left[link] <= 1e-9 * max(capacity[link], 1.0)}
+        active = {i for i in active if not full.intersection(routes[i])}
+    return rates
+
+
+def ecmp_route(topo: ControllerTopology, next_hops: dict[tuple[str, str], tuple[int, ...]], src: str, dst: str,
+               pick: Any) -> list[tuple[str, str]]:
+    """The directed links a packet from host src to host dst crosses when every switch picks one
+    of its equal-cost next hops with ``pick(switch, ports)`` (a hash, or a random draw)."""
+    neighbour = {(l.a, l.a_port): l.b for l in topo.links} | {(l.b, l.b_port): l.a for l in topo.links}
+    address = topo.hosts[dst][0]["ip"]
+    here = topo.hosts[src][0]["switch"]
+    route = [(src, here)]
+    while here != dst:
+        nxt = neighbour[(here, pick(here, next_hops[(here, address)]))]
+        route.append((here, nxt))
+        here = nxt
+    return route
+
+
+def ecmp_fluid_fraction(topo: ControllerTopology, pairs: Sequence[Pair], subflows: int, draws: int = 20,
+                        seed: int = 1) -> float:
+    """What ECMP leaves of the optimum in the fluid model: each flow's ``subflows`` hashed onto
+    random equal-cost routes, all subflows max-min fair (uncoupled congestion control), the
+    total as a fraction of the max concurrent flow; the mean over ``draws`` hash draws. ACKs and
+    TCP's own dynamics (losses, timeouts, slow start) are not in the model: it is the shape a
+    measurement is read against (Raiciu et al. 2011 report the same shape from their simulator)."""
+    import random
+
+    from .paths import ecmp_next_hops
+
+    hops = ecmp_next_hops(topo)
+    optimum = max_concurrent_flow(topo, pairs).total_mbps
+    capacity = {}
+    for l in topo.links:
+        capacity[(l.a, l.b)], capacity[(l.b, l.a)] = l.rate(l.a), l.rate(l.b)
+    rng = random.Random(seed)
+    total = 0.0
+    for _ in range(draws):
+        routes = [ecmp_route(topo, hops, a, b, lambda _sw, ports: rng.choice(ports))
+                  for a, b in pairs for _ in range(subflows)]
+        total += sum(max_min_fair(routes, capacity)) / optimum
+    return total / draws

@@ -193,7 +193,8 @@ def goodput_series(o: Any) -> list[dict[str, Any]]:
 def completion_s(o: Any) -> float | None:
     """A byte-count flow's transfer time at the receiver: from iperf3's test start to the end of
     the last interval with data (0.1 s resolution; connection set-up not included, see
-    goodput_series). None for duration flows."""
+    goodput_series). iperf3 ends such a test when its sender has written every byte, so the last
+    window in flight is neither counted nor timed. None for duration flows."""
     if o.flow.bytes is None:
         return None
     ends = [iv["sum"]["end"] for iv in (o.server_json or {}).get("intervals", [])
@@ -285,4 +286,4 @@ def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any
 
 #: Summary columns of a multi-flow test beyond TEST_COLUMNS.
 MULTI_FLOW_COLUMNS = ("flows", "jain", "jain_of_optimum", "optimum_mbps", "fraction_of_optimal",
-                      "mptcp_tcp_ratio", "max_launch_offset_ms")
+                      "ecmp_model_fraction", "mptcp_tcp_ratio", "max_launch_offset_ms")

@@ -445,6 +445,8 @@ class PointFixed:
     #: multi-flow tests whose flows all run at once for the same time: the max concurrent flow
     #: (mptcplab.optimum.Optimum); None otherwise (flows apart in time share no optimum)
     optimum: Any = None
+    #: with ECMP: subflows per connection -> the fluid model's fraction of the optimum
+    ecmp_model: dict[int, float] | None = None
 
     @classmethod
     def of(cls, pp: PointPlan) -> "PointFixed":
@@ -460,10 +462,17 @@ class PointFixed:
 
         flows = plan.tests[0].flows
         together = len({(f.start_s, f.duration_s) for f in flows}) == 1 and flows[0].bytes is None
-        opt = max_concurrent_flow(topo, [(f.src, f.dst) for f in flows]) if together else None
+        pairs = [(f.src, f.dst) for f in flows]
+        opt = max_concurrent_flow(topo, pairs) if together else None
         rates = list(opt.per_flow_mbps) if opt else None
+        model = None
+        if opt and plan.policy == "ecmp":
+            from .optimum import ecmp_fluid_fraction
+
+            model = {n: ecmp_fluid_fraction(topo, pairs, n, draws=10) for n in sorted({t.expected_subflows
+                                                                                       for t in plan.tests})}
         return cls(topo, max_flow(topo, plan.client, plan.server),
-                   flows_time_limit(plan, flows, tr.timeout_margin, rates), connect_timeout_ms(plan), opt)
+                   flows_time_limit(plan, flows, tr.timeout_margin, rates), connect_timeout_ms(plan), opt, model)
 
 
 def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
@@ -542,6 +551,7 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     flows, subs, series = flow_rows(pp.exp.name, test, outcome, fixed.optimum)
     row = multi_flow_summary(pp.exp.name, plan, test, outcome, flows, per_link, fixed.optimum, deltas)
     row["maxflow_mbps"] = fixed.maxflow
+    row["ecmp_model_fraction"] = (fixed.ecmp_model or {}).get(test.expected_subflows)
     for r in [row, *flows, *subs, *series]:
         r["test"] = label
     rtt = [{"experiment": pp.exp.name, "test": label, "variant": row["variant"], "probe": name, **x}
