@@ -295,3 +295,19 @@ def test_resume_keeps_the_flow_tables_of_finished_points_only(tmp_path):
         tables = read_tables(rd, {"p001"})
     assert tables[FLOWS] == [{"point": "p001", "flow": "a", "goodput_mbps": 1.0}]
     assert tables[FLOW_GOODPUT] == [] and tables[RTT] == []
+
+
+def test_flows_grouped_by_their_bottleneck():
+    """On the dumbbell two flows left to right share the bottleneck's up direction; a flow right
+    to left is held by its down direction, a group of its own (full duplex); Jain's index is
+    taken within each shared bottleneck."""
+    from mptcplab.routes import flow_bottlenecks
+    from mptcplab.rows import _jain_per_bottleneck
+
+    plan = make_plan(parse_spec(dumbbell(flows=[{"src": "l1", "dst": "r1"}, {"src": "l2", "dst": "r2"},
+                                                {"src": "r1", "dst": "l2"}])))
+    assert flow_bottlenecks(plan, plan.tests[0].flows) == ["sl-sr up", "sl-sr up", "sl-sr down"]
+    rows = [{"bottleneck": "sl-sr up", "goodput_mbps": 6.0}, {"bottleneck": "sl-sr up", "goodput_mbps": 3.0},
+            {"bottleneck": "sl-sr down", "goodput_mbps": 9.0}]
+    assert _jain_per_bottleneck(rows) == pytest.approx(81 / 90)   # the two that share, not all three
+    assert _jain_per_bottleneck([{**r, "bottleneck": None} for r in rows]) is None

@@ -41,6 +41,7 @@ def test_two_tcp_flows_share_a_10_mbit_bottleneck(tmp_path, no_leftovers):
     capacity = 10 * PAYLOAD_PER_FRAME
     assert abs(row["goodput_mbps"] - capacity) <= 0.05 * capacity, row
     assert row["jain"] >= 0.95, flows[["flow", "goodput_mbps"]]
+    assert list(flows.bottleneck) == ["sl-sr up", "sl-sr up"] and row["jain_bottleneck"] == pytest.approx(row["jain"])
     assert list(flows.flow) == ["a", "b"] and flows.goodput_mbps.sum() == pytest.approx(row["goodput_mbps"])
     assert flows.launch_offset_ms.abs().max() <= 10, flows.launch_offset_ms
     series = pd.read_csv(out / "flow-goodput.csv")

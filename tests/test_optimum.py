@@ -268,3 +268,13 @@ def test_ecmp_fluid_model_has_the_datacenter_shape():
     pairs = permutation([f"h{i}" for i in range(1, 17)], random.Random(1))
     one, eight = (ecmp_fluid_fraction(topo, pairs, n, draws=10) for n in (1, 8))
     assert 0.4 < one < 0.75 and 0.85 < eight <= 1.0 and eight > one + 0.2
+
+
+def test_bottleneck_groups():
+    """Two flows through x (10) and one through y (4) alone: the first two share x, the third is
+    held by y; a flow crossing both is held by the tighter one."""
+    from mptcplab.optimum import bottleneck_groups
+
+    cap = {"x": 10.0, "y": 4.0}
+    assert bottleneck_groups([["x"], ["x"], ["y"]], cap) == ["x", "x", "y"]
+    assert bottleneck_groups([["x", "y"], ["y"], ["x"]], cap) == ["y", "y", "x"]

@@ -239,12 +239,16 @@ def normalized_jain(goodputs: Sequence[float | None], optimum: Optimum) -> float
 # --------------------------------------------------------------------------- a fluid model of ECMP
 
 
-def max_min_fair(routes: Sequence[Sequence[Any]], capacity: dict[Any, float]) -> list[float]:
+def max_min_fair(routes: Sequence[Sequence[Any]], capacity: dict[Any, float],
+                 bottleneck: list[Any] | None = None) -> list[float]:
     """Max-min fair rates of flows on fixed routes (progressive filling): every unfrozen flow
     grows at the same pace; when a link fills, the flows crossing it freeze. The fluid model of
     long-lived TCP flows sharing links fairly per flow -- and of uncoupled MPTCP, whose every
     subflow is such a flow (upstream Linux runs one congestion control per subflow).
-    ``routes[i]`` is the links flow i crosses (keys of ``capacity``, Mbit/s)."""
+    ``routes[i]`` is the links flow i crosses (keys of ``capacity``, Mbit/s); ``bottleneck``,
+    when given, receives for each flow the link that froze it (its bottleneck)."""
+    if bottleneck is not None:
+        bottleneck[:] = [None] * len(routes)
     rates = [0.0] * len(routes)
     left = dict(capacity)
     active = {i for i, r in enumerate(routes) if r}
@@ -259,8 +263,20 @@ def max_min_fair(routes: Sequence[Sequence[Any]], capacity: dict[Any, float]) ->
         for link, n in users.items():
             left[link] -= step * n
         full = {link for link in users if left[link] <= 1e-9 * max(capacity[link], 1.0)}
-        active = {i for i in active if not full.intersection(routes[i])}
+        frozen = {i for i in active if full.intersection(routes[i])}
+        if bottleneck is not None:
+            for i in frozen:
+                bottleneck[i] = min(full.intersection(routes[i]), key=str)
+        active -= frozen
     return rates
+
+
+def bottleneck_groups(routes: Sequence[Sequence[Any]], capacity: dict[Any, float]) -> list[Any]:
+    """Each flow's bottleneck link in the max-min fair allocation: flows with the same one share
+    a bottleneck, and their fairness is judged among themselves (Jain's index per group)."""
+    out: list[Any] = []
+    max_min_fair(routes, capacity, out)
+    return out
 
 
 def ecmp_route(topo: ControllerTopology, next_hops: dict[tuple[str, str], tuple[int, ...]], src: str, dst: str,

@@ -158,6 +158,32 @@ def time_limit(plan: Plan, duration: float | None, nbytes: int | None, margin: f
     return (expected if duration else expected * 1.5) + margin + 10 * rtt
 
 
+def flow_bottlenecks(plan: Plan, flows: Any) -> list[str] | None:
+    """Each flow's bottleneck link ("LINK up|down") when every flow takes its shortest route (no
+    ECMP): the link that holds it in the max-min fair allocation of all the flows. None when a
+    flow has no route here."""
+    from .optimum import max_min_fair
+    from .paths import UNSHAPED
+
+    by_pair = {}
+    for r in routes(plan):
+        by_pair.setdefault((r.client.node, r.server.node, r.server.ip), r)
+    chosen, capacity = [], {}
+    for f in flows:
+        r = by_pair.get((f.src, f.dst, f.dst_address))
+        if r is None:
+            return None
+        keys = []
+        for link, along in r.hops:
+            key = f"{link.name} {'up' if along else 'down'}"
+            capacity[key] = (link.up if along else link.down).bw or UNSHAPED
+            keys.append(key)
+        chosen.append(keys)
+    out: list[Any] = []
+    max_min_fair(chosen, capacity, out)
+    return out
+
+
 def flows_time_limit(plan: Plan, flows: Any, margin: float, rates_mbps: list[float] | None = None) -> float:
     """When a multi-flow test is abandoned: the latest flow's start plus its own time limit. A
     byte-count flow shares the network with the others: it is given its bytes at its rate in the

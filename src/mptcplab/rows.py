@@ -202,10 +202,12 @@ def completion_s(o: Any) -> float | None:
     return round(max(ends), 3) if ends and not o.error else None
 
 
-def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum: Any | None
+def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum: Any | None,
+              bottlenecks: list[str] | None = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(flows.csv rows, subflows.csv rows, goodput time-series rows) of one multi-flow test;
-    ``optimum`` (mptcplab.optimum.Optimum) gives each flow's share at the optimum, when known."""
+    ``optimum`` (mptcplab.optimum.Optimum) gives each flow's share at the optimum, when known;
+    ``bottlenecks`` each flow's bottleneck link, when known (routes.flow_bottlenecks)."""
     rows, subs, series = [], [], []
     for k, o in enumerate(outcome.flows):
         f = o.flow
@@ -219,7 +221,8 @@ def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum: Any | None
             "launch_offset_ms": None if o.launch_offset_ms is None else round(o.launch_offset_ms, 3),
             "goodput_mbps": goodput, "bytes": nbytes, "duration_s": seconds, "fct_s": completion_s(o),
             "iperf3_retransmits": (o.client_json or {}).get("end", {}).get("sum_sent", {}).get("retransmits"),
-            "optimum_mbps": optimum.per_flow_mbps[k] if optimum else None, "error": o.error,
+            "optimum_mbps": optimum.per_flow_mbps[k] if optimum else None,
+            "bottleneck": bottlenecks[k] if bottlenecks else None, "error": o.error,
         }
         conns = summarize_iperf3(o.client_json)["connections"] if o.client_json and not o.error else []
         samples = outcome.samples.get(f.src, [])
@@ -242,6 +245,19 @@ def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum: Any | None
 
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
+
+
+def _jain_per_bottleneck(flows: list[dict[str, Any]]) -> float | None:
+    """Jain's index among the flows that share a bottleneck link, averaged over the bottlenecks
+    shared by two flows or more (None when no bottleneck is known or shared)."""
+    from .optimum import jain
+
+    groups: dict[str, list[float | None]] = {}
+    for r in flows:
+        if r.get("bottleneck"):
+            groups.setdefault(r["bottleneck"], []).append(r["goodput_mbps"])
+    values = [jain(g) for g in groups.values() if len(g) > 1]
+    return None if not values or None in values else sum(values) / len(values)  # type: ignore[arg-type]
 
 
 def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any, flows: list[dict[str, Any]],
@@ -267,6 +283,7 @@ def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any
         "retransmits": sum(counters.get(h, {}).get("TcpRetransSegs", 0) for h in sources),
         "iperf3_retransmits": sum(r["iperf3_retransmits"] or 0 for r in flows),
         "jain": jain(goodputs) if len(flows) > 1 else None,
+        "jain_bottleneck": _jain_per_bottleneck(flows),
         "jain_of_optimum": normalized_jain(goodputs, optimum) if optimum and len(flows) > 1 else None,
         "optimum_mbps": optimum.total_mbps if optimum else None,
         "fraction_of_optimal": fraction_of_optimal(goodputs, optimum) if optimum else None,
@@ -285,5 +302,5 @@ def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any
 
 
 #: Summary columns of a multi-flow test beyond TEST_COLUMNS.
-MULTI_FLOW_COLUMNS = ("flows", "jain", "jain_of_optimum", "optimum_mbps", "fraction_of_optimal",
+MULTI_FLOW_COLUMNS = ("flows", "jain", "jain_bottleneck", "jain_of_optimum", "optimum_mbps", "fraction_of_optimal",
                       "ecmp_model_fraction", "mptcp_tcp_ratio", "max_launch_offset_ms")

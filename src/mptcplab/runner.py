@@ -447,11 +447,13 @@ class PointFixed:
     optimum: Any = None
     #: with ECMP: subflows per connection -> the fluid model's fraction of the optimum
     ecmp_model: dict[int, float] | None = None
+    #: without ECMP: each flow's bottleneck link on its shortest route (Jain's index per group)
+    bottlenecks: list[str] | None = None
 
     @classmethod
     def of(cls, pp: PointPlan) -> "PointFixed":
         from .paths import max_flow
-        from .routes import connect_timeout_ms, flows_time_limit, time_limit
+        from .routes import connect_timeout_ms, flow_bottlenecks, flows_time_limit, time_limit
 
         tr, plan = pp.exp.traffic, pp.plan
         topo = controller_topology(plan, tr.port)
@@ -472,7 +474,8 @@ class PointFixed:
             model = {n: ecmp_fluid_fraction(topo, pairs, n, draws=10) for n in sorted({t.expected_subflows
                                                                                        for t in plan.tests})}
         return cls(topo, max_flow(topo, plan.client, plan.server),
-                   flows_time_limit(plan, flows, tr.timeout_margin, rates), connect_timeout_ms(plan), opt, model)
+                   flows_time_limit(plan, flows, tr.timeout_margin, rates), connect_timeout_ms(plan), opt, model,
+                   None if plan.policy == "ecmp" and plan.controller != "none" else flow_bottlenecks(plan, flows))
 
 
 def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
@@ -548,7 +551,7 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     outcome = run_flows(net, test, plan.probes, mptcp_mode=caps.iperf3_mptcp, time_limit=fixed.time_limit_s,
                         connect_timeout_ms=fixed.connect_timeout_ms, sample_interval=pp.exp.measurements.interval)
     deltas = {h: counter_delta(before[h], read_counters(pid)) for h, pid in pids.items()}
-    flows, subs, series = flow_rows(pp.exp.name, test, outcome, fixed.optimum)
+    flows, subs, series = flow_rows(pp.exp.name, test, outcome, fixed.optimum, fixed.bottlenecks)
     row = multi_flow_summary(pp.exp.name, plan, test, outcome, flows, per_link, fixed.optimum, deltas)
     row["maxflow_mbps"] = fixed.maxflow
     row["ecmp_model_fraction"] = (fixed.ecmp_model or {}).get(test.expected_subflows)
