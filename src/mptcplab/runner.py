@@ -436,7 +436,8 @@ def self_check(net: Any, pp: PointPlan, console: Console) -> selfcheck.SelfCheck
 @dataclass(frozen=True)
 class PointFixed:
     """What every test of a point shares, worked out once: the controller's view of the
-    topology, its max-flow, and the tests' time limits."""
+    topology, its max-flow, the tests' time limits and, for multi-flow tests, the optimum, the
+    fluid model of ECMP and the flows' bottlenecks."""
 
     topo: Any
     maxflow: float
@@ -467,15 +468,16 @@ class PointFixed:
         pairs = [(f.src, f.dst) for f in flows]
         opt = max_concurrent_flow(topo, pairs) if together else None
         rates = list(opt.per_flow_mbps) if opt else None
+        ecmp = plan.policy == "ecmp"  # routes hashed: a fluid model; else shortest routes: bottlenecks
         model = None
-        if opt and plan.policy == "ecmp":
+        if opt and ecmp:
             from .optimum import ecmp_fluid_fraction
 
             model = {n: ecmp_fluid_fraction(topo, pairs, n, draws=10) for n in sorted({t.expected_subflows
                                                                                        for t in plan.tests})}
         return cls(topo, max_flow(topo, plan.client, plan.server),
                    flows_time_limit(plan, flows, tr.timeout_margin, rates), connect_timeout_ms(plan), opt, model,
-                   None if plan.policy == "ecmp" and plan.controller != "none" else flow_bottlenecks(plan, flows))
+                   None if ecmp else flow_bottlenecks(plan, flows))
 
 
 def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
