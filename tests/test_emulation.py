@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from mptcplab.proc import node_run
+
 pytestmark = pytest.mark.root
 
 
@@ -182,3 +184,19 @@ def test_link_down_and_up(shaper, no_leftovers):
         time.sleep(1.0)  # the neighbour entry failed while down: let ARP resolve again
         ok_after, _ = ping(net, count=5, interval=0.2)
     assert len(ok_before) == 5 and len(down) == 0 and len(ok_after) >= 4
+
+
+def test_a_kernel_shaped_link_down_and_up(no_leftovers):
+    """A rate-only link is htb in the kernel (netem or not): cut and spliced by setting one end
+    down and up; the other end keeps its address and routes, and pings pass again."""
+    with pair("auto", bw=5) as (net, link):
+        assert link.backend == "netem"  # tc in the kernel; no user-space emulator
+        ok_before, _ = ping(net, count=5)
+        link.set_down(True)
+        down, _ = ping(net, count=5)
+        link.set_down(False)
+        time.sleep(1.0)
+        ok_after, _ = ping(net, count=5, interval=0.2)
+        routes = node_run(net["h1a"], ["ip", "-o", "route", "show"]).stdout
+    assert len(ok_before) == 5 and len(down) == 0 and len(ok_after) >= 4
+    assert "10.9.1.0/24" in routes

@@ -179,12 +179,18 @@ class EmuLink(Link):
         self.intf1.shaping, self.intf2.shaping = new_up, new_down
 
     def set_down(self, down: bool = True) -> None:
-        """Link down (carrier off on both ends) or up again, as Mininet's configLinkStatus."""
+        """The cable cut (frames dropped, carrier lost on both ends) or spliced again. Without an
+        emulator only the switch's end is set down: the host's end then loses carrier but stays
+        configured, as a host's NIC does when its cable is pulled -- an interface set down
+        administratively loses its routes (the per-address tables), and would not come back."""
         if self.emulator is not None:
             self.emulator.set_down(down)
-        else:
-            for intf in (self.intf1, self.intf2):
-                node_run(intf.node, ["ip", "link", "set", "dev", intf.name, "down" if down else "up"])
+            return
+        from mininet.node import Switch
+
+        ends = [i for i in (self.intf1, self.intf2) if isinstance(i.node, Switch)] or [self.intf2]
+        for intf in ends:
+            node_run(intf.node, ["ip", "link", "set", "dev", intf.name, "down" if down else "up"])
 
     def stats(self) -> dict[str, Any]:
         if self.emulator is not None:

@@ -186,6 +186,8 @@ class Plan:
     policy: str = "mixed"
     notes: tuple[str, ...] = field(default=())
     probes: tuple[PlanProbe, ...] = ()
+    #: the events of every test, in time order (mptcplab.events.Step)
+    events: tuple[Any, ...] = ()
 
     @property
     def multi_flow(self) -> bool:
@@ -318,6 +320,7 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
         controller=exp.controller.kind,
         policy=exp.controller.policy,
         probes=probes,
+        events=tuple(_events(exp)),
     )
 
 
@@ -456,6 +459,12 @@ def _initial_server_address(client: str, server: str, hosts: dict[str, PlanHost]
         f"{where}: {client}-eth0 shares no layer-2 segment with any interface of {server}; "
         "the initial subflow needs a direct path (mptcplab does not route between segments)")
     return ""
+
+
+def _events(exp: Experiment) -> list[Any]:
+    from .events import timeline
+
+    return timeline(exp.events)
 
 
 def _probes(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> tuple[PlanProbe, ...]:

@@ -26,6 +26,7 @@ from .rows import (
     at_point, figure_problems, path_columns, rows_for_test, summary_columns, varying_link_params, why_flagged,
 )
 from .spec import Experiment, load_spec, parse_spec, resolve_spec_path
+from .timeline import Timeline
 
 
 class Interrupted(Exception):
@@ -402,10 +403,8 @@ def run_point(active: ActiveRun, session: Any, pp: PointPlan, caps: capabilities
     for test in pp.plan.tests:
         progress.update(task, description=f"{pp.point.id + ' ' if pp.point.values else ''}"
                         f"{test.variant or test.protocol} #{test.repetition}")
-        if test.flows:
-            row, sub, tables = run_flows_test(active, net, pp, fixed, test, caps, per_link)
-        else:
-            (row, sub), tables = run_one_test(active, net, pp, fixed, test, caps, per_link), {}
+        run = run_flows_test if test.flows else run_one_test
+        row, sub, tables = run(active, net, pp, fixed, test, caps, per_link)
         why = why_flagged(row)
         if why:
             active.flagged.append(f"{row['test']}: {why}")
@@ -481,8 +480,10 @@ class PointFixed:
 
 
 def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
-                 caps: capabilities.Capabilities, per_link: set[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One iperf3 test with counters and (with a controller) per-path bytes; raw files written."""
+                 caps: capabilities.Capabilities, per_link: set[str]
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """One iperf3 test with counters and (with a controller) per-path bytes, the events applied
+    while it ran; raw files written."""
     from .controller import flow_bytes
     from .measurements import counter_delta, read_counters
     from .paths import COOKIE_FWD
@@ -496,11 +497,15 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     pids = {"client": net.node(plan.client).pid, "server": net.node(plan.server).pid}
     flows_before = flow_bytes(switches) if ctl else {}
     before = {role: read_counters(pid) for role, pid in pids.items()}
-    outcome = run_test(net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port, duration=tr.duration,
-                       nbytes=tr.bytes, parallel=tr.parallel,
-                       congestion_control=plan.host(plan.client).mptcp.congestion_control,
-                       time_limit=fixed.time_limit_s, connect_timeout_ms=fixed.connect_timeout_ms,
-                       sample_interval=pp.exp.measurements.interval)
+    timeline = Timeline(net, list(plan.events))
+    try:
+        outcome = run_test(net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port, duration=tr.duration,
+                           nbytes=tr.bytes, parallel=tr.parallel,
+                           congestion_control=plan.host(plan.client).mptcp.congestion_control,
+                           time_limit=fixed.time_limit_s, connect_timeout_ms=fixed.connect_timeout_ms,
+                           sample_interval=pp.exp.measurements.interval, timeline=timeline)
+    finally:
+        events = timeline.stop()
     deltas = {role: counter_delta(before[role], read_counters(pid)) for role, pid in pids.items()}
     row, subs = rows_for_test(pp.exp.name, plan, test, outcome, deltas, per_link)
     row["test"] = label
@@ -526,7 +531,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     rd.write_raw(results.raw_name(label, "server"), outcome.server_json or {})
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
-    return row, subs
+    return row, subs, {results.EVENTS: [{"experiment": pp.exp.name, "test": label, **e} for e in events]}
 
 
 def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
@@ -550,8 +555,13 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     switches = [sw.name for sw in plan.switches]
     ports_before = port_bytes(switches) if net.controller else {}
     before = {h: read_counters(pid) for h, pid in pids.items()}
-    outcome = run_flows(net, test, plan.probes, mptcp_mode=caps.iperf3_mptcp, time_limit=fixed.time_limit_s,
-                        connect_timeout_ms=fixed.connect_timeout_ms, sample_interval=pp.exp.measurements.interval)
+    timeline = Timeline(net, list(plan.events))
+    try:
+        outcome = run_flows(net, test, plan.probes, mptcp_mode=caps.iperf3_mptcp, time_limit=fixed.time_limit_s,
+                            connect_timeout_ms=fixed.connect_timeout_ms, sample_interval=pp.exp.measurements.interval,
+                            timeline=timeline)
+    finally:
+        events = timeline.stop()
     deltas = {h: counter_delta(before[h], read_counters(pid)) for h, pid in pids.items()}
     flows, subs, series = flow_rows(pp.exp.name, test, outcome, fixed.optimum, fixed.bottlenecks)
     row = multi_flow_summary(pp.exp.name, plan, test, outcome, flows, per_link, fixed.optimum, deltas)
@@ -571,7 +581,8 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     rd.write_raw(results.raw_name(label, "server"), {o.flow.label: o.server_json or {} for o in outcome.flows})
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, "host": h, **x} for h, xs in outcome.samples.items() for x in xs])
-    return row, subs, {results.FLOWS: flows, results.FLOW_GOODPUT: series, results.RTT: rtt}
+    return row, subs, {results.FLOWS: flows, results.FLOW_GOODPUT: series, results.RTT: rtt,
+                       results.EVENTS: [{"experiment": pp.exp.name, "test": label, **e} for e in events]}
 
 
 def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: Path | None) -> Any:

@@ -435,6 +435,58 @@ class Probe(_Model):
 
 
 
+class LinkEvent(_Model):
+    """One change of a link while a test runs, ``at`` seconds after the test starts: down (the
+    cable cut: frames dropped, carrier lost), up again, or new parameters (``set``)."""
+
+    at: float = Field(ge=0, le=3600, description="seconds after the test starts")
+    link: str = Field(description="a link of the topology by name (h1-s1)")
+    action: Literal["down", "up", "set"]
+    params: DirectionParams | None = Field(None, description="set: the link's new bw, delay, loss, queue, ...")
+
+    @model_validator(mode="after")
+    def _params(self) -> "LinkEvent":
+        if (self.action == "set") != (self.params is not None):
+            raise ValueError("params: give them with action: set, and only then")
+        return self
+
+
+class Flap(_Model):
+    """A link going down for ``down_for`` seconds every ``period`` seconds, ``count`` times."""
+
+    link: str
+    start: float = Field(0.0, ge=0, le=3600, description="first down, seconds after the test starts")
+    period: float = Field(gt=0, le=3600, description="seconds from one down to the next")
+    down_for: float = Field(gt=0, le=3600, description="seconds each down lasts")
+    count: int = Field(1, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "Flap":
+        if self.down_for >= self.period:
+            raise ValueError(f"down_for: {self.down_for:g} s is not shorter than the period {self.period:g} s")
+        return self
+
+
+class RandomFailures(_Model):
+    """A link failing at random: up and down times drawn from exponential distributions with these
+    means, from ``random.Random(seed)`` -- the same schedule for a seed everywhere."""
+
+    link: str
+    start: float = Field(0.0, ge=0, le=3600)
+    until: float = Field(gt=0, le=3600, description="no failure starts after this (s after the test starts)")
+    mean_up: float = Field(gt=0, le=3600, description="mean seconds between failures")
+    mean_down: float = Field(gt=0, le=3600, description="mean seconds a failure lasts")
+    seed: int = Field(1, ge=0, le=2**31)
+
+
+class Events(_Model):
+    """What changes during every test (mptcplab.events expands it into one timeline)."""
+
+    at: list[LinkEvent] = Field(default_factory=list, description="single changes at given times")
+    flaps: list[Flap] = Field(default_factory=list)
+    random: list[RandomFailures] = Field(default_factory=list)
+
+
 class Controller(_Model):
     """Who forwards: `none` -- OVS learning switches (loop-free topologies only); `static` --
     the path core's rules installed with ovs-ofctl; `pox` -- the POX component
@@ -616,6 +668,7 @@ class Experiment(_Model):
                               "traffic.client/server)")
     matrix: Matrix | None = Field(None, description="a traffic matrix expanded into flows")
     probes: list[Probe] = Field(default_factory=list, description="RTT probes while the flows run")
+    events: Events | None = Field(None, description="links that change while every test runs")
     controller: Controller = Field(default_factory=Controller)
     emulation: Emulation = Field(default_factory=Emulation)
     variants: list[Variant] | None = Field(
@@ -705,6 +758,28 @@ class Experiment(_Model):
                             "(one flow: flows: [{src: CLIENT, dst: SERVER}])")
         if self.multi_flow:
             problems += self._single_flow_fields()
+        problems += self._event_problems()
+        return problems
+
+    def _event_problems(self) -> list[str]:
+        """Events name links of the topology and fall inside the shortest test."""
+        if self.events is None:
+            return []
+        names = [l.name for l in self.topology.links]
+        problems = []
+        length = self.traffic.duration if not self.multi_flow else None
+        for where, items in (("at", self.events.at), ("flaps", self.events.flaps), ("random", self.events.random)):
+            for i, e in enumerate(items):
+                if e.link not in names:
+                    problems.append(f"events.{where}[{i}].link: {e.link!r} is not a link of the topology "
+                                    f"(links: {', '.join(names)})")
+                last = e.at if where == "at" else (e.start + (e.count - 1) * e.period + e.down_for if where == "flaps"
+                                                   else e.until)
+                if length is not None and last >= length:
+                    problems.append(f"events.{where}[{i}]: ends at {last:g} s, not inside the {length:g} s test "
+                                    "(traffic.duration)")
+        if self.traffic.bytes is not None and not self.multi_flow:
+            problems.append("events: need tests of a known length: give traffic.duration, not bytes")
         return problems
 
     def _single_flow_fields(self) -> list[str]:

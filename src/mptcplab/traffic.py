@@ -122,9 +122,11 @@ class Iperf3Server:
 
 def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duration: float | None,
              nbytes: int | None, parallel: int, congestion_control: str | None,
-             time_limit: float, sample_interval: float, connect_timeout_ms: int = 5000) -> TestOutcome:
+             time_limit: float, sample_interval: float, connect_timeout_ms: int = 5000,
+             timeline: Any = None) -> TestOutcome:
     """One iperf3 test from the plan's client to its server, with the subflow sampler running;
-    abandoned after ``time_limit`` seconds (see :func:`mptcplab.routes.time_limit`)."""
+    abandoned after ``time_limit`` seconds (see :func:`mptcplab.routes.time_limit`). A
+    ``timeline`` (mptcplab.timeline) starts counting when the client is started."""
     plan = network.plan
     common = dict(port=port, congestion_control=congestion_control)
     s_argv = iperf3_argv("server", protocol, mptcp_mode, **common)
@@ -138,6 +140,8 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
             outcome.error = f"iperf3 server did not start listening on port {port}: {srv.stderr.strip()[:300]}"
             return outcome
         sampler = Sampler(ss_runner(network.node(plan.client).popen), interval=sample_interval).start()
+        if timeline is not None:
+            timeline.start(time.monotonic())
         cli = network.spawn(plan.client, c_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             out, err = cli.communicate(timeout=time_limit)
@@ -254,7 +258,7 @@ def lead_time_s(n_processes: int) -> float:
 
 
 def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: str, time_limit: float,
-              connect_timeout_ms: int, sample_interval: float) -> FlowsOutcome:
+              connect_timeout_ms: int, sample_interval: float, timeline: Any = None) -> FlowsOutcome:
     """Every flow of ``test`` on one clock: one one-off iperf3 server per flow (reporting the
     receiver's goodput every 0.1 s), then each client started by the launcher at its offset from
     the shared instant, the subflow samplers and RTT probes running meanwhile. Everything is
@@ -275,6 +279,8 @@ def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: s
         samplers = {h: Sampler(ss_runner(network.node(h).popen), interval=sample_interval).start() for h in sampled}
         t0_ns = time.monotonic_ns() + int(lead_time_s(len(runnable) + len(probes)) * 1e9)
         t0_wall = time.time() + (t0_ns - time.monotonic_ns()) / 1e9
+        if timeline is not None:
+            timeline.start(t0_ns / 1e9)  # the flows' clock: CLOCK_MONOTONIC, as time.monotonic()
         procs: list[tuple[FlowOutcome, subprocess.Popen]] = []
         pingers: list[tuple[Any, subprocess.Popen]] = []
         try:

@@ -1,0 +1,103 @@
+"""Networks that change during a test (issue 13, first step): the events timeline -- validated
+in the spec, expanded deterministically (pure) -- and a link cut while MPTCP and TCP run (root)."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from helpers import cli, write_spec
+from mptcplab.errors import SpecError
+from mptcplab.events import flap_steps, random_steps, timeline
+from mptcplab.plan import make_plan
+from mptcplab.spec import load_spec, parse_spec, Events
+
+DUAL = "experiments/dual-path.yaml"
+
+
+def dual(events: dict, **traffic) -> dict:
+    from helpers import REPO
+    import yaml
+
+    spec = yaml.safe_load((REPO / DUAL).read_text())
+    spec["topology"] = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
+    spec["traffic"].update(traffic)
+    spec["events"] = events
+    return spec
+
+
+def problems(d: dict) -> list[str]:
+    with pytest.raises(SpecError) as e:
+        parse_spec(d)
+    return e.value.problems
+
+
+def test_events_are_checked_against_the_topology_and_the_test():
+    assert any("events.at[0].link: 'h9-s1' is not a link of the topology" in p
+               for p in problems(dual({"at": [{"at": 1, "link": "h9-s1", "action": "down"}]})))
+    assert any("events.at[0]: ends at 12 s, not inside the 10 s test" in p
+               for p in problems(dual({"at": [{"at": 12, "link": "h1-s1", "action": "down"}]})))
+    assert any("params: give them with action: set" in p
+               for p in problems(dual({"at": [{"at": 1, "link": "h1-s1", "action": "set"}]})))
+    assert any("down_for: 2 s is not shorter than the period 2 s" in p
+               for p in problems(dual({"flaps": [{"link": "h1-s1", "period": 2, "down_for": 2}]})))
+    assert any("events.flaps[0]: ends at 10.5 s" in p for p in problems(
+        dual({"flaps": [{"link": "h1-s1", "start": 2, "period": 2, "down_for": 0.5, "count": 5}]})))
+
+
+def test_flaps_and_random_failures_expand_deterministically():
+    flap = SimpleNamespace(link="h1-s1", start=1.0, period=2.0, down_for=0.5, count=3)
+    assert [(s.at_s, s.action) for s in flap_steps(flap, "flaps[0]")] == [
+        (1.0, "down"), (1.5, "up"), (3.0, "down"), (3.5, "up"), (5.0, "down"), (5.5, "up")]
+    proc = SimpleNamespace(link="h1-s1", start=0.0, until=60.0, mean_up=2.0, mean_down=0.5, seed=7)
+    a, b = random_steps(proc, "random[0]"), random_steps(proc, "random[0]")
+    assert a == b and len(a) % 2 == 0 and a                       # a seed is one schedule
+    assert [s.action for s in a] == ["down", "up"] * (len(a) // 2)
+    assert all(x.at_s < y.at_s for x, y in zip(a, a[1:]))          # down, up, down, ... in order
+    downs = [y.at_s - x.at_s for x, y in zip(a[::2], a[1::2])]
+    ups = [x.at_s - y.at_s for x, y in zip(a[2::2], a[1::2])]
+    assert 0.2 < sum(downs) / len(downs) < 1.0 and 1.0 < sum(ups) / len(ups) < 4.0  # means 0.5 and 2
+    assert random_steps(SimpleNamespace(**{**proc.__dict__, "seed": 8}), "r") != a
+
+
+def test_the_timeline_merges_every_source_in_time_order_and_is_planned():
+    events = Events.model_validate({"at": [{"at": 4, "link": "s1-h2", "action": "set", "params": {"bw": 1}}],
+                                    "flaps": [{"link": "h1-s1", "start": 1, "period": 2, "down_for": 0.5,
+                                               "count": 2}]})
+    steps = timeline(events)
+    assert [(s.at_s, s.link, s.action, s.origin) for s in steps] == [
+        (1.0, "h1-s1", "down", "flaps[0]"), (1.5, "h1-s1", "up", "flaps[0]"), (3.0, "h1-s1", "down", "flaps[0]"),
+        (3.5, "h1-s1", "up", "flaps[0]"), (4.0, "s1-h2", "set", "at[0]")]
+    assert steps[-1].params == {"bw": 1.0}
+    plan = make_plan(parse_spec(dual(events.model_dump())))
+    assert list(plan.events) == steps and json.dumps(plan.to_dict()["events"])  # recorded in plan.json
+    assert make_plan(load_spec(DUAL)).events == ()
+
+
+@pytest.mark.root
+def test_a_cut_path_mptcp_goes_on_over_the_other_tcp_stalls(tmp_path, no_leftovers):
+    """dual-path, 6 s tests: the initial subflow's path (s1-h2) is cut at t = 2 s. MPTCP keeps
+    delivering over the second path after the cut; TCP, on the cut path, stalls and its test says
+    so (its client never finishes). events.csv says the cut was applied within 10 ms of its
+    schedule, for both tests, and every link was back up for the next test."""
+    def mutate(spec):
+        spec["events"] = {"at": [{"at": 2, "link": "s1-h2", "action": "down"}]}
+        spec["outputs"]["formats"] = ["png"]
+
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 6, "repetitions": 1}, mutate=mutate)),
+            "--out", str(out))
+    # TCP's connection cannot end its test over the cut path: its test is flagged, the run says
+    # so (exit 1), and MPTCP's is not
+    assert r.returncode == 1 and "flagged 002-tcp-r1: iperf3 client did not finish" in r.stderr, r.stderr[-3000:]
+    summary = pd.read_csv(out / "summary.csv").set_index("protocol")
+    assert pd.isna(summary.loc["mptcp", "error"]) and summary.loc["mptcp", "subflows"] == 2
+    assert "did not finish" in summary.loc["tcp", "error"]
+    events = pd.read_csv(out / "events.csv")
+    assert list(events.action) == ["down", "down"] and events.error.isna().all()
+    assert (events.offset_ms.abs() <= 10).all(), events
+    (client,) = (out / "raw").glob("*-mptcp-r1-client.json")
+    intervals = json.loads(client.read_text())["intervals"]
+    after = sum(i["sum"]["bytes"] for i in intervals if i["sum"]["start"] >= 3)
+    assert after > 1_000_000, after  # about 5 Mbit/s over 3 s: the second path carries on
