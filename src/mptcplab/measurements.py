@@ -216,3 +216,32 @@ def ss_runner(popen: Callable[..., subprocess.Popen]) -> Callable[[list[str]], s
         return out
 
     return run
+
+
+# --------------------------------------------------------------------------- path-manager events
+
+#: "[2026-11-27T14:05:58.817544] [       CREATED] token=2c0b065d remid=0 ..." (ip -ts mptcp monitor)
+_PM_LINE = re.compile(r"\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)\]\s+\[\s*([A-Z_0-9 ]+?)\s*\]\s*(.*)")
+PM_MONITOR_ARGV = ["ip", "-ts", "mptcp", "monitor"]
+
+
+def parse_pm_events(text: str, t0_wall: float) -> list[dict[str, Any]]:
+    """One row per path-manager event the kernel reported (created, established, announced,
+    sf_established, sf_closed, sf_priority, ...), its time on the test's clock (``t0_wall`` is
+    the test's start, as time.time()), and its fields (token, remid, locid, saddr4, ...).
+    Events this iproute2 has no name for stay 'UNKNOWN n'."""
+    from datetime import datetime
+
+    rows = []
+    for line in (text or "").splitlines():
+        m = _PM_LINE.match(line.strip())
+        if not m:
+            continue
+        stamp = datetime.fromisoformat(m.group(1)).timestamp()  # local time, as ip printed it
+        row: dict[str, Any] = {"t": round(stamp - t0_wall, 6), "event": m.group(2).lower()}
+        for tok in m.group(3).split():
+            key, sep, value = tok.partition("=")
+            if sep:
+                row[key] = value
+        rows.append(row)
+    return rows

@@ -72,8 +72,10 @@ FLOW_GOODPUT = "flow-goodput.csv"
 RTT = "rtt.csv"
 #: Events applied during tests: when each was scheduled and when it was applied.
 EVENTS = "events.csv"
+#: What the client's MPTCP path manager reported during each test (ip mptcp monitor).
+PM_EVENTS = "pm-events.csv"
 #: The tidy tables a run writes beside summary.csv, each rewritten whole as rows arrive.
-TABLES = (SUBFLOWS, FLOWS, FLOW_GOODPUT, RTT, EVENTS)
+TABLES = (SUBFLOWS, FLOWS, FLOW_GOODPUT, RTT, EVENTS, PM_EVENTS)
 SELFCHECK = "selfcheck.json"
 CONTROLLER_TOPOLOGY = "controller-topology.json"
 LOCK = ".lock"
@@ -925,7 +927,7 @@ def read_rows(rd: RunDir, done_ids: set[str], unnamed: str | None = None
 def read_tables(rd: RunDir, done_ids: set[str], unnamed: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """The multi-flow tables' rows (flows.csv, flow-goodput.csv, rtt.csv) of the points in
     done_ids, as read_rows keeps the summary's."""
-    return {name: _done_rows(rd, name, done_ids, unnamed) for name in (FLOWS, FLOW_GOODPUT, RTT, EVENTS)}
+    return {name: _done_rows(rd, name, done_ids, unnamed) for name in TABLES if name != SUBFLOWS}
 
 
 def _done_rows(rd: RunDir, name: str, done_ids: set[str], unnamed: str | None) -> list[dict[str, Any]]:

@@ -174,6 +174,17 @@ def _receiver_goodput(o: Any) -> tuple[float | None, int | None, float | None]:
     return None, None, None
 
 
+def receiver_series(server_json: dict[str, Any] | None, launched_s: float) -> list[tuple[float, float]]:
+    """(t, Mbit/s) of the receiver's intervals on the test's clock: the launch plus the end of
+    each interval as iperf3's server counts it (set-up not included, see goodput_series)."""
+    out = []
+    for iv in (server_json or {}).get("intervals", []):
+        s = iv.get("sum", {})
+        if "end" in s:
+            out.append((round(launched_s + s["end"], 3), s.get("bits_per_second", 0.0) / 1e6))
+    return out
+
+
 def goodput_series(o: Any) -> list[dict[str, Any]]:
     """The receiver's goodput every 0.1 s, on the test's clock: the flow's launch plus the end of
     the interval as iperf3's server counts it. iperf3 counts from its test start, after its
@@ -181,13 +192,7 @@ def goodput_series(o: Any) -> list[dict[str, Any]]:
     reports no time for them), so each point is that much earlier than the wall clock's."""
     if o.launched_s is None:
         return []
-    rows = []
-    for iv in (o.server_json or {}).get("intervals", []):
-        s = iv.get("sum", {})
-        if "end" in s:
-            rows.append({"flow": o.flow.label, "t": round(o.launched_s + s["end"], 3),
-                         "goodput_mbps": s.get("bits_per_second", 0.0) / 1e6})
-    return rows
+    return [{"flow": o.flow.label, "t": t, "goodput_mbps": g} for t, g in receiver_series(o.server_json, o.launched_s)]
 
 
 def completion_s(o: Any) -> float | None:

@@ -23,7 +23,8 @@ from .errors import BusyError, PreflightError, RunDirError, SpecError
 from .ids import new_run_id
 from .plan import Plan, controller_topology, make_plan
 from .rows import (
-    at_point, figure_problems, path_columns, rows_for_test, summary_columns, varying_link_params, why_flagged,
+    at_point, figure_problems, path_columns, receiver_series, rows_for_test, summary_columns, varying_link_params,
+    why_flagged,
 )
 from .spec import Experiment, load_spec, parse_spec, resolve_spec_path
 from .timeline import Timeline
@@ -531,7 +532,18 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     rd.write_raw(results.raw_name(label, "server"), outcome.server_json or {})
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
-    return row, subs, {results.EVENTS: [{"experiment": pp.exp.name, "test": label, **e} for e in events]}
+    series = receiver_series(outcome.server_json, 0.0)
+    cut = next((e for e in events if e["action"] == "down" and e["applied_s"] is not None), None)
+    if cut is not None:  # how the connection rode out the first cut
+        from .recovery import after_event
+
+        row.update({f"{k}": v for k, v in after_event(series, cut["applied_s"]).to_dict().items()},
+                   event_s=cut["applied_s"], event_link=cut["link"])
+    head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
+    return row, subs, {results.EVENTS: [{**head, **e} for e in events],
+                       results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events],
+                       results.FLOW_GOODPUT: [{**head, "flow": f"{plan.client}-{plan.server}", "t": t, "goodput_mbps": g}
+                                              for t, g in series]}
 
 
 def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,

@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .measurements import Sampler, ss_runner
+from .measurements import PM_MONITOR_ARGV, Sampler, parse_pm_events, ss_runner
 from .proc import stop
+
+
+#: Receiver-side goodput is reported every GOODPUT_INTERVAL_S seconds (iperf3's shortest).
+GOODPUT_INTERVAL_S = 0.1
 
 
 class TrafficError(RuntimeError):
@@ -39,6 +43,7 @@ class TestOutcome:
     error: str | None = None
     stderr: str = ""
     sample_errors: int = 0  # ss samples that failed (reported in the test's row)
+    pm_events: list[dict[str, Any]] = field(default_factory=list)  # the client's path manager, on the test's clock
 
 
 def iperf3_argv(role: str, protocol: str, mptcp_mode: str, *, port: int, server_address: str = "",
@@ -129,7 +134,7 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
     ``timeline`` (mptcplab.timeline) starts counting when the client is started."""
     plan = network.plan
     common = dict(port=port, congestion_control=congestion_control)
-    s_argv = iperf3_argv("server", protocol, mptcp_mode, **common)
+    s_argv = iperf3_argv("server", protocol, mptcp_mode, interval=GOODPUT_INTERVAL_S, **common)
     c_argv = iperf3_argv("client", protocol, mptcp_mode, server_address=plan.server_address,
                          duration=duration, nbytes=nbytes, parallel=parallel,
                          connect_timeout_ms=connect_timeout_ms, **common)
@@ -140,6 +145,9 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
             outcome.error = f"iperf3 server did not start listening on port {port}: {srv.stderr.strip()[:300]}"
             return outcome
         sampler = Sampler(ss_runner(network.node(plan.client).popen), interval=sample_interval).start()
+        monitor = network.spawn(plan.client, PM_MONITOR_ARGV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True) if protocol == "mptcp" else None
+        t0_wall = time.time()
         if timeline is not None:
             timeline.start(time.monotonic())
         cli = network.spawn(plan.client, c_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -151,7 +159,11 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
         except BaseException:  # interrupted: nothing of this test keeps running
             stop(cli)
             sampler.stop()
+            if monitor is not None:
+                stop(monitor)
             raise
+        if monitor is not None:
+            outcome.pm_events = parse_pm_events(stop(monitor)[0], t0_wall)
         outcome.samples = sampler.stop()
         outcome.sample_errors = sampler.errors
         outcome.stderr = err
@@ -183,8 +195,6 @@ def _parse(text: str | None) -> dict[str, Any] | None:
 
 #: The launcher that starts a command at an instant of CLOCK_MONOTONIC (see mptcplab.startat).
 STARTAT = Path(__file__).with_name("startat.py")
-#: Receiver-side goodput is reported every GOODPUT_INTERVAL_S seconds (iperf3's shortest).
-GOODPUT_INTERVAL_S = 0.1
 _START_LINE = re.compile(r"mptcplab-start (\d+)\n?")
 #: "[1700000000.123456] 64 bytes from 10.0.1.3: icmp_seq=1 ttl=64 time=20.3 ms" (ping -D)
 _PING_LINE = re.compile(r"\[(\d+\.\d+)\].*icmp_seq=(\d+).*time=([0-9.]+) ms")
