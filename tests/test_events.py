@@ -142,3 +142,15 @@ def test_pm_events_on_the_tests_clock():
     assert [(r["event"], round(r["t"], 6)) for r in rows] == [("created", 0.017544), ("sf_established", 1.1),
                                                              ("unknown 15", 1.2)]
     assert rows[1]["saddr4"] == "10.0.2.1" and rows[1]["locid"] == "2"
+
+
+def test_custom_figures_may_use_the_recovery_columns_of_a_run_with_events():
+    from mptcplab.runner import plan_points
+
+    figure = {"figures": [{"x": "protocol", "y": "outage_s", "kind": "bar"}]}
+    plan_points(parse_spec({**dual({"at": [{"at": 2, "link": "s1-h2", "action": "down"}]}), **figure}),
+                "20261127-000000-abcd")
+    with pytest.raises(SpecError, match="outage_s"):
+        spec = {**dual({}), **figure}
+        spec.pop("events")
+        plan_points(parse_spec(spec), "20261127-000000-abcd")

@@ -537,8 +537,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     if cut is not None:  # how the connection rode out the first cut
         from .recovery import after_event
 
-        row.update({f"{k}": v for k, v in after_event(series, cut["applied_s"]).to_dict().items()},
-                   event_s=cut["applied_s"], event_link=cut["link"])
+        row.update(after_event(series, cut["applied_s"]).to_dict(), event_s=cut["applied_s"], event_link=cut["link"])
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
     return row, subs, {results.EVENTS: [{**head, **e} for e in events],
                        results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events],
