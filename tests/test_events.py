@@ -114,6 +114,9 @@ def test_a_cut_path_mptcp_goes_on_over_the_other_tcp_stalls(tmp_path, no_leftove
     pm = pd.read_csv(out / "pm-events.csv")
     assert {"created", "established", "sf_established"} <= set(pm.event), set(pm.event)
     assert pm.t.between(-1, 10).all()
+    mib = pd.read_csv(out / "mptcp-mib.csv")
+    joins = mib[(mib.test.str.contains("mptcp")) & (mib.counter == "MPTcpExtMPJoinSynAckRx")]
+    assert list(joins.host) == ["client"] and joins.delta.iloc[0] >= 1  # the client joined the second path
 
 
 def test_outage_and_recovery_on_known_series():
@@ -154,3 +157,11 @@ def test_custom_figures_may_use_the_recovery_columns_of_a_run_with_events():
         spec = {**dual({}), **figure}
         spec.pop("events")
         plan_points(parse_spec(spec), "20261127-000000-abcd")
+
+
+def test_mptcp_mib_rows_keep_only_what_moved_in_mptcp():
+    from mptcplab.rows import mib_rows
+
+    assert mib_rows({"server": {"MPTcpExtAddAddr": 1}, "client": {"MPTcpExtMPJoinSynAckRx": 2, "TcpRetransSegs": 3}}) == [
+        {"host": "client", "counter": "MPTcpExtMPJoinSynAckRx", "delta": 2},
+        {"host": "server", "counter": "MPTcpExtAddAddr", "delta": 1}]

@@ -74,8 +74,10 @@ RTT = "rtt.csv"
 EVENTS = "events.csv"
 #: What the client's MPTCP path manager reported during each test (ip mptcp monitor).
 PM_EVENTS = "pm-events.csv"
+#: Every MPTCP MIB counter (MPTcpExt*) that moved during a test, per host.
+MPTCP_MIB = "mptcp-mib.csv"
 #: The tidy tables a run writes beside summary.csv, each rewritten whole as rows arrive.
-TABLES = (SUBFLOWS, FLOWS, FLOW_GOODPUT, RTT, EVENTS, PM_EVENTS)
+TABLES = (SUBFLOWS, FLOWS, FLOW_GOODPUT, RTT, EVENTS, PM_EVENTS, MPTCP_MIB)
 SELFCHECK = "selfcheck.json"
 CONTROLLER_TOPOLOGY = "controller-topology.json"
 LOCK = ".lock"

@@ -175,6 +175,14 @@ def _receiver_goodput(o: Any) -> tuple[float | None, int | None, float | None]:
     return None, None, None
 
 
+def mib_rows(counters: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """One row per host (or role) and MPTcpExt* counter that moved during a test: what the
+    kernel's MPTCP did (joins, fallbacks, ADD_ADDRs, reinjections, ...), long form."""
+    return [{"host": host, "counter": name, "delta": value}
+            for host, deltas in sorted(counters.items()) for name, value in sorted(deltas.items())
+            if name.startswith("MPTcpExt")]
+
+
 def receiver_series(server_json: dict[str, Any] | None, launched_s: float) -> list[tuple[float, float]]:
     """(t, Mbit/s) of the receiver's intervals on the test's clock: the launch plus the end of
     each interval as iperf3's server counts it (set-up not included, see goodput_series)."""

@@ -23,8 +23,8 @@ from .errors import BusyError, PreflightError, RunDirError, SpecError
 from .ids import new_run_id
 from .plan import Plan, controller_topology, make_plan
 from .rows import (
-    at_point, figure_problems, path_columns, receiver_series, rows_for_test, summary_columns, varying_link_params,
-    why_flagged,
+    at_point, figure_problems, mib_rows, path_columns, receiver_series, rows_for_test, summary_columns,
+    varying_link_params, why_flagged,
 )
 from .spec import Experiment, load_spec, parse_spec, resolve_spec_path
 from .timeline import Timeline
@@ -541,6 +541,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
     return row, subs, {results.EVENTS: [{**head, **e} for e in events],
                        results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events],
+                       results.MPTCP_MIB: [{**head, **m} for m in mib_rows(deltas)],
                        results.FLOW_GOODPUT: [{**head, "flow": f"{plan.client}-{plan.server}", "t": t, "goodput_mbps": g}
                                               for t, g in series]}
 
@@ -593,6 +594,8 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, "host": h, **x} for h, xs in outcome.samples.items() for x in xs])
     return row, subs, {results.FLOWS: flows, results.FLOW_GOODPUT: series, results.RTT: rtt,
+                       results.MPTCP_MIB: [{"experiment": pp.exp.name, "test": label, "variant": row["variant"], **m}
+                                           for m in mib_rows(deltas)],
                        results.EVENTS: [{"experiment": pp.exp.name, "test": label, **e} for e in events]}
 
 
