@@ -241,7 +241,7 @@ class ActiveRun:
     sub_rows: list[dict[str, Any]]
     registry: Any
     caps: capabilities.Capabilities
-    #: flows.csv, flow-goodput.csv and rtt.csv rows so far (multi-flow tests)
+    #: rows so far of the tables beside summary.csv and subflows.csv (results.TABLES)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("build_s", "configure_s", "teardown_s", "reconfigure_s", "selfcheck_s", "measure_s"), 0.0))
@@ -480,13 +480,43 @@ class PointFixed:
                    None if ecmp else flow_bottlenecks(plan, flows))
 
 
+@dataclass
+class Watch:
+    """What every test watches around its traffic: the events timeline it applies (started by
+    the traffic, on the test's clock) and the kernel counters of its hosts. ``events`` (the
+    applied steps' rows) and ``deltas`` (counter changes per host) are filled when it ends."""
+
+    timeline: Timeline
+    events: list[dict[str, Any]] = field(default_factory=list)
+    deltas: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def tables(self, head: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """events.csv and mptcp-mib.csv rows of the test, each led by ``head``."""
+        return {results.EVENTS: [{**head, **e} for e in self.events],
+                results.MPTCP_MIB: [{**head, **m} for m in mib_rows(self.deltas)]}
+
+
+@contextmanager
+def watching(net: Any, pids: dict[str, int]) -> Iterator[Watch]:
+    """Counters read before and after, the timeline stopped (and its links put back) whatever
+    happens to the test."""
+    from .measurements import counter_delta, read_counters
+
+    before = {name: read_counters(pid) for name, pid in pids.items()}
+    watch = Watch(Timeline(net, list(net.plan.events)))
+    try:
+        yield watch
+    finally:
+        watch.events = watch.timeline.stop()
+    watch.deltas = {name: counter_delta(before[name], read_counters(pid)) for name, pid in pids.items()}
+
+
 def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, test: Any,
                  caps: capabilities.Capabilities, per_link: set[str]
                  ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """One iperf3 test with counters and (with a controller) per-path bytes, the events applied
     while it ran; raw files written."""
     from .controller import flow_bytes
-    from .measurements import counter_delta, read_counters
     from .paths import COOKIE_FWD
     from .traffic import run_test
 
@@ -497,17 +527,13 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     switches = [sw.name for sw in plan.switches]
     pids = {"client": net.node(plan.client).pid, "server": net.node(plan.server).pid}
     flows_before = flow_bytes(switches) if ctl else {}
-    before = {role: read_counters(pid) for role, pid in pids.items()}
-    timeline = Timeline(net, list(plan.events))
-    try:
+    with watching(net, pids) as watch:
         outcome = run_test(net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port, duration=tr.duration,
                            nbytes=tr.bytes, parallel=tr.parallel,
                            congestion_control=plan.host(plan.client).mptcp.congestion_control,
                            time_limit=fixed.time_limit_s, connect_timeout_ms=fixed.connect_timeout_ms,
-                           sample_interval=pp.exp.measurements.interval, timeline=timeline)
-    finally:
-        events = timeline.stop()
-    deltas = {role: counter_delta(before[role], read_counters(pid)) for role, pid in pids.items()}
+                           sample_interval=pp.exp.measurements.interval, timeline=watch.timeline)
+    deltas = watch.deltas
     row, subs = rows_for_test(pp.exp.name, plan, test, outcome, deltas, per_link)
     row["test"] = label
     for s in subs:
@@ -533,15 +559,13 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
     series = receiver_series(outcome.server_json, 0.0)
-    cut = next((e for e in events if e["action"] == "down" and e["applied_s"] is not None), None)
+    cut = next((e for e in watch.events if e["action"] == "down" and e["applied_s"] is not None), None)
     if cut is not None:  # how the connection rode out the first cut
         from .recovery import after_event
 
         row.update(after_event(series, cut["applied_s"]).to_dict(), event_s=cut["applied_s"], event_link=cut["link"])
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
-    return row, subs, {results.EVENTS: [{**head, **e} for e in events],
-                       results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events],
-                       results.MPTCP_MIB: [{**head, **m} for m in mib_rows(deltas)],
+    return row, subs, {**watch.tables(head), results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events],
                        results.FLOW_GOODPUT: [{**head, "flow": f"{plan.client}-{plan.server}", "t": t, "goodput_mbps": g}
                                               for t, g in series]}
 
@@ -552,7 +576,6 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     """A multi-flow test: its flows on one clock, the RTT probes, the switches' port counters;
     one summary row, subflow rows, and rows for flows.csv, flow-goodput.csv and rtt.csv."""
     from .controller import port_bytes
-    from .measurements import counter_delta, read_counters
     from .rows import flow_rows, multi_flow_summary
     from .traffic import run_flows
 
@@ -566,23 +589,19 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     pids = {h: net.node(h).pid for h in hosts}
     switches = [sw.name for sw in plan.switches]
     ports_before = port_bytes(switches) if net.controller else {}
-    before = {h: read_counters(pid) for h, pid in pids.items()}
-    timeline = Timeline(net, list(plan.events))
-    try:
+    with watching(net, pids) as watch:
         outcome = run_flows(net, test, plan.probes, mptcp_mode=caps.iperf3_mptcp, time_limit=fixed.time_limit_s,
                             connect_timeout_ms=fixed.connect_timeout_ms, sample_interval=pp.exp.measurements.interval,
-                            timeline=timeline)
-    finally:
-        events = timeline.stop()
-    deltas = {h: counter_delta(before[h], read_counters(pid)) for h, pid in pids.items()}
+                            timeline=watch.timeline)
+    deltas = watch.deltas
     flows, subs, series = flow_rows(pp.exp.name, test, outcome, fixed.optimum, fixed.bottlenecks)
     row = multi_flow_summary(pp.exp.name, plan, test, outcome, flows, per_link, fixed.optimum, deltas)
     row["maxflow_mbps"] = fixed.maxflow
     row["ecmp_model_fraction"] = (fixed.ecmp_model or {}).get(test.expected_subflows)
     for r in [row, *flows, *subs, *series]:
         r["test"] = label
-    rtt = [{"experiment": pp.exp.name, "test": label, "variant": row["variant"], "probe": name, **x}
-           for name, answers in outcome.probes.items() for x in answers]
+    head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
+    rtt = [{**head, "probe": name, **x} for name, answers in outcome.probes.items() for x in answers]
     if outcome.sample_errors:
         active.flagged.append(f"{label}: {outcome.sample_errors} subflow sample(s) failed")
     rd = active.rd
@@ -593,10 +612,7 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     rd.write_raw(results.raw_name(label, "server"), {o.flow.label: o.server_json or {} for o in outcome.flows})
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, "host": h, **x} for h, xs in outcome.samples.items() for x in xs])
-    return row, subs, {results.FLOWS: flows, results.FLOW_GOODPUT: series, results.RTT: rtt,
-                       results.MPTCP_MIB: [{"experiment": pp.exp.name, "test": label, "variant": row["variant"], **m}
-                                           for m in mib_rows(deltas)],
-                       results.EVENTS: [{"experiment": pp.exp.name, "test": label, **e} for e in events]}
+    return row, subs, {**watch.tables(head), results.FLOWS: flows, results.FLOW_GOODPUT: series, results.RTT: rtt}
 
 
 def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: Path | None) -> Any:
