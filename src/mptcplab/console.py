@@ -41,6 +41,23 @@ def show_plan(exp: Experiment, plan: Plan, console: Console) -> None:
         console.print(f"traffic: {plan.client} -> {plan.server} ({plan.server_address}), {length} per test, "
                       f"{len(plan.tests)} tests: {' '.join(t.label for t in plan.tests)}")
         console.print(f"expected subflows per MPTCP connection: {plan.expected_subflows}")
+    show_events(plan, console)
+
+
+def show_events(plan: Plan, console: Console, most: int = 40) -> None:
+    """The events every test applies, by time (the first ``most``), and the variants' backups."""
+    for v in sorted({(t.variant, t.backup) for t in plan.tests if t.backup}):
+        console.print(f"variant {v[0]}: backup endpoints {', '.join(v[1])}")
+    if not plan.events:
+        return
+    t = Table(title=f"events of every test ({len(plan.events)})")
+    for c in ("at s", "target", "action", "params", "from"):
+        t.add_column(c)
+    for e in plan.events[:most]:
+        t.add_row(f"{e.at_s:g}", e.target, e.action, ", ".join(f"{k}={v}" for k, v in e.params.items()), e.origin)
+    if len(plan.events) > most:
+        t.add_row(f"... {len(plan.events) - most} more", "", "", "", "")
+    console.print(t)
 
 
 def show_flows(plan: Plan, console: Console) -> None:

@@ -12,20 +12,28 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Link actions a timeline carries out.
-ACTIONS = ("down", "up", "set")
+#: Actions that take something away (a link, an interface, an address, an endpoint, a subflow's
+#: active role): the events whose aftermath is measured (mptcplab.recovery).
+DISRUPTIVE = ("down", "address-del", "endpoint-del", "backup")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One change of one link, ``at_s`` seconds after the test starts. ``origin`` says which
-    spec entry it comes from (at[0], flaps[1], random[0])."""
+    """One change of one link (or, with ``interface``, of one host interface: ``link`` is then
+    None), ``at_s`` seconds after the test starts. ``origin`` says which spec entry it comes
+    from (at[0], flaps[1], random[0])."""
 
     at_s: float
-    link: str
+    link: str | None
     action: str
     params: dict[str, Any] = field(default_factory=dict)
     origin: str = ""
+    interface: str | None = None
+
+    @property
+    def target(self) -> str:
+        """What the step acts on: a link's name, or a host interface's."""
+        return self.interface or self.link or ""
 
 
 def flap_steps(flap: Any, origin: str) -> list[Step]:
@@ -57,7 +65,7 @@ def timeline(events: Any) -> list[Step]:
     if events is None:
         return []
     steps = [Step(e.at, e.link, e.action, e.params.model_dump(exclude_none=True) if e.params else {},
-                  f"at[{i}]") for i, e in enumerate(events.at)]
+                  f"at[{i}]", e.interface) for i, e in enumerate(events.at)]
     for i, f in enumerate(events.flaps):
         steps += flap_steps(f, f"flaps[{i}]")
     for i, r in enumerate(events.random):

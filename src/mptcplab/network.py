@@ -51,6 +51,7 @@ class Network:
         self.controller = controller  # StaticController / PoxController / None (learning switches)
         self.signal_ports: dict[str, tuple[int, ...]] = {}
         self.subflow_limits: dict[str, int] = {}  # hosts whose limit a multi-flow test changed
+        self.backups: frozenset[str] = frozenset()  # interfaces whose endpoints a test made backups
         self.shaper = shaper
         self.seed = seed
         self.plan = plan
@@ -177,6 +178,7 @@ class Network:
             _check_endpoints_read_back(h.name, h.mptcp.endpoints, mp)
         self.signal_ports[h.name] = ()
         self.subflow_limits.pop(h.name, None)
+        self.backups = frozenset(i for i in self.backups if not i.startswith(f"{h.name}-eth"))
         self.set_signal_ports(h.name, h.mptcp.signal_ports)
 
     def set_subflow_limit(self, host: str, subflows: int) -> None:

@@ -164,6 +164,8 @@ class PlanTest:
     host_signal_ports: tuple[tuple[str, tuple[int, ...]], ...] = ()
     #: host -> its subflow limit during this test (multi-flow tests; see _flow_tests)
     host_limits: tuple[tuple[str, int], ...] = ()
+    #: host interfaces whose endpoints are backups during this test (the variant's backup:)
+    backup: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -303,6 +305,7 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
                 "flood it forever: use controller: {kind: static} or {kind: pox}")
     tests = _flow_tests(exp, flows, hosts, problems) if exp.multi_flow else _tests(exp, client, server, hosts, problems)
     probes = _probes(exp, hosts, problems)
+    _check_endpoint_targets(exp, hosts, problems)
     if problems:
         raise PlanError(problems)
     base = ipaddress.ip_network(exp.topology.subnet_base)
@@ -461,6 +464,26 @@ def _initial_server_address(client: str, server: str, hosts: dict[str, PlanHost]
     return ""
 
 
+def _check_endpoint_targets(exp: Experiment, hosts: dict[str, PlanHost], problems: list[str]) -> None:
+    """Events and variants that act on a host's MPTCP endpoint name an interface that has one."""
+    with_endpoint = {ep.interface for h in hosts.values() for ep in h.mptcp.endpoints}
+
+    def missing(ifname: str, where: str) -> None:
+        host = ifname.rpartition("-eth")[0]
+        problems.append(f"{where}: {ifname} has no MPTCP endpoint (this plan gives "
+                        f"{', '.join(sorted(with_endpoint)) or 'none'}); give it one in "
+                        f"mptcp.hosts.{host}.endpoints")
+
+    for i, e in enumerate(exp.events.at if exp.events else []):
+        if e.interface and e.action in ("endpoint-del", "endpoint-add", "backup", "active") \
+                and e.interface not in with_endpoint:
+            missing(e.interface, f"events.at[{i}].interface")
+    for v in exp.variants or []:
+        for i, ifname in enumerate(v.backup):
+            if ifname not in with_endpoint:
+                missing(ifname, f"variants.{v.name}.backup[{i}]")
+
+
 def _events(exp: Experiment) -> list[Any]:
     from .events import timeline
 
@@ -554,7 +577,7 @@ def _flow_tests(exp: Experiment, flows: list["FlowDef"], hosts: dict[str, PlanHo
                 index=index, protocol=protos[0] if len(protos) == 1 else "mixed", repetition=rep,
                 variant=v.name if v else "", expected_subflows=max(f.expected_subflows for f in planned),
                 flows=tuple(planned), host_signal_ports=tuple(sorted((h, p) for h, p in ports.items() if p)),
-                host_limits=tuple(sorted(limit.items()))))
+                host_limits=tuple(sorted(limit.items())), backup=tuple(v.backup) if v else ()))
     last_signal = SIGNAL_PORT_BASE + 10 * (len(tests) + 1)
     if tests and exp.traffic.port < last_signal and exp.traffic.port + len(tests[0].flows) > SIGNAL_PORT_BASE:
         problems.append(f"traffic.port: the flows' ports {exp.traffic.port}..{exp.traffic.port + len(tests[0].flows) - 1} "
@@ -593,7 +616,8 @@ def _tests(exp: Experiment, client_name: str, server_name: str, hosts: dict[str,
                 else:
                     want, ports = 1, ()
                 tests.append(PlanTest(index=index, protocol=proto, repetition=rep, variant=v.name if v else "",
-                                      signal_ports=ports, expected_subflows=want))
+                                      signal_ports=ports, expected_subflows=want,
+                                      backup=tuple(v.backup) if v and proto == "mptcp" else ()))
     if any(p > 65535 for t in tests for p in t.signal_ports):
         problems.append("variants: too many tests for fresh signal ports (at most about 4500)")
     for t in tests:

@@ -54,3 +54,43 @@ def after_event(series: Sequence[tuple[float, float]], event_s: float, *, before
     delivered = sum(g * step_s / 8 for t, g in after if t <= until)
     return Recovery(level, round(outage, 3), None if recovery_at is None else round(recovery_at - step_s - event_s, 3),
                     round(delivered, 4), flowed)
+
+
+def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, float]],
+              pm_events: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The events' rows (events.csv), each disruptive one that was applied (down, address-del,
+    endpoint-del, backup) with its aftermath on ``series``: the Recovery fields, and the
+    subflows the client's path manager saw close and establish from the event until the next
+    disruptive one (or the end). Other rows come back unchanged."""
+    from .events import DISRUPTIVE
+
+    cuts = [e["applied_s"] for e in events if e["action"] in DISRUPTIVE and e.get("applied_s") is not None]
+    out = []
+    for e in events:
+        at = e.get("applied_s")
+        if e["action"] not in DISRUPTIVE or at is None:
+            out.append(dict(e))
+            continue
+        until = min((c for c in cuts if c > at), default=float("inf"))
+        seen = [p["event"] for p in pm_events if at <= p["t"] < until]
+        out.append({**e, **after_event(series, at).to_dict(),
+                    "subflows_closed": seen.count("sf_closed"), "subflows_established": seen.count("sf_established")})
+    return out
+
+
+def first_cut(events: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The summary's event: the first disruptive event applied, with its recovery fields."""
+    from .events import DISRUPTIVE
+
+    return next((e for e in events if e["action"] in DISRUPTIVE and e.get("applied_s") is not None
+                 and "outage_s" in e), None)
+
+
+def total_series(rows: Sequence[dict[str, Any]], step_s: float = 0.1) -> list[tuple[float, float]]:
+    """Several flows' goodput rows (flow, t, goodput_mbps) as one (t, Mbit/s) series: each point
+    added to the ``step_s`` interval its end falls in (flows launch a few ms apart)."""
+    bins: dict[int, float] = {}
+    for r in rows:
+        k = round(r["t"] / step_s)
+        bins[k] = bins.get(k, 0.0) + (r["goodput_mbps"] or 0.0)
+    return [(round(k * step_s, 6), g) for k, g in sorted(bins.items())]

@@ -22,8 +22,9 @@ from . import capabilities, console as show, preflight, provenance, results, sel
 from .errors import BusyError, PreflightError, RunDirError, SpecError
 from .ids import new_run_id
 from .plan import Plan, controller_topology, make_plan
+from .recovery import first_cut, per_event, total_series
 from .rows import (
-    at_point, figure_problems, mib_rows, path_columns, receiver_series, rows_for_test, summary_columns,
+    EVENT_COLUMNS, at_point, figure_problems, mib_rows, path_columns, receiver_series, rows_for_test, summary_columns,
     varying_link_params, why_flagged,
 )
 from .spec import Experiment, load_spec, parse_spec, resolve_spec_path
@@ -480,6 +481,14 @@ class PointFixed:
                    None if ecmp else flow_bottlenecks(plan, flows))
 
 
+def use_backups(net: Any, test: Any) -> None:
+    """The endpoints the test's variant makes backups (and no others) before it starts."""
+    if test.backup or net.backups:
+        from .interfaces import set_backups
+
+        set_backups(net, test.backup)
+
+
 @dataclass
 class Watch:
     """What every test watches around its traffic: the events timeline it applies (started by
@@ -524,6 +533,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     label = (f"{pp.point.id}-" if pp.point.values else "") + test.label
     if test.protocol == "mptcp":
         net.set_signal_ports(plan.server, test.signal_ports)
+    use_backups(net, test)
     switches = [sw.name for sw in plan.switches]
     pids = {"client": net.node(plan.client).pid, "server": net.node(plan.server).pid}
     flows_before = flow_bytes(switches) if ctl else {}
@@ -559,11 +569,11 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
     series = receiver_series(outcome.server_json, 0.0)
-    cut = next((e for e in watch.events if e["action"] == "down" and e["applied_s"] is not None), None)
+    watch.events = per_event(watch.events, series, outcome.pm_events)
+    cut = first_cut(watch.events)
     if cut is not None:  # how the connection rode out the first cut
-        from .recovery import after_event
-
-        row.update(after_event(series, cut["applied_s"]).to_dict(), event_s=cut["applied_s"], event_link=cut["link"])
+        row.update({k: cut[k] for k in EVENT_COLUMNS if k in cut}, event_s=cut["applied_s"],
+                   event_link=cut["link"] or cut["interface"])
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
     return row, subs, {**watch.tables(head), results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events],
                        results.FLOW_GOODPUT: [{**head, "flow": f"{plan.client}-{plan.server}", "t": t, "goodput_mbps": g}
@@ -585,6 +595,7 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     for host in sorted({h for t in plan.tests for f in t.flows for h in (f.src, f.dst)}):
         net.set_signal_ports(host, announce.get(host, ()))
         net.set_subflow_limit(host, limits.get(host, plan.host(host).mptcp.subflows))
+    use_backups(net, test)
     hosts = sorted({h for f in test.flows for h in (f.src, f.dst)})
     pids = {h: net.node(h).pid for h in hosts}
     switches = [sw.name for sw in plan.switches]
@@ -600,6 +611,7 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     row["ecmp_model_fraction"] = (fixed.ecmp_model or {}).get(test.expected_subflows)
     for r in [row, *flows, *subs, *series]:
         r["test"] = label
+    watch.events = per_event(watch.events, total_series(series))
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
     rtt = [{**head, "probe": name, **x} for name, answers in outcome.probes.items() for x in answers]
     if outcome.sample_errors:

@@ -435,17 +435,37 @@ class Probe(_Model):
 
 
 
+#: What an event may do to a link (``link:``) or to a host's interface (``interface:``).
+LINK_ACTIONS = ("down", "up", "set")
+INTERFACE_ACTIONS = ("down", "up", "address-del", "address-add", "endpoint-del", "endpoint-add", "backup", "active")
+
+
 class LinkEvent(_Model):
-    """One change of a link while a test runs, ``at`` seconds after the test starts: down (the
-    cable cut: frames dropped, carrier lost), up again, or new parameters (``set``)."""
+    """One change while a test runs, ``at`` seconds after the test starts.
+
+    Of a link (``link: h1-s1``): ``down`` (the cable cut: frames dropped, carrier lost), ``up``
+    again, or new parameters (``set``). Of a host's interface (``interface: h1-eth0``), what the
+    host itself sees: ``down``/``up`` (the interface; its routes go with it), ``address-del`` /
+    ``address-add`` (its address leaves or comes back: a handover), ``endpoint-del`` /
+    ``endpoint-add`` (its MPTCP endpoint: REMOVE_ADDR, or subflows again), ``backup`` /
+    ``active`` (the endpoint's backup flag: MP_PRIO on the subflows from that address)."""
 
     at: float = Field(ge=0, le=3600, description="seconds after the test starts")
-    link: str = Field(description="a link of the topology by name (h1-s1)")
-    action: Literal["down", "up", "set"]
+    link: str | None = Field(None, description="a link of the topology by name (h1-s1)")
+    interface: str | None = Field(None, description="a host's interface by name (h1-eth0)")
+    action: Literal["down", "up", "set", "address-del", "address-add", "endpoint-del", "endpoint-add",
+                    "backup", "active"]
     params: DirectionParams | None = Field(None, description="set: the link's new bw, delay, loss, queue, ...")
 
     @model_validator(mode="after")
-    def _params(self) -> "LinkEvent":
+    def _target(self) -> "LinkEvent":
+        if (self.link is None) == (self.interface is None):
+            raise ValueError("give either link: (a link of the topology) or interface: (a host's, h1-eth0)")
+        if self.link is not None and self.action not in LINK_ACTIONS:
+            raise ValueError(f"action: {self.action} acts on a host's interface: give interface: "
+                             f"(a link takes {', '.join(LINK_ACTIONS)})")
+        if self.interface is not None and self.action == "set":
+            raise ValueError("action: set changes a link's parameters: give link:, not interface:")
         if (self.action == "set") != (self.params is not None):
             raise ValueError("params: give them with action: set, and only then")
         return self
@@ -548,6 +568,9 @@ class Variant(_Model):
         "one more subflow each over the same address pair (as ndiffports did); none: 0 (one flow), "
         "the flows' own (flows)")
     expect_subflows: int | None = Field(None, ge=1, le=9)
+    backup: list[str] = Field(
+        default_factory=list, description="host interfaces (h2-eth1) whose MPTCP endpoints are backups in this "
+        "variant's tests: their subflows carry data only when no other subflow can")
 
 
 class Sweep(_Model):
@@ -695,15 +718,19 @@ class Experiment(_Model):
             if h not in hosts:
                 problems.append(f"mptcp.hosts.{h}: no such host")
                 continue
-            n = hosts[h].interfaces or len(hosts[h].addresses or []) or 1
+            valid = [i for i in self.host_interfaces() if i.rpartition("-eth")[0] == h]
             for ifname in s.endpoints or {}:
-                valid = [f"{h}-eth{k}" for k in range(n)]
                 if ifname not in valid:
                     problems.append(
                         f"mptcp.hosts.{h}.endpoints: {ifname!r} is not an interface of {h} "
                         f"({', '.join(valid)})"
                     )
         names = [v.name for v in self.variants or []]
+        for v in self.variants or []:
+            for i, ifname in enumerate(v.backup):
+                if ifname not in self.host_interfaces():
+                    problems.append(f"variants.{v.name}.backup[{i}]: {ifname!r} is not an interface of a host "
+                                    f"(interfaces: {', '.join(self.host_interfaces())})")
         if len(set(names)) != len(names):
             problems.append("variants: names must be unique")
         if problems:
@@ -761,6 +788,11 @@ class Experiment(_Model):
         problems += self._event_problems()
         return problems
 
+    def host_interfaces(self) -> list[str]:
+        """Every host interface by name (h1-eth0, ...), as Mininet will name them."""
+        ends = [n for l in self.topology.links for n in l.endpoints]
+        return [f"{h}-eth{k}" for h in self.topology.hosts for k in range(ends.count(h))]
+
     def _event_problems(self) -> list[str]:
         """Events name links of the topology and fall inside the shortest test."""
         if self.events is None:
@@ -770,7 +802,13 @@ class Experiment(_Model):
         length = self.traffic.duration if not self.multi_flow else None
         for where, items in (("at", self.events.at), ("flaps", self.events.flaps), ("random", self.events.random)):
             for i, e in enumerate(items):
-                if e.link not in names:
+                interface = getattr(e, "interface", None)
+                if interface is not None:
+                    valid = self.host_interfaces()
+                    if interface not in valid:
+                        problems.append(f"events.{where}[{i}].interface: {interface!r} is not an interface of a "
+                                        f"host (interfaces: {', '.join(valid)})")
+                elif e.link not in names:
                     problems.append(f"events.{where}[{i}].link: {e.link!r} is not a link of the topology "
                                     f"(links: {', '.join(names)})")
                 last = e.at if where == "at" else (e.start + (e.count - 1) * e.period + e.down_for if where == "flaps"

@@ -7,7 +7,8 @@ Pure (part of the plan stage): no Mininet, no files. A parameter is addressed by
 - ``links.*.bw``         every link at once
 - ``links.h1-s2.up.delay``  one direction of a link
 - anything else is a dotted path into the spec: ``mptcp.scheduler``, ``traffic.duration``,
-  ``mptcp.limits.subflows`` ...
+  ``mptcp.limits.subflows`` ...; ``[i]`` picks an item of a list the spec has:
+  ``events.flaps[0].period``, ``events.at[1].at``
 
 ``sweep.parameters`` form a cartesian product; each ``sweep.zip`` group moves together (its lists
 have one length); ``shuffle`` runs the points in a random order drawn from ``seed`` (recorded).
@@ -148,20 +149,41 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
         keys = rest_path.split(".")
         node = t
         for k in keys[:-1]:
-            if node.get(k) is None:
-                node[k] = {}
-            node = node[k]
-            if not isinstance(node, dict):
-                raise SpecError([f"sweep: {path}: {k} is not a block of fields"])
+            node = _step(node, k, path)
         node[keys[-1]] = copy.deepcopy(value)
 
 
+_ITEM = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\[(\d+)\]$")
+
+
+def _step(node: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    """One segment of a field path: a block (``traffic``, made when absent) or one item of a
+    list the spec already has (``flaps[0]``)."""
+    m = _ITEM.match(key)
+    if m:
+        items = node.get(m.group(1))
+        i = int(m.group(2))
+        if not isinstance(items, list) or i >= len(items):
+            have = len(items) if isinstance(items, list) else 0
+            raise SpecError([f"sweep: {path}: {m.group(1)} has {have} item(s), no [{i}]"])
+        out = items[i]
+    else:
+        if node.get(key) is None:
+            node[key] = {}
+        out = node[key]
+    if not isinstance(out, dict):
+        raise SpecError([f"sweep: {path}: {key} is not a block of fields"])
+    return out
+
+
 def link_only_change(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """True when two resolved specs differ only in link parameters (endpoints unchanged), so
-    the running network can be changed in place instead of being rebuilt."""
+    """True when two resolved specs differ only in link parameters (endpoints unchanged) and in
+    the events during the tests, so the running network can be changed in place instead of
+    being rebuilt (the events come with the adopted plan)."""
     def strip(d: dict[str, Any]) -> dict[str, Any]:
         d = copy.deepcopy(d)
         d["topology"]["links"] = [{"endpoints": l["endpoints"]} for l in d["topology"]["links"]]
+        d.pop("events", None)
         return d
 
     return strip(old) == strip(new)

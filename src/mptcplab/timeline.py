@@ -1,10 +1,11 @@
 """Carrying out a test's events on the running network, on the test's clock.
 
 A thread sleeps until each step's instant (CLOCK_MONOTONIC, the clock the flows start on) and
-applies it through the link objects -- EmuLink.set_down / set_params, never a shell -- and
-records when it really applied it. At the end of the test every link it touched is put back as
-the plan has it (up, its planned parameters), so the next test starts on the network the spec
-describes.
+applies it -- to a link through its EmuLink (set_down / set_params), to a host interface over
+netlink (mptcplab.interfaces), never a shell -- and records when it really applied it. At the
+end of the test everything it touched is put back as the plan has it (links up with their
+planned parameters; interfaces up with their address, routes and endpoint), so the next test
+starts on the network the spec describes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class Applied:
 
     def row(self) -> dict[str, Any]:
         s = self.step
-        return {"event": s.origin, "link": s.link, "action": s.action, "params": s.params or None,
+        return {"event": s.origin, "link": s.link, "interface": s.interface, "action": s.action,
+                "params": s.params or None,
                 "scheduled_s": s.at_s, "applied_s": None if self.applied_s is None else round(self.applied_s, 6),
                 "offset_ms": None if self.applied_s is None else round((self.applied_s - s.at_s) * 1e3, 3),
                 "took_ms": self.took_ms, "error": self.error}
@@ -45,6 +47,7 @@ class Timeline:
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
         self._touched: set[str] = set()
+        self._touched_interfaces: set[str] = set()
 
     def start(self, t0: float) -> "Timeline":
         """Begin counting from ``t0`` (time.monotonic()); nothing to do without steps."""
@@ -61,19 +64,28 @@ class Timeline:
                 return  # the test ended first: later steps are not applied (and not recorded)
             record = Applied(step)
             try:
-                link = self.network.link(step.link)
-                self._touched.add(step.link)
                 record.applied_s = time.monotonic() - self._t0
-                if step.action == "down":
-                    link.set_down(True)
-                elif step.action == "up":
-                    link.set_down(False)
-                else:
-                    link.set_params(**step.params)
+                self._apply(step)
                 record.took_ms = round((time.monotonic() - self._t0 - record.applied_s) * 1e3, 3)
             except Exception as e:  # noqa: BLE001  (recorded; the test goes on)
                 record.error = f"{type(e).__name__}: {e}"
             self.applied.append(record)
+
+    def _apply(self, step: Step) -> None:
+        if step.interface is not None:
+            from . import interfaces  # pyroute2: only when a test has interface events
+
+            self._touched_interfaces.add(step.interface)
+            interfaces.apply(self.network, step.interface, step.action)
+            return
+        link = self.network.link(step.link)
+        self._touched.add(step.link)
+        if step.action == "down":
+            link.set_down(True)
+        elif step.action == "up":
+            link.set_down(False)
+        else:
+            link.set_params(**step.params)
 
     def stop(self) -> list[dict[str, Any]]:
         """Stop applying, put every touched link back as planned, and return the events' rows."""
@@ -86,4 +98,8 @@ class Timeline:
             link.set_down(False)
             if (link.up, link.down) != (planned.up, planned.down):
                 link.set_directions(planned.up, planned.down)
+        for ifname in sorted(self._touched_interfaces):
+            from . import interfaces
+
+            interfaces.restore(self.network, ifname)
         return [a.row() for a in self.applied]
