@@ -162,6 +162,8 @@ class Network:
                    "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
         if os.path.exists("/proc/sys/net/mptcp/scheduler"):
             sysctls.append(f"net.mptcp.scheduler={h.mptcp.scheduler}")
+        if h.mptcp.stale_loss_cnt is not None:
+            sysctls.append(f"net.mptcp.stale_loss_cnt={h.mptcp.stale_loss_cnt}")
         # Congestion control is set per socket by iperf3 (-C): a non-initial namespace may only
         # default to algorithms in the root's tcp_allowed_congestion_control (EPERM otherwise),
         # and we do not change the machine's global settings.

@@ -22,7 +22,7 @@ import hashlib
 import itertools
 import json
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path as FsPath
 from typing import Any, Iterable
 
@@ -222,6 +222,15 @@ def max_flow(topo: ControllerTopology, src: str, dst: str) -> float:
         d.add_edge(u, v, capacity=data["capacity"])
         d.add_edge(v, u, capacity=data["capacity"])
     return float(nx.maximum_flow_value(d, src, dst))
+
+
+def remaining_max_flow(topo: ControllerTopology, src: str, dst: str, lost: int) -> float:
+    """The max-flow once link ``lost`` (its index) is gone: what a failure leaves to recover to."""
+    rest = replace(topo, links=[l for i, l in enumerate(topo.links) if i != lost])
+    try:
+        return max_flow(rest, src, dst)
+    except nx.NetworkXError:  # the failure cut src off entirely
+        return 0.0
 
 
 # --------------------------------------------------------------------------- flow rules

@@ -86,6 +86,7 @@ class PlanMptcp:
     subflows: int
     add_addr_accepted: int
     scheduler: str
+    stale_loss_cnt: int | None = None
     congestion_control: str | None
     signal_ports: tuple[int, ...] = ()
 
@@ -444,6 +445,7 @@ def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]], servers: 
             subflows=limits.subflows,
             add_addr_accepted=limits.add_addr_accepted,
             scheduler=over.scheduler if over and over.scheduler else m.scheduler,
+            stale_loss_cnt=m.stale_loss_cnt,
             congestion_control=over.congestion_control if over and over.congestion_control else m.congestion_control,
             signal_ports=tuple(over.signal_ports) if over else (),
         ))

@@ -8,6 +8,8 @@ not half-way through a sweep.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 
 from .capabilities import Capabilities
@@ -76,6 +78,9 @@ def plan_problems(exp: Experiment, plan: Plan, caps: Capabilities, machine: Mach
         if h.mptcp.scheduler not in caps.schedulers:
             problems.append(f"mptcp.scheduler: {h.mptcp.scheduler!r} is not available here "
                             f"(available: {', '.join(caps.schedulers)})")
+    if exp.mptcp.stale_loss_cnt is not None and not os.path.exists("/proc/sys/net/mptcp/stale_loss_cnt"):
+        problems.append("mptcp.stale_loss_cnt: this kernel has no net.mptcp.stale_loss_cnt (Linux 5.19+); "
+                        "leave it out")
     flow_ccs = {f.congestion_control: f.label for t in plan.tests for f in t.flows if f.congestion_control}
     for cc, label in sorted(flow_ccs.items()):
         if caps.congestion_controls and cc not in caps.congestion_controls:

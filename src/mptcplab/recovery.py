@@ -21,17 +21,36 @@ class Recovery:
     recovery_s: float | None
     delivered_mb: float  # megabytes delivered between the event and the recovery (or the end)
     survived: bool       # data flowed again after the event
+    #: the time to recover to ``threshold`` of what the network still offers (the max-flow
+    #: without what the event took away, when below the level before); None when not given
+    #: or never reached
+    recovery_remaining_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _recovered_at(after: Sequence[tuple[float, float]], level: float, need: int) -> float | None:
+    """The end of the first interval of the first ``need`` in a row at or above ``level``."""
+    ok = 0
+    for t, g in after:
+        ok = ok + 1 if g >= level else 0
+        if ok >= need:
+            return t
+    return None
+
+
 def after_event(series: Sequence[tuple[float, float]], event_s: float, *, before_s: float = 2.0,
-                threshold: float = 0.9, hold_s: float = 0.5, step_s: float = 0.1) -> Recovery:
-    """``series``: (t, Mbit/s) pairs, t the end of each ``step_s`` interval, in order."""
+                threshold: float = 0.9, hold_s: float = 0.5, step_s: float = 0.1,
+                remaining_mbps: float | None = None, level_mbps: float | None = None) -> Recovery:
+    """``series``: (t, Mbit/s) pairs, t the end of each ``step_s`` interval, in order.
+    ``remaining_mbps``: what the network offers without what the event took away (its max-flow).
+    ``level_mbps``: the level to recover to, instead of the mean before the event (a later event
+    of a series is measured against the level before the first)."""
     before = [g for t, g in series if event_s - before_s < t <= event_s]
-    level = sum(before) / len(before) if before else None
+    level = level_mbps if level_mbps is not None else (sum(before) / len(before) if before else None)
     after = [(t, g) for t, g in series if t > event_s]
+    need = max(1, round(hold_s / step_s))
     outage, run, flowed = 0.0, 0.0, False
     for _, g in after:
         if g <= 0:
@@ -41,30 +60,39 @@ def after_event(series: Sequence[tuple[float, float]], event_s: float, *, before
             run, flowed = 0.0, True
             if outage:
                 break  # the first outage after the event is the one it caused
-    recovery_at = None
-    if level:
-        need = max(1, round(hold_s / step_s))
-        ok = 0
-        for t, g in after:
-            ok = ok + 1 if g >= threshold * level else 0
-            if ok >= need:
-                recovery_at = t - (need - 1) * step_s
-                break
-    until = recovery_at if recovery_at is not None else (after[-1][0] if after else event_s)
+    def since_event(at: float | None) -> float | None:
+        # the recovery began at the start of the first interval of the run that held
+        return None if at is None else round(at - need * step_s - event_s, 3)
+
+    end = since_event(_recovered_at(after, threshold * level, need)) if level else None
+    until = event_s + end + step_s if end is not None else (after[-1][0] if after else event_s)
     delivered = sum(g * step_s / 8 for t, g in after if t <= until)
-    return Recovery(level, round(outage, 3), None if recovery_at is None else round(recovery_at - step_s - event_s, 3),
-                    round(delivered, 4), flowed)
+    remaining = None
+    if level and remaining_mbps is not None and remaining_mbps > 0:
+        remaining = since_event(_recovered_at(after, threshold * min(level, remaining_mbps), need))
+    return Recovery(level, round(outage, 3), end, round(delivered, 4), flowed, remaining)
+
+
+def fate(r: Recovery, error: str | None) -> str:
+    """What became of the connection after the event: ``reset`` (it failed with a reset or an
+    error), ``stalled`` (no data after the event to the end), or ``survived``."""
+    if error:
+        return "reset" if "reset" in error.lower() else "failed"
+    return "survived" if r.survived else "stalled"
 
 
 def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, float]],
-              pm_events: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+              pm_events: Sequence[dict[str, Any]] = (), remaining_mbps: dict[str, float] | None = None,
+              error: str | None = None) -> list[dict[str, Any]]:
     """The events' rows (events.csv), each disruptive one that was applied (down, address-del,
-    endpoint-del, backup) with its aftermath on ``series``: the Recovery fields, and the
-    subflows the client's path manager saw close and establish from the event until the next
-    disruptive one (or the end). Other rows come back unchanged."""
+    endpoint-del, backup) with its aftermath on ``series`` until the next disruptive one (or the
+    end), measured against the level before the first: the Recovery fields, its fate, and the
+    subflows the client's path manager saw close and establish meanwhile. ``remaining_mbps``: per target, what the network offers without
+    it. Other rows come back unchanged."""
     from .events import DISRUPTIVE
 
     cuts = [e["applied_s"] for e in events if e["action"] in DISRUPTIVE and e.get("applied_s") is not None]
+    level = after_event(series, cuts[0]).before_mbps if cuts else None
     out = []
     for e in events:
         at = e.get("applied_s")
@@ -73,17 +101,29 @@ def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, fl
             continue
         until = min((c for c in cuts if c > at), default=float("inf"))
         seen = [p["event"] for p in pm_events if at <= p["t"] < until]
-        out.append({**e, **after_event(series, at).to_dict(),
+        target = e.get("interface") or e.get("link") or ""
+        # each event until the next one: a recovery the next cut interrupts did not happen
+        r = after_event([(t, g) for t, g in series if t <= until], at,
+                        remaining_mbps=(remaining_mbps or {}).get(target), level_mbps=level)
+        out.append({**e, **r.to_dict(), "fate": fate(r, error),
                     "subflows_closed": seen.count("sf_closed"), "subflows_established": seen.count("sf_established")})
     return out
 
 
-def first_cut(events: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The summary's event: the first disruptive event applied, with its recovery fields."""
-    from .events import DISRUPTIVE
-
-    return next((e for e in events if e["action"] in DISRUPTIVE and e.get("applied_s") is not None
-                 and "outage_s" in e), None)
+def summary_of(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The summary's view of a test's events (per_event rows): the first cut's fields (event_s,
+    event_link, before_mbps, outage_s, recovery_s, recovery_remaining_s, delivered_mb); whether
+    the connection survived them all (``survived`` and ``fate`` of the last cut); and over every
+    cut, how many there were and their mean and longest outage. Empty without a cut."""
+    cuts = [e for e in events if "outage_s" in e]
+    if not cuts:
+        return {}
+    first, last = cuts[0], cuts[-1]
+    outages = [e["outage_s"] for e in cuts]
+    return {"event_s": first["applied_s"], "event_link": first.get("link") or first.get("interface"),
+            **{k: first[k] for k in ("before_mbps", "outage_s", "recovery_s", "recovery_remaining_s", "delivered_mb")},
+            "survived": last["survived"], "fate": last["fate"], "cuts": len(cuts),
+            "outage_mean_s": round(sum(outages) / len(outages), 3), "outage_max_s": max(outages)}
 
 
 def total_series(rows: Sequence[dict[str, Any]], step_s: float = 0.1) -> list[tuple[float, float]]:

@@ -145,7 +145,7 @@ def summary_columns(plans: list[Plan], swept: list[str], n_paths: int = 0) -> li
     link_cols = list(link_columns(plans[0], per_link)) if plans else []
     point_cols = ["point", *swept] if swept else []
     multi = MULTI_FLOW_COLUMNS if any(p.multi_flow for p in plans) else ()
-    cut = EVENT_COLUMNS if any(p.events for p in plans) and not any(p.multi_flow for p in plans) else ()
+    cut = EVENT_COLUMNS if any(p.events for p in plans) else ()
     return [*point_cols, *TEST_COLUMNS, *multi, *cut, *link_cols, *(f"path{j + 1}_bytes" for j in range(n_paths))]
 
 
@@ -316,7 +316,8 @@ def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any
 
 
 #: Summary columns of a one-flow test with events: the first cut and how the flow rode it out.
-EVENT_COLUMNS = ("event_s", "event_link", "before_mbps", "outage_s", "recovery_s", "delivered_mb", "survived")
+EVENT_COLUMNS = ("event_s", "event_link", "before_mbps", "outage_s", "recovery_s", "recovery_remaining_s",
+                 "delivered_mb", "survived", "fate", "cuts", "outage_mean_s", "outage_max_s")
 
 #: Summary columns of a multi-flow test beyond TEST_COLUMNS.
 MULTI_FLOW_COLUMNS = ("flows", "jain", "jain_bottleneck", "jain_of_optimum", "optimum_mbps", "fraction_of_optimal",

@@ -22,9 +22,9 @@ from . import capabilities, console as show, preflight, provenance, results, sel
 from .errors import BusyError, PreflightError, RunDirError, SpecError
 from .ids import new_run_id
 from .plan import Plan, controller_topology, make_plan
-from .recovery import first_cut, per_event, total_series
+from .recovery import per_event, summary_of, total_series
 from .rows import (
-    EVENT_COLUMNS, at_point, figure_problems, mib_rows, path_columns, receiver_series, rows_for_test, summary_columns,
+    at_point, figure_problems, mib_rows, path_columns, receiver_series, rows_for_test, summary_columns,
     varying_link_params, why_flagged,
 )
 from .spec import Experiment, load_spec, parse_spec, resolve_spec_path
@@ -481,6 +481,24 @@ class PointFixed:
                    None if ecmp else flow_bottlenecks(plan, flows))
 
 
+def remaining_capacity(plan: Plan, topo: Any) -> dict[str, float]:
+    """Per target of a disruptive event (a link, a host interface): the client -> server
+    max-flow without that link -- what recovery is measured against besides the level before.
+    An endpoint or a backup flag takes no capacity away: the max-flow stays."""
+    from .events import DISRUPTIVE
+    from .paths import max_flow, remaining_max_flow
+
+    index = {l.name: l.index for l in plan.links}
+    index.update({i.name: i.link for h in plan.hosts for i in h.intfs})
+    out = {}
+    for e in plan.events:
+        if e.action in DISRUPTIVE and e.target not in out:
+            lost = e.action in ("down", "address-del")
+            out[e.target] = remaining_max_flow(topo, plan.client, plan.server, index[e.target]) if lost \
+                else max_flow(topo, plan.client, plan.server)
+    return out
+
+
 def use_backups(net: Any, test: Any) -> None:
     """The endpoints the test's variant makes backups (and no others) before it starts."""
     if test.backup or net.backups:
@@ -569,11 +587,9 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
     series = receiver_series(outcome.server_json, 0.0)
-    watch.events = per_event(watch.events, series, outcome.pm_events)
-    cut = first_cut(watch.events)
-    if cut is not None:  # how the connection rode out the first cut
-        row.update({k: cut[k] for k in EVENT_COLUMNS if k in cut}, event_s=cut["applied_s"],
-                   event_link=cut["link"] or cut["interface"])
+    watch.events = per_event(watch.events, series, outcome.pm_events, remaining_capacity(plan, fixed.topo),
+                             outcome.error)
+    row.update(summary_of(watch.events))  # how the connection rode out the cuts
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
     return row, subs, {**watch.tables(head), results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events],
                        results.FLOW_GOODPUT: [{**head, "flow": f"{plan.client}-{plan.server}", "t": t, "goodput_mbps": g}
@@ -611,7 +627,8 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     row["ecmp_model_fraction"] = (fixed.ecmp_model or {}).get(test.expected_subflows)
     for r in [row, *flows, *subs, *series]:
         r["test"] = label
-    watch.events = per_event(watch.events, total_series(series))
+    watch.events = per_event(watch.events, total_series(series))  # all flows' goodput together
+    row.update(summary_of(watch.events))
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
     rtt = [{**head, "probe": name, **x} for name, answers in outcome.probes.items() for x in answers]
     if outcome.sample_errors:

@@ -304,6 +304,10 @@ class Mptcp(_Model):
     congestion_control: str | None = Field(
         None, pattern=r"^[a-z0-9_]{1,16}$", description="none = the kernel's default (recorded)"
     )
+    stale_loss_cnt: int | None = Field(
+        None, ge=1, le=1000, description="net.mptcp.stale_loss_cnt of every host: a subflow is stale (the "
+        "scheduler stops using it) after this many retransmission timeouts without progress; none = the "
+        "kernel's default (4, recorded)")
     hosts: dict[NodeName, MptcpHost] = Field(default_factory=dict)
 
     @field_validator("hosts")

@@ -1,0 +1,205 @@
+"""Events on a host's interfaces (issue 13): checked in the spec and the plan, expanded with the
+rest of the timeline, swept like any field; their aftermath measured per event on known series
+(pure); and on real networks: a handover (the client's address removed mid-test) and a backup
+path made active (MP_PRIO) while MPTCP runs (root)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from helpers import cli, write_spec
+from mptcplab.errors import PlanError, SpecError
+from mptcplab.events import timeline
+from mptcplab.plan import controller_topology, make_plan
+from mptcplab.recovery import after_event, per_event, summary_of, total_series
+from mptcplab.spec import load_spec, parse_spec
+from test_events import dual, problems
+
+
+def flat(a: int, b: int, g: float) -> list[tuple[float, float]]:
+    """0.1 s intervals a..b-1 (ends at k/10 s) at ``g`` Mbit/s."""
+    return [(round(0.1 * k, 1), g) for k in range(a, b)]
+
+
+def test_interface_events_are_checked_against_the_hosts():
+    assert any("events.at[0].interface: 'h1-eth7' is not an interface of a host (interfaces: h1-eth0, h1-eth1, "
+               "h2-eth0, h2-eth1)" in p
+               for p in problems(dual({"at": [{"at": 1, "interface": "h1-eth7", "action": "down"}]})))
+    assert any("give either link: (a link of the topology) or interface:" in p for p in problems(
+        dual({"at": [{"at": 1, "interface": "h1-eth0", "link": "h1-s1", "action": "down"}]})))
+    assert any("action: address-del acts on a host's interface: give interface:" in p for p in problems(
+        dual({"at": [{"at": 1, "link": "h1-s1", "action": "address-del"}]})))
+    assert any("action: set changes a link's parameters: give link:" in p for p in problems(
+        dual({"at": [{"at": 1, "interface": "h1-eth0", "action": "set", "params": {"bw": 1}}]})))
+    bad_variant = dual({})
+    bad_variant["variants"] = [{"name": "b", "backup": ["h3-eth0"]}]
+    assert any("variants.b.backup[0]: 'h3-eth0' is not an interface of a host" in p for p in problems(bad_variant))
+
+
+def test_endpoint_events_and_backups_need_an_endpoint_and_are_planned():
+    """dual-path's endpoints are automatic: h2 signals h2-eth1, h1 has none."""
+    spec = dual({"at": [{"at": 1, "interface": "h1-eth0", "action": "backup"},
+                        {"at": 2, "interface": "h1-eth0", "action": "address-del"}]})
+    spec["variants"] = [{"name": "bk", "backup": ["h1-eth1"]}]
+    with pytest.raises(PlanError) as e:
+        make_plan(parse_spec(spec))
+    assert e.value.problems == [
+        "events.at[0].interface: h1-eth0 has no MPTCP endpoint (this plan gives h2-eth1); give it one in "
+        "mptcp.hosts.h1.endpoints",
+        "variants.bk.backup[0]: h1-eth1 has no MPTCP endpoint (this plan gives h2-eth1); give it one in "
+        "mptcp.hosts.h1.endpoints"]   # address-del needs no endpoint: not a problem
+    spec = dual({"at": [{"at": 1, "interface": "h2-eth1", "action": "active"},
+                        {"at": 2, "interface": "h1-eth0", "action": "address-del"}]})
+    spec["variants"] = [{"name": "bk", "backup": ["h2-eth1"]}, {"name": "tcp", "protocol": "tcp",
+                                                                 "backup": ["h2-eth1"]}]
+    plan = make_plan(parse_spec(spec))
+    assert [(s.at_s, s.target, s.link, s.action) for s in plan.events] == [
+        (1.0, "h2-eth1", None, "active"), (2.0, "h1-eth0", None, "address-del")]
+    assert [(t.variant, t.backup) for t in plan.tests] == [("bk", ("h2-eth1",)), ("tcp", ())] * 3
+    assert json.dumps(plan.to_dict()["events"][0]["interface"]) == '"h2-eth1"'  # recorded in plan.json
+
+
+def test_the_handover_experiment_and_its_remaining_capacity():
+    """Wi-Fi (10 Mbit/s) fails: the max-flow left is cellular's 5 Mbit/s; a backup flag takes
+    nothing away."""
+    from mptcplab.runner import remaining_capacity
+
+    exp = load_spec("experiments/handover.yaml")
+    plan = make_plan(exp)
+    topo = controller_topology(plan, exp.traffic.port)
+    assert remaining_capacity(plan, topo) == {"h1-s1": 5.0}
+    spec = exp.model_dump(mode="json")
+    spec["events"] = {"at": [{"at": 5, "interface": "h1-eth1", "action": "address-del"},
+                             {"at": 6, "interface": "h2-eth1", "action": "backup"}]}
+    plan = make_plan(parse_spec(spec))
+    assert remaining_capacity(plan, topo) == {"h1-eth1": 10.0, "h2-eth1": 15.0}
+
+
+def test_a_sweep_moves_a_flap_schedule_and_keeps_the_network():
+    from mptcplab.sweep import apply, link_only_change, points
+
+    exp = load_spec("experiments/flaps.yaml")
+    pts = points(exp)
+    assert [dict(p.values) for p in pts] == [
+        {"events.flaps[0].period": p, "events.flaps[0].count": c} for p, c in ((1, 17), (2, 9), (4, 5), (8, 3))]
+    at = [apply(exp, p) for p in pts]
+    assert [len(timeline(e.events)) for e in at] == [34, 18, 10, 6]
+    assert max(s.at_s for s in timeline(at[3].events)) == 18.5 < exp.traffic.duration
+    a, b = (e.model_dump(mode="json") for e in at[:2])
+    assert link_only_change(a, b)                       # events differ: the network is kept
+    b["mptcp"]["scheduler"] = "other"
+    assert not link_only_change(a, b)
+    from mptcplab.sweep import Point
+
+    with pytest.raises(SpecError, match=r"events.flaps\[3\].period: flaps has 1 item\(s\), no \[3\]"):
+        apply(exp, Point(1, (("events.flaps[3].period", 2),)))
+
+
+def test_recovery_to_what_the_network_still_offers():
+    """15 Mbit/s before a cut at 2 s; 1 s of nothing; then 2.5 Mbit/s for 2 s and 5 Mbit/s (the
+    remaining capacity) after: back to the level before never, to 90% of what remains 3 s after."""
+    series = flat(1, 21, 15.0) + flat(21, 31, 0.0) + flat(31, 51, 2.5) + flat(51, 81, 5.0)
+    r = after_event(series, 2.0, remaining_mbps=5.0)
+    assert (r.before_mbps, r.outage_s, r.recovery_s, r.recovery_remaining_s) == (15.0, 1.0, None, 3.0)
+    assert r.delivered_mb == pytest.approx((2 * 2.5 + 3 * 5.0) / 8)          # to the end: never recovered
+    assert after_event(series, 2.0).recovery_remaining_s is None            # not asked
+    assert after_event(series, 2.0, remaining_mbps=0.0).recovery_remaining_s is None  # nothing left
+    # a level given (the one before the first of several cuts) replaces the mean before
+    assert after_event(series, 2.0, level_mbps=2.5).recovery_s == 1.0
+
+
+def test_every_cut_measured_until_the_next_and_summarized():
+    """Cuts at 2 s and 4 s (with an up between, not a cut): the first's outage lasts 0.5 s and
+    it recovers by 3 s; the second never delivers again. The summary takes the first cut's
+    fields, the last one's fate, and counts both."""
+    series = flat(1, 21, 8.0) + flat(21, 26, 0.0) + flat(26, 41, 8.0) + flat(41, 61, 0.0)
+    events = [{"action": "down", "link": "h1-s1", "interface": None, "applied_s": 2.0},
+              {"action": "up", "link": "h1-s1", "interface": None, "applied_s": 3.0},
+              {"action": "address-del", "link": None, "interface": "h1-eth0", "applied_s": 4.0},
+              {"action": "backup", "link": None, "interface": "h2-eth1", "applied_s": None}]  # never applied
+    pm = [{"t": 2.5, "event": "sf_closed"}, {"t": 2.7, "event": "sf_established"}, {"t": 4.2, "event": "sf_closed"}]
+    rows = per_event(events, series, pm, {"h1-s1": 4.0, "h1-eth0": 4.0})
+    assert [r.get("outage_s") for r in rows] == [0.5, None, 2.0, None]
+    first, _, second, _ = rows
+    assert (first["recovery_s"], first["recovery_remaining_s"], first["fate"]) == (0.5, 0.5, "survived")
+    assert (first["subflows_closed"], first["subflows_established"]) == (1, 1)   # until the next cut
+    assert (second["before_mbps"], second["recovery_s"], second["fate"], second["subflows_closed"]) == \
+        (8.0, None, "stalled", 1)
+    s = summary_of(rows)
+    assert (s["event_s"], s["event_link"], s["outage_s"], s["fate"], s["survived"], s["cuts"],
+            s["outage_mean_s"], s["outage_max_s"]) == (2.0, "h1-s1", 0.5, "stalled", False, 2, 1.25, 2.0)
+    assert summary_of(rows[1:2]) == {}
+    assert per_event(events[:1], series, error="iperf3: Connection reset by peer")[0]["fate"] == "reset"
+
+
+def test_several_flows_as_one_series():
+    rows = [{"flow": "a", "t": 0.1, "goodput_mbps": 1.0}, {"flow": "b", "t": 0.1004, "goodput_mbps": 2.0},
+            {"flow": "a", "t": 0.2, "goodput_mbps": 1.5}, {"flow": "b", "t": 0.2, "goodput_mbps": None}]
+    assert total_series(rows) == [(0.1, 3.0), (0.2, 1.5)]
+
+
+# --------------------------------------------------------------------------- real networks
+
+
+def _subflow_bytes(samples: pd.DataFrame, local_prefix: str, until: float) -> float:
+    """Bytes acked on the data connection's subflow from this address, up to ``until`` s."""
+    tcp = samples[(samples.kind == "tcp") & samples.token.notna() & samples.bytes_acked.notna()]
+    token = tcp.groupby("token")["bytes_acked"].max().idxmax()
+    sub = tcp[(tcp.token == token) & tcp.local.str.startswith(local_prefix) & (tcp.t <= until)]
+    return float(sub.bytes_acked.max()) if not sub.empty else 0.0
+
+
+@pytest.mark.root
+def test_a_handover_mptcp_moves_to_the_other_address_tcp_loses_its_own(tmp_path, no_leftovers):
+    """dual-path, 6 s tests, MPTCP then TCP: h1's first address (the initial subflow's, and
+    TCP's) is removed at t = 2 s and never given back during the test. MPTCP goes on over the
+    second path; TCP delivers nothing more (its fate is recorded). The address is put back after
+    each test: the TCP test, after MPTCP's, delivers at full rate until its own removal."""
+    def mutate(spec):
+        spec["events"] = {"at": [{"at": 2, "interface": "h1-eth0", "action": "address-del"}]}
+        spec["outputs"]["formats"] = ["png"]
+
+    out = tmp_path / "run"
+    cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 6, "repetitions": 1}, mutate=mutate)),
+        "--out", str(out))
+    events = pd.read_csv(out / "events.csv").set_index("test")
+    assert list(events.interface) == ["h1-eth0", "h1-eth0"] and events.error.isna().all(), events
+    assert (events.offset_ms.abs() <= 10).all(), events
+    summary = pd.read_csv(out / "summary.csv").set_index("protocol")
+    mp, tcp = summary.loc["mptcp"], summary.loc["tcp"]
+    assert mp["fate"] == "survived" and mp["event_link"] == "h1-eth0", mp
+    assert tcp["fate"] in ("stalled", "reset", "failed") and not tcp["survived"], tcp
+    assert tcp["before_mbps"] > 0.8 * 5, tcp        # restored after the MPTCP test: TCP ran at 5 Mbit/s
+    series = pd.read_csv(out / "flow-goodput.csv")
+    after = series[(series.test.str.contains("mptcp")) & (series.t > 3)]
+    assert after.goodput_mbps.mean() > 0.5 * 5, after.goodput_mbps.describe()   # the other path carries it
+    samples = pd.read_csv(next((out / "raw").glob("*-mptcp-r1-samples.csv")))
+    assert _subflow_bytes(samples, "10.0.2.", 6) > 1e6        # over the second address
+
+
+@pytest.mark.root
+def test_a_backup_path_made_active_sends_mp_prio(tmp_path, no_leftovers):
+    """dual-path, one 6 s MPTCP test whose variant makes h2's second endpoint a backup: its
+    subflow is established but carries (almost) nothing; at t = 2 s the endpoint is made active
+    -- the client's path manager reports the MP_PRIO (sf_priority), and the second path carries
+    data from then on."""
+    def mutate(spec):
+        spec["variants"] = [{"name": "backup-then-active", "protocol": "mptcp", "backup": ["h2-eth1"]}]
+        spec["events"] = {"at": [{"at": 2, "interface": "h2-eth1", "action": "active"}]}
+        spec["outputs"]["formats"] = ["png"]
+
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 6, "repetitions": 1}, mutate=mutate)),
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = pd.read_csv(out / "events.csv")
+    assert list(ev.action) == ["active"] and abs(ev.offset_ms.iloc[0]) <= 10, ev
+    pm = pd.read_csv(out / "pm-events.csv")
+    prio = pm[pm.event == "sf_priority"]
+    assert not prio.empty and prio.t.between(2, 3).all(), pm[["t", "event"]]
+    samples = pd.read_csv(next((out / "raw").glob("*-samples.csv")))
+    before, total = _subflow_bytes(samples, "10.0.2.", 2), _subflow_bytes(samples, "10.0.2.", 6)
+    first = _subflow_bytes(samples, "10.0.1.", 2)
+    assert before < 0.05 * first, (before, first)              # a backup: no data while the other works
+    assert total - before > 1e6, (before, total)               # active: the second path carries data
