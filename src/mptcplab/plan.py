@@ -86,9 +86,9 @@ class PlanMptcp:
     subflows: int
     add_addr_accepted: int
     scheduler: str
-    stale_loss_cnt: int | None = None
     congestion_control: str | None
     signal_ports: tuple[int, ...] = ()
+    stale_loss_cnt: int | None = None  # net.mptcp.stale_loss_cnt; None: the kernel's
 
 
 @dataclass(frozen=True)
