@@ -109,6 +109,15 @@ def test_recovery_to_what_the_network_still_offers():
     assert after_event(series, 2.0, level_mbps=2.5).recovery_s == 1.0
 
 
+def test_what_was_in_flight_when_the_cut_struck_is_not_survival():
+    """Data delivered in the 0.2 s after the cut (in flight when it struck), then nothing: the
+    connection did not survive; one never interrupted did."""
+    stalled = after_event(flat(1, 21, 5.0) + flat(21, 23, 4.0) + flat(23, 61, 0.0), 2.0)
+    assert (stalled.outage_s, stalled.survived) == (3.8, False)
+    assert after_event(flat(1, 61, 5.0), 2.0).survived
+    assert after_event(flat(1, 61, 5.0), 2.0).outage_s == 0.0
+
+
 def test_every_cut_measured_until_the_next_and_summarized():
     """Cuts at 2 s and 4 s (with an up between, not a cut): the first's outage lasts 0.5 s and
     it recovers by 3 s; the second never delivers again. The summary takes the first cut's
@@ -182,7 +191,7 @@ def test_a_handover_mptcp_moves_to_the_other_address_tcp_loses_its_own(tmp_path,
 def test_a_backup_path_made_active_sends_mp_prio(tmp_path, no_leftovers):
     """dual-path, one 6 s MPTCP test whose variant makes h2's second endpoint a backup: its
     subflow is established but carries (almost) nothing; at t = 2 s the endpoint is made active
-    -- the client's path manager reports the MP_PRIO (sf_priority), and the second path carries
+    -- the client's path manager reports the MP_PRIO (sf_prio), and the second path carries
     data from then on."""
     def mutate(spec):
         spec["variants"] = [{"name": "backup-then-active", "protocol": "mptcp", "backup": ["h2-eth1"]}]
@@ -196,7 +205,7 @@ def test_a_backup_path_made_active_sends_mp_prio(tmp_path, no_leftovers):
     ev = pd.read_csv(out / "events.csv")
     assert list(ev.action) == ["active"] and abs(ev.offset_ms.iloc[0]) <= 10, ev
     pm = pd.read_csv(out / "pm-events.csv")
-    prio = pm[pm.event == "sf_priority"]
+    prio = pm[pm.event == "sf_prio"]
     assert not prio.empty and prio.t.between(2, 3).all(), pm[["t", "event"]]
     samples = pd.read_csv(next((out / "raw").glob("*-samples.csv")))
     before, total = _subflow_bytes(samples, "10.0.2.", 2), _subflow_bytes(samples, "10.0.2.", 6)

@@ -195,3 +195,8 @@ def test_byte_count_flow_started_late(tmp_path, no_leftovers):
     assert series[series.flow == "late"].t.min() > 1.0
     (row,) = pd.read_csv(out / "summary.csv").to_dict("records")
     assert pd.isna(row["fraction_of_optimal"])  # flows apart in time share no optimum
+    # the path manager of the MPTCP flow's source (only), on the flows' clock: its connections
+    # (iperf3's control and data) created once it launched
+    pm = pd.read_csv(out / "pm-events.csv")
+    assert set(pm.host) == {"l2"} and {"created", "established"} <= set(pm.event), pm
+    assert pm[pm.event == "created"].t.min() > 1.0, pm

@@ -227,7 +227,7 @@ PM_MONITOR_ARGV = ["ip", "-ts", "mptcp", "monitor"]
 
 def parse_pm_events(text: str, t0_wall: float) -> list[dict[str, Any]]:
     """One row per path-manager event the kernel reported (created, established, announced,
-    sf_established, sf_closed, sf_priority, ...), its time on the test's clock (``t0_wall`` is
+    sf_established, sf_closed, sf_prio, ...), its time on the test's clock (``t0_wall`` is
     the test's start, as time.time()), and its fields (token, remid, locid, saddr4, ...).
     Events this iproute2 has no name for stay 'UNKNOWN n'."""
     from datetime import datetime

@@ -20,7 +20,7 @@ class Recovery:
     outage_s: float
     recovery_s: float | None
     delivered_mb: float  # megabytes delivered between the event and the recovery (or the end)
-    survived: bool       # data flowed again after the event
+    survived: bool       # data flowed again after the outage the event caused (or there was none)
     #: the time to recover to ``threshold`` of what the network still offers (the max-flow
     #: without what the event took away, when below the level before); None when not given
     #: or never reached
@@ -51,15 +51,20 @@ def after_event(series: Sequence[tuple[float, float]], event_s: float, *, before
     level = level_mbps if level_mbps is not None else (sum(before) / len(before) if before else None)
     after = [(t, g) for t, g in series if t > event_s]
     need = max(1, round(hold_s / step_s))
+    # survived: data flowed after the outage the event caused (what was in flight when it
+    # struck does not count) -- or there was no outage at all
     outage, run, flowed = 0.0, 0.0, False
     for _, g in after:
         if g <= 0:
             run += step_s
             outage = max(outage, run)
         else:
-            run, flowed = 0.0, True
+            run = 0.0
             if outage:
+                flowed = True
                 break  # the first outage after the event is the one it caused
+    flowed = flowed or (outage == 0 and bool(after))
+
     def since_event(at: float | None) -> float | None:
         # the recovery began at the start of the first interval of the run that held
         return None if at is None else round(at - need * step_s - event_s, 3)

@@ -627,7 +627,7 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     row["ecmp_model_fraction"] = (fixed.ecmp_model or {}).get(test.expected_subflows)
     for r in [row, *flows, *subs, *series]:
         r["test"] = label
-    watch.events = per_event(watch.events, total_series(series))  # all flows' goodput together
+    watch.events = per_event(watch.events, total_series(series), outcome.pm_events)  # all flows together
     row.update(summary_of(watch.events))
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
     rtt = [{**head, "probe": name, **x} for name, answers in outcome.probes.items() for x in answers]
@@ -641,7 +641,8 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     rd.write_raw(results.raw_name(label, "server"), {o.flow.label: o.server_json or {} for o in outcome.flows})
     rd.write_raw(results.raw_name(label, "counters"), deltas)
     rd.write_samples(label, [{"test": label, "host": h, **x} for h, xs in outcome.samples.items() for x in xs])
-    return row, subs, {**watch.tables(head), results.FLOWS: flows, results.FLOW_GOODPUT: series, results.RTT: rtt}
+    return row, subs, {**watch.tables(head), results.FLOWS: flows, results.FLOW_GOODPUT: series, results.RTT: rtt,
+                       results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events]}
 
 
 def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: Path | None) -> Any:

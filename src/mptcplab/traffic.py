@@ -256,6 +256,7 @@ class FlowsOutcome:
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     sample_errors: int = 0
     probes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pm_events: list[dict[str, Any]] = field(default_factory=list)  # each MPTCP source's, with its host
     started: float = 0.0
     ended: float = 0.0
     error: str | None = None
@@ -287,6 +288,8 @@ def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: s
         runnable = [o for o in outs if o.error is None]
         sampled = sorted({o.flow.src for o in runnable if o.flow.protocol == "mptcp"})
         samplers = {h: Sampler(ss_runner(network.node(h).popen), interval=sample_interval).start() for h in sampled}
+        monitors = {h: network.spawn(h, PM_MONITOR_ARGV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                    for h in sampled}  # each MPTCP source's path manager
         t0_ns = time.monotonic_ns() + int(lead_time_s(len(runnable) + len(probes)) * 1e9)
         t0_wall = time.time() + (t0_ns - time.monotonic_ns()) / 1e9
         if timeline is not None:
@@ -328,12 +331,14 @@ def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: s
                     out, _ = stop(p)
                 result.probes[pr.label] = parse_ping(out, t0_wall)
         except BaseException:  # interrupted: nothing of this test keeps running
-            for _, p in procs + pingers:
+            for _, p in procs + pingers + list(monitors.items()):
                 if p.poll() is None:
                     stop(p)
             for smp in samplers.values():
                 smp.stop()
             raise
+        for h, mon in monitors.items():
+            result.pm_events += [{"host": h, **e} for e in parse_pm_events(stop(mon)[0], t0_wall)]
         for h, smp in samplers.items():
             result.samples[h] = [{**x, "t": round(x["t"] - (t0_ns / 1e9 - smp.started_at), 4)} for x in smp.stop()]
             result.sample_errors += smp.errors
