@@ -126,8 +126,8 @@ def test_lifetimes_follow_closes_and_priority_changes():
     same address pair (another port) is established later, the cellular one turns backup and
     back; the connection's close ends what is left. Tokens written as numbers are still found."""
     rows = [(0.1, "established", "10.0.1.1", 40000, 0), (0.2, "sf_established", "10.0.2.1", 40001, 0),
-            (5.0, "sf_closed", "10.0.1.1", 40000, None), (6.0, "sf_priority", "10.0.2.1", 40001, 1),
-            (9.0, "sf_established", "10.0.1.1", 40002, 0), (9.5, "sf_priority", "10.0.2.1", 40001, 0),
+            (5.0, "sf_closed", "10.0.1.1", 40000, None), (6.0, "sf_prio", "10.0.2.1", 40001, 1),
+            (9.0, "sf_established", "10.0.1.1", 40002, 0), (9.5, "sf_prio", "10.0.2.1", 40001, 0),
             (12.0, "closed", "", None, None)]
     pm = pd.DataFrame([{"t": t, "event": e, "token": 120000, "saddr4": s, "daddr4": s[:-1] + "2" if s else "",
                         "sport": sp, "dport": 5201 if sp else None, "backup": b} for t, e, s, sp, b in rows])

@@ -1276,7 +1276,7 @@ def subflow_lifetimes_of(pm: pd.DataFrame, token: str, end: float) -> pd.DataFra
     test's pm-events rows): one row per subflow established -- the initial one at `established`,
     the others at `sf_established` -- with `start`, `stop` (its sf_closed, else the connection's
     closed, else `end`), `closed` (seen to close), `backup` ([(t, flag)]: its backup flag when
-    established and at each sf_priority) and `subflow` (a _subflow_labels label)."""
+    established and at each sf_prio) and `subflow` (a _subflow_labels label)."""
     rows: list[dict[str, Any]] = []
     live: dict[tuple[str, ...], int] = {}
     conn = pm[_tokens(pm["token"]) == token].sort_values("t", kind="stable")
@@ -1288,7 +1288,7 @@ def subflow_lifetimes_of(pm: pd.DataFrame, token: str, end: float) -> pd.DataFra
             live[key] = len(rows)
             rows.append({"key": key, "start": t, "stop": max(end, t), "closed": False,
                          "backup": [(t, _flag(r.get("backup")))]})
-        elif event == "sf_priority" and key in live:
+        elif event == "sf_prio" and key in live:
             rows[live[key]]["backup"].append((t, _flag(r.get("backup"))))
         elif event == "sf_closed" and key in live:
             rows[live.pop(key)].update(stop=t, closed=True)
@@ -1318,7 +1318,7 @@ def _lifetime_panels(data: EventData) -> list[tuple[str, str, str, pd.DataFrame,
 
 def _draw_lifetime(ax: plt.Axes, y: int, row: Any, colour: Any) -> tuple[bool, bool]:
     """One subflow's bar: solid while active, hatched while backup, a diamond at each change of
-    priority (MP_PRIO, pm-events sf_priority), a bar end where it was seen to close. Returns
+    priority (MP_PRIO, pm-events sf_prio), a bar end where it was seen to close. Returns
     (drew a backup stretch, drew a priority change)."""
     flags = row.backup + [(row.stop, None)]
     backup = False
