@@ -140,6 +140,9 @@ def test_every_cut_measured_until_the_next_and_summarized():
             s["outage_mean_s"], s["outage_max_s"]) == (2.0, "h1-s1", 0.5, "stalled", False, 2, 1.25, 2.0)
     assert summary_of(rows[1:2]) == {}
     assert per_event(events[:1], series, error="iperf3: Connection reset by peer")[0]["fate"] == "reset"
+    # a level before above what the network can carry (bursts) is capped at its max-flow
+    capped = per_event(events[:1], series, capacity_mbps=6.0)[0]
+    assert capped["before_mbps"] == 6.0 and capped["recovery_s"] == 0.5
 
 
 def test_several_flows_as_one_series():

@@ -88,16 +88,20 @@ def fate(r: Recovery, error: str | None) -> str:
 
 def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, float]],
               pm_events: Sequence[dict[str, Any]] = (), remaining_mbps: dict[str, float] | None = None,
-              error: str | None = None) -> list[dict[str, Any]]:
+              error: str | None = None, capacity_mbps: float | None = None) -> list[dict[str, Any]]:
     """The events' rows (events.csv), each disruptive one that was applied (down, address-del,
     endpoint-del, backup) with its aftermath on ``series`` until the next disruptive one (or the
     end), measured against the level before the first: the Recovery fields, its fate, and the
-    subflows the client's path manager saw close and establish meanwhile. ``remaining_mbps``: per target, what the network offers without
-    it. Other rows come back unchanged."""
+    subflows the client's path manager saw close and establish meanwhile. ``remaining_mbps``: per
+    target, what the network offers without it; ``capacity_mbps``: what it offers whole (the level
+    before is capped there: 0.1 s intervals burst above the link rate when a hole in the received
+    data is filled). Other rows come back unchanged."""
     from .events import DISRUPTIVE
 
     cuts = [e["applied_s"] for e in events if e["action"] in DISRUPTIVE and e.get("applied_s") is not None]
     level = after_event(series, cuts[0]).before_mbps if cuts else None
+    if level is not None and capacity_mbps:
+        level = min(level, capacity_mbps)
     out = []
     for e in events:
         at = e.get("applied_s")

@@ -588,7 +588,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     rd.write_samples(label, [{"test": label, **x} for x in outcome.samples])
     series = receiver_series(outcome.server_json, 0.0)
     watch.events = per_event(watch.events, series, outcome.pm_events, remaining_capacity(plan, fixed.topo),
-                             outcome.error)
+                             outcome.error, fixed.maxflow)
     row.update(summary_of(watch.events))  # how the connection rode out the cuts
     head = {"experiment": pp.exp.name, "test": label, "variant": row["variant"]}
     return row, subs, {**watch.tables(head), results.PM_EVENTS: [{**head, **e} for e in outcome.pm_events],
