@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from helpers import REPO
-from mptcplab import figures
-from mptcplab.figures import (_data_token, _test_events, event_marks, outage_summary, param_label, render,
-                              subflow_lifetimes_of, variant_label)
+from mptcplab import eventfigures, figures
+from mptcplab.eventfigures import _data_token, _test_events, event_marks, outage_summary, subflow_lifetimes_of
+from mptcplab.figures import param_label, render, variant_label
 from mptcplab.results import EVENTS, FLOW_GOODPUT, RunDir
 
 HANDOVER = REPO / "tests/data/handover-run"
@@ -31,7 +31,8 @@ def _names(files: list[Path]) -> set[str]:
 
 @pytest.fixture
 def drawn(monkeypatch) -> dict[str, plt.Figure]:
-    """stem -> the figure render saved under it (kept after it is closed, to be inspected)."""
+    """stem -> the figure render saved under it (kept after it is closed, to be inspected):
+    figures' and eventfigures' (which imported it from figures) _save both wrapped."""
     caught: dict[str, plt.Figure] = {}
     save = figures._save
 
@@ -40,6 +41,7 @@ def drawn(monkeypatch) -> dict[str, plt.Figure]:
         return save(fig, out, stem, formats)
 
     monkeypatch.setattr(figures, "_save", keep)
+    monkeypatch.setattr(eventfigures, "_save", keep)
     return caught
 
 
