@@ -99,11 +99,6 @@ def _flag(v: Any) -> bool:
     return _text(v) in {"1", "True", "true"}
 
 
-def _tokens(col: pd.Series) -> pd.Series:
-    """MPTCP tokens as their 8 hex digits: read_csv makes '00120000' the number 120000."""
-    return col.map(lambda v: _text(v).zfill(8) if isinstance(v, numbers.Real) and _text(v).isdigit() else _text(v))
-
-
 def _test_events(events: pd.DataFrame, test: str) -> pd.DataFrame:
     """The events of `test` by time, with `at` (applied_s; scheduled_s when no applied time was
     recorded) and `target` (the link, else the host interface). Events that failed (error set)
@@ -228,11 +223,11 @@ def _test_pm(pm: pd.DataFrame | None, test: str) -> pd.DataFrame:
 
 
 def _sampled_subflows(samples: pd.DataFrame | None) -> pd.DataFrame:
-    """The MPTCP subflows' rows of a test's ss samples (kind tcp with a token), tokens as text."""
+    """The MPTCP subflows' rows of a test's ss samples (kind tcp with a token; tokens are text,
+    as RunDir reads them)."""
     if samples is None or not {"kind", "token", "local", "remote", "t", "bytes_acked"} <= set(samples):
         return pd.DataFrame()
-    tcp = samples[(samples["kind"] == "tcp") & samples["token"].notna() & samples["bytes_acked"].notna()]
-    return tcp.assign(token=_tokens(tcp["token"]))
+    return samples[(samples["kind"] == "tcp") & samples["token"].notna() & samples["bytes_acked"].notna()]
 
 
 def _data_token(samples: pd.DataFrame | None, pm: pd.DataFrame) -> str | None:
@@ -240,7 +235,7 @@ def _data_token(samples: pd.DataFrame | None, pm: pd.DataFrame) -> str | None:
     data one: the data one is that whose subflows carried the most bytes (samples), else the one
     created last (pm-events); None when neither says."""
     created = pm.loc[pm["event"] == "created", "token"] if "created" in set(pm["event"]) else pm["token"]
-    order = list(dict.fromkeys(t for t in _tokens(created) if t))
+    order = list(dict.fromkeys(created.dropna()))
     tcp = _sampled_subflows(samples)
     if not tcp.empty:
         carried = tcp.groupby(["token", "local", "remote"])["bytes_acked"].max().groupby(level="token").sum()
@@ -356,7 +351,7 @@ def subflow_lifetimes_of(pm: pd.DataFrame, token: str, end: float) -> pd.DataFra
     established and at each sf_prio) and `subflow` (a _subflow_labels label)."""
     rows: list[dict[str, Any]] = []
     live: dict[tuple[str, ...], int] = {}
-    conn = pm[_tokens(pm["token"]) == token].sort_values("t", kind="stable")
+    conn = pm[pm["token"] == token].sort_values("t", kind="stable")
     for r in conn.to_dict("records"):
         t, event = float(r["t"]), str(r["event"])
         key = tuple(_text(r.get(f"{k}4")) or _text(r.get(f"{k}6")) if k.endswith("addr") else _text(r.get(k))
