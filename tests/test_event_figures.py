@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from helpers import REPO
-from mptcplab import figures
-from mptcplab.figures import (_data_token, _test_events, event_marks, outage_summary, param_label, render,
-                              subflow_lifetimes_of, variant_label)
-from mptcplab.results import EVENTS, FLOW_GOODPUT, RunDir
+from mptcplab import eventfigures, figures
+from mptcplab.eventfigures import _data_token, _test_events, event_marks, outage_summary, subflow_lifetimes_of
+from mptcplab.figures import param_label, render, variant_label
+from mptcplab.results import EVENTS, FLOW_GOODPUT, PM_EVENTS, RunDir
 
 HANDOVER = REPO / "tests/data/handover-run"
 TODAY = {"goodput", "goodput-cdf", "subflow-share", "subflow-goodput-time"}  # what a run without events gets
@@ -31,7 +31,8 @@ def _names(files: list[Path]) -> set[str]:
 
 @pytest.fixture
 def drawn(monkeypatch) -> dict[str, plt.Figure]:
-    """stem -> the figure render saved under it (kept after it is closed, to be inspected)."""
+    """stem -> the figure render saved under it (kept after it is closed, to be inspected):
+    figures' and eventfigures' (which imported it from figures) _save both wrapped."""
     caught: dict[str, plt.Figure] = {}
     save = figures._save
 
@@ -40,6 +41,7 @@ def drawn(monkeypatch) -> dict[str, plt.Figure]:
         return save(fig, out, stem, formats)
 
     monkeypatch.setattr(figures, "_save", keep)
+    monkeypatch.setattr(eventfigures, "_save", keep)
     return caught
 
 
@@ -121,17 +123,20 @@ def test_data_connection_without_samples_is_the_later_created(tmp_path):
     assert list(life["stop"]) == [20.0, 20.0] and not life["closed"].any()  # no sf_closed, no closed: to the end
 
 
-def test_lifetimes_follow_closes_and_priority_changes():
+def test_lifetimes_follow_closes_and_priority_changes(tmp_path):
     """A handover as the path manager reports it: the Wi-Fi subflow closes, a new one on the
     same address pair (another port) is established later, the cellular one turns backup and
-    back; the connection's close ends what is left. Tokens written as numbers are still found."""
+    back; the connection's close ends what is left. A token that looks like a number is still
+    found: pm-events.csv is written and read back through RunDir, which keeps tokens text."""
     rows = [(0.1, "established", "10.0.1.1", 40000, 0), (0.2, "sf_established", "10.0.2.1", 40001, 0),
             (5.0, "sf_closed", "10.0.1.1", 40000, None), (6.0, "sf_prio", "10.0.2.1", 40001, 1),
             (9.0, "sf_established", "10.0.1.1", 40002, 0), (9.5, "sf_prio", "10.0.2.1", 40001, 0),
             (12.0, "closed", "", None, None)]
-    pm = pd.DataFrame([{"t": t, "event": e, "token": 120000, "saddr4": s, "daddr4": s[:-1] + "2" if s else "",
-                        "sport": sp, "dport": 5201 if sp else None, "backup": b} for t, e, s, sp, b in rows])
-    life = subflow_lifetimes_of(pm, "00120000", 15.0)
+    rd = RunDir.create("handover", out=tmp_path / "run")
+    rd.write_table(PM_EVENTS, [{"t": t, "event": e, "token": "00120000", "saddr4": s,
+                                "daddr4": s[:-1] + "2" if s else "", "sport": sp, "dport": 5201 if sp else None,
+                                "backup": b} for t, e, s, sp, b in rows])
+    life = subflow_lifetimes_of(rd.read_table(PM_EVENTS), "00120000", 15.0)
     assert list(life["subflow"]) == ["10.0.1.1:40000 → 10.0.1.2:5201", "10.0.2.1 → 10.0.2.2",
                                      "10.0.1.1:40002 → 10.0.1.2:5201"]
     assert list(life["start"]) == [0.1, 0.2, 9.0]

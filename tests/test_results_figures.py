@@ -6,7 +6,7 @@ import pytest
 
 from mptcplab.figures import render
 from mptcplab.errors import RunDirError
-from mptcplab.results import RunDir, read_summary, write_atomic
+from mptcplab.results import PM_EVENTS, SUBFLOWS, RunDir, read_rows, read_summary, read_tables, write_atomic
 
 
 def test_atomic_write_leaves_no_temporaries(tmp_path):
@@ -16,6 +16,41 @@ def test_atomic_write_leaves_no_temporaries(tmp_path):
     assert p.read_text() == "x,y\n3,4\n"
     assert os.listdir(p.parent) == ["summary.csv"]
     assert oct(p.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_tokens_and_addresses_read_back_as_the_text_written(tmp_path):
+    """MPTCP tokens are 8 hex digits: '00120000' and '1e699300' look like numbers to read_csv
+    (120000, inf) when every token in the column does. Read back through RunDir -- tables, raw
+    samples, and the rows a resume carries over -- they are exactly the text written."""
+    import pandas as pd
+
+    rd = RunDir.create("e", out=tmp_path / "run")
+    rd.write_table(PM_EVENTS, [
+        {"test": "001-mptcp-r1", "t": 0.1, "event": "created", "token": "00120000", "saddr4": "10.0.1.1",
+         "daddr4": "10.0.1.2", "sport": 40000, "dport": 5201},
+        {"test": "001-mptcp-r1", "t": 0.2, "event": "created", "token": "1e699300", "saddr6": "fd00::1",
+         "daddr6": "fd00::2", "sport": 40001, "dport": 5201},
+    ])
+    rd.write_subflows([{"test": "001-mptcp-r1", "connection": "10.0.1.1:40000", "token": "00120000",
+                        "local": "10.0.1.1:40000", "remote": "10.0.1.2:5201", "share": 1.0}])
+    rd.write_samples("001-mptcp-r1", [
+        {"kind": "tcp", "local": "10.0.1.1:40000", "remote": "10.0.1.2:5201", "token": "1e6993e9",
+         "remote_token": "00120000", "t": 0.1, "bytes_acked": 1},
+        {"kind": "tcp", "local": "10.0.1.1:40002", "remote": "10.0.1.2:5201", "token": None,
+         "remote_token": None, "t": 0.1, "bytes_acked": 2},  # plain TCP: no token
+    ])
+    pm = rd.read_table(PM_EVENTS)
+    assert list(pm["token"]) == ["00120000", "1e699300"]
+    assert list(pm["sport"]) == [40000, 40001]  # numbers stay numbers
+    sub = rd.read_subflows()
+    assert sub.loc[0, ["token", "connection", "local", "remote"]].tolist() == [
+        "00120000", "10.0.1.1:40000", "10.0.1.1:40000", "10.0.1.2:5201"]
+    samples = rd.read_samples("001-mptcp-r1")
+    assert samples.loc[0, "token"] == "1e6993e9" and samples.loc[0, "remote_token"] == "00120000"
+    assert pd.isna(samples.loc[1, "token"]) and pd.isna(samples.loc[1, "remote_token"])
+    assert [r["token"] for r in read_tables(rd, {"p001"}, unnamed="p001")[PM_EVENTS]] == ["00120000", "1e699300"]
+    assert [r["token"] for r in read_rows(rd, {"p001"}, unnamed="p001")[1]] == ["00120000"]
+    assert rd.read_table(SUBFLOWS)["token"].tolist() == ["00120000"]
 
 
 def test_failed_write_keeps_old_file(tmp_path):

@@ -78,6 +78,11 @@ PM_EVENTS = "pm-events.csv"
 MPTCP_MIB = "mptcp-mib.csv"
 #: The tidy tables a run writes beside summary.csv, each rewritten whole as rows arrive.
 TABLES = (SUBFLOWS, FLOWS, FLOW_GOODPUT, RTT, EVENTS, PM_EVENTS, MPTCP_MIB)
+#: Columns that are text whatever they look like, read as strings in every table (summary,
+#: TABLES, raw samples): MPTCP tokens are 8 hex digits, which read_csv would otherwise make
+#: numbers ('00120000' -> 120000, '1e699300' -> inf) in a column where every token looks like
+#: one; addresses and endpoints ('10.0.1.1:48134') are names, not quantities.
+TEXT_COLUMNS = ("token", "remote_token", "local", "remote", "connection", "saddr4", "daddr4", "saddr6", "daddr6")
 SELFCHECK = "selfcheck.json"
 CONTROLLER_TOPOLOGY = "controller-topology.json"
 LOCK = ".lock"
@@ -785,7 +790,7 @@ class RunDir:
         if data is None:
             return None
         try:
-            return pd.read_csv(io.BytesIO(data))
+            return pd.read_csv(io.BytesIO(data), dtype=dict.fromkeys(TEXT_COLUMNS, str))  # absent ones: ignored
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
