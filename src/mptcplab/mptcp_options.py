@@ -60,16 +60,11 @@ def token_of_key(key: bytes) -> int:
     return struct.unpack("!I", hashlib.sha256(key).digest()[:4])[0]
 
 
-def parse_tcp(segment: bytes) -> TcpSegment:
-    """Ports, flags and options of a raw TCP header (the payload may follow)."""
-    if len(segment) < 20:
-        raise ValueError("shorter than a TCP header")
-    sport, dport, _seq, _ack, off_flags = struct.unpack("!HHIIH", segment[:14])
-    header_len = (off_flags >> 12) * 4
-    if header_len < 20 or header_len > len(segment):
-        raise ValueError(f"bad TCP data offset {header_len}")
+def parse_options(raw: bytes) -> tuple[tuple[int, bytes], ...]:
+    """(kind, data) of each TCP option in the options area ``raw`` (no-ops skipped, stops at
+    end-of-options); ValueError on a truncated option or a length that runs past ``raw``."""
     opts = []
-    i, raw = 0, segment[20:header_len]
+    i = 0
     while i < len(raw):
         kind = raw[i]
         if kind == 0:  # end of options
@@ -84,7 +79,19 @@ def parse_tcp(segment: bytes) -> TcpSegment:
             raise ValueError(f"bad length {length} of option {kind}")
         opts.append((kind, bytes(raw[i + 2:i + length])))
         i += length
-    return TcpSegment(sport, dport, off_flags & 0x3F, tuple(opts))
+    return tuple(opts)
+
+
+def parse_tcp(segment: bytes) -> TcpSegment:
+    """Ports, flags and options of a raw TCP header (the payload may follow)."""
+    if len(segment) < 20:
+        raise ValueError("shorter than a TCP header")
+    sport, dport, _seq, _ack, off_flags = struct.unpack("!HHIIH", segment[:14])
+    header_len = (off_flags >> 12) * 4
+    if header_len < 20 or header_len > len(segment):
+        raise ValueError(f"bad TCP data offset {header_len}")
+    opts = parse_options(segment[20:header_len])
+    return TcpSegment(sport, dport, off_flags & 0x3F, opts)
 
 
 def mptcp_option(seg: TcpSegment) -> MpCapable | MpJoin | None:
