@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 the run failed; 2 bad input (spec, plan, or this machine cannot run it --
 nothing was created); 3 the self-check found links that are not what the spec says (nothing was
-measured); 130 interrupted (everything created was removed).
+measured); 4 the run completed but an expectation (expect:) failed; 130 interrupted (everything
+created was removed).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def _run(opts: "RunOptions") -> None:
         raise typer.Exit(1)
     if report is not None and (report.failed_points or any(r.get("error") for r in report.rows)):
         raise typer.Exit(1)
+    if report is not None and report.failed_expectations:
+        raise typer.Exit(4)
 
 
 SPEC_HELP = "experiment spec: a path, or a name looked up in experiments/"
@@ -68,12 +71,14 @@ def run_cmd(
     pox_home: Optional[str] = typer.Option(None, "--pox-home", help="POX checkout (else $POX_HOME)"),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="sweep PATH=V1,V2,... (repeatable), e.g. links.h1-s1.loss=0,1,2"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run in RUN_DIR, as recorded"),
+    capture: bool = typer.Option(False, "--capture", help="capture every test's packets (the spec's capture: "
+                                 "settings, else the hosts' interfaces, headers only, 50 MB each at most)"),
 ) -> None:
     """Run an experiment: build the network, run the tests, store results, draw figures."""
     from .runner import RunOptions
 
     _run(RunOptions(spec=spec, out=out, dry_run=dry_run, shaper=shaper, check=check, pox_home=pox_home,
-                    sets=tuple(sets or ()), resume=resume))
+                    sets=tuple(sets or ()), resume=resume, capture=capture))
 
 
 @app.command()
@@ -95,6 +100,34 @@ def plot(
         _fail(e.problems, e.exit_code)
     for p in paths:
         print(p)
+
+
+@app.command()
+def analyze(
+    run_dir: Path = typer.Argument(..., help="a run directory (results/<experiment>/<run-id>)"),
+) -> None:
+    """Redo the MPTCP option census of a run's captures and the verdicts of its spec's
+    expectations, from its results alone; exit 4 when an expectation fails."""
+    from .console import show_verdicts
+    from .errors import MptcplabError
+    from .results import RunDir
+    from .runner import analyze_run
+    from .spec import parse_spec
+
+    try:
+        with RunDir.open_existing(run_dir, resume=True) as rd:  # locked: no run or resume writes meanwhile
+            exp = parse_spec(rd.read_spec() or {})
+            meta = rd.metadata
+            evidence = analyze_run(rd, exp, meta, err)
+            if evidence.verdicts:
+                rd.write_metadata(meta)
+    except MptcplabError as e:
+        _fail(e.problems, e.exit_code)
+    show_verdicts(evidence.verdicts, err)
+    if not evidence.census and not evidence.verdicts:
+        err.print("nothing to analyse: the run has no captures (capture: / --capture) and its spec no expect:")
+    if evidence.failed:
+        raise typer.Exit(4)
 
 
 @app.command()

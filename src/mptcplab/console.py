@@ -129,3 +129,29 @@ def show_summary(rows: list[dict[str, Any]], timings: dict[str, float], failed: 
     for f in flagged:
         console.print(f"[yellow]flagged[/] {f}")
     console.print(f"results: {run_dir}")
+
+
+def show_census(per_test: dict[str, dict[str, Any]], console: Console) -> None:
+    """The MPTCP options each test's captures carried, one row per test: connections (MPTCP
+    ones), handshakes by their SYNs, address signalling, the rare ones, DSS, fallback."""
+    if not per_test:
+        return
+    t = Table(title="MPTCP options on the wire (options.csv: every count, per subflow)", caption=(
+        "conns: connections (MPTCP); CAP, JOIN: MP_CAPABLE and MP_JOIN handshakes (SYNs); ADD, RM: "
+        "ADD_ADDR, REMOVE_ADDR; F/FC/R: MP_FAIL, MP_FASTCLOSE, MP_TCPRST; fb: a connection fell back to TCP"))
+    for c in ("test", "conns", "CAP", "JOIN", "ADD", "RM", "MP_PRIO", "F/FC/R", "DSS", "fb"):
+        t.add_column(c, justify="left" if c == "test" else "right", overflow="fold")
+    for test, c in per_test.items():
+        rare = "/".join(str(c.get(f"options_{k}", 0)) for k in ("MP_FAIL", "MP_FASTCLOSE", "MP_TCPRST"))
+        t.add_row(test, f"{c['options_connections']} ({c['options_mptcp_connections']})",
+                  str(c["options_MP_CAPABLE_SYN"]), str(c["options_MP_JOIN_SYN"]), str(c["options_ADD_ADDR"]),
+                  str(c["options_REMOVE_ADDR"]), str(c["options_MP_PRIO"]), rare, str(c["options_DSS"]),
+                  "yes" if c["options_fallback"] else "no")
+    console.print(t)
+
+
+def show_verdicts(verdicts: list[Any], console: Console) -> None:
+    """Each expectation, PASS or FAIL with what was observed."""
+    for v in verdicts:
+        colour = "green" if v.passed else "red"
+        console.print(f"[{colour}]{v.describe()}[/]", highlight=False, soft_wrap=True)

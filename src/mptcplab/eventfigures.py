@@ -53,6 +53,8 @@ OUTAGE_NOTES = {"outage_s": "Outage: the first stretch without goodput after the
 #: What recovery-vs-<param> draws, one panel each (those the summary has).
 RECOVERY_LABELS = {"outage_s": "Outage (s)", "recovery_s": "Recovery (s)",
                    "recovery_remaining_s": "Recovery to what\nremains (s)"}
+#: Not in RECOVERY_LABELS' order of columns: drawn only when a test has several cuts.
+RECOVERY_LABELS_MORE = {"outage_mean_s": "Mean outage,\nevery cut (s)"}
 RECEIVED_COLOUR = "0.1"
 
 
@@ -455,11 +457,14 @@ def _lifetime_legend(backup: bool, priority: bool, closed: bool) -> tuple[list[A
 
 
 def recovery_vs(summary: pd.DataFrame, x: str, out: RunDir, formats: list[str], swept: list[str]) -> list[Path]:
-    """Outage and recovery time after the first cut against one swept parameter (a flap
-    period, a rate), one line per variant, 95% CI over repetitions: how the interruption each
+    """Outage and recovery time after the first cut (and, when tests have several cuts, the mean
+    outage over all of them) against one swept parameter (a flap period, a rate), one line per
+    variant, 95% CI over repetitions: how the interruption each
     protocol suffers moves with the condition. A test that never recovered has no recovery time;
     the panel says how many."""
     cols = [c for c in RECOVERY_LABELS if c in summary and summary[c].notna().any()]
+    if "cuts" in summary and summary["cuts"].max() > 1 and "outage_mean_s" in summary:
+        cols.insert(1, "outage_mean_s")  # a series of cuts (flaps): every cut's outage, not only the first's
     ok = summary[summary["outage_s"].notna()] if "outage_s" in summary else pd.DataFrame()
     if not cols or ok.empty or x not in ok or ok[x].nunique() < 2:
         return []
@@ -471,7 +476,7 @@ def recovery_vs(summary: pd.DataFrame, x: str, out: RunDir, formats: list[str], 
                      style="variant", style_order=order, markers=True, dashes=False, errorbar=CI95,
                      err_style="bars", err_kws={"capsize": 2, "linewidth": 0.8}, linewidth=1.0, markersize=4,
                      ax=ax, legend=k == 0)
-        ax.set_ylabel(RECOVERY_LABELS[col])
+        ax.set_ylabel({**RECOVERY_LABELS, **RECOVERY_LABELS_MORE}[col])
         ax.set_ylim(bottom=0)
         missing = int(ok[col].isna().sum())
         if missing:  # above the panel: inside, it would cover a line

@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .results import EVENTS, FLOW_GOODPUT, FLOWS, RTT, RunDir  # noqa: E402
+from .results import EVENTS, FLOW_GOODPUT, FLOWS, OPTIONS, RTT, RunDir  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.4
 PROTOCOL_LABELS = {"mptcp": "MPTCP", "tcp": "TCP"}
@@ -112,7 +112,7 @@ def _link_field(path: str) -> tuple[str, str] | None:
 #: Swept fields of an events: block, named for an axis ((kind, field) -> name; seconds unless in
 #: EVENT_COUNTS): the spec's paths ('events.flaps[0].period') mean little to a reader.
 EVENT_FIELDS = {("flaps", "period"): "flap period", ("flaps", "down_for"): "flap down time",
-                ("flaps", "start"): "first flap", ("flaps", "count"): "flaps", ("random", "mean_up"): "mean up time",
+                ("flaps", "start"): "first flap", ("flaps", "count"): "flap count", ("random", "mean_up"): "mean up time",
                 ("random", "mean_down"): "mean down time", ("random", "until"): "failures until",
                 ("random", "start"): "failures from", ("random", "seed"): "failure seed", ("at", "at"): "time"}
 EVENT_COUNTS = {"count", "seed"}
@@ -888,6 +888,54 @@ def _mptcp_flow(flows: pd.DataFrame, sub: pd.DataFrame | None) -> tuple[str, str
     return None
 
 
+#: How the option census is drawn: the signalling options of each kind (the handshakes'
+#: forms summed) stacked per test, and beside them the DSS options, which outnumber them by
+#: orders of magnitude (one per data segment) and would flatten the stack.
+CENSUS_GROUPS = {"MP_CAPABLE": ("MP_CAPABLE_SYN", "MP_CAPABLE_SYNACK", "MP_CAPABLE_ACK", "MP_CAPABLE_DATA"),
+                 "MP_JOIN": ("MP_JOIN_SYN", "MP_JOIN_SYNACK", "MP_JOIN_ACK"),
+                 "ADD_ADDR": ("ADD_ADDR", "ADD_ADDR_ECHO"), "REMOVE_ADDR": ("REMOVE_ADDR",),
+                 "MP_PRIO": ("MP_PRIO",), "MP_FAIL": ("MP_FAIL",), "MP_FASTCLOSE": ("MP_FASTCLOSE",),
+                 "MP_TCPRST": ("MP_TCPRST",)}
+
+
+def census_by_test(options: pd.DataFrame) -> pd.DataFrame:
+    """Per test (rows, in run order): the census groups summed over its connections and subflows,
+    and DSS."""
+    cols = {g: [c for c in kinds if c in options] for g, kinds in CENSUS_GROUPS.items()}
+    out = pd.DataFrame({g: options[c].fillna(0).sum(axis=1) if c else 0 for g, c in cols.items()})
+    out["DSS"] = options["DSS"].fillna(0) if "DSS" in options else 0
+    out["test"] = options["test"].astype(str)
+    return out.groupby("test", sort=False).sum()
+
+
+def option_census(options: pd.DataFrame, out: RunDir, formats: list[str]) -> list[Path]:
+    """options-census: the MPTCP options each test's captures carried -- signalling options
+    stacked by kind (a TCP test has none), and the DSS count on a log scale."""
+    per = census_by_test(options)
+    if per.empty:
+        return []
+    kinds = [g for g in CENSUS_GROUPS if per[g].sum() > 0]
+    height = max(1.6, 0.22 * len(per) + 0.9)
+    fig, (ax, ax_dss) = plt.subplots(1, 2, figsize=(COLUMN_WIDTH_IN * 1.6, height), sharey=True,
+                                     gridspec_kw={"width_ratios": [3, 1.2]})
+    colours = dict(zip(CENSUS_GROUPS, sns.color_palette("colorblind", len(CENSUS_GROUPS))))
+    y = list(range(len(per)))
+    left = pd.Series(0.0, index=per.index)
+    for g in kinds:
+        ax.barh(y, per[g], left=left, color=colours[g], label=g, height=0.7)
+        left += per[g]
+    ax.set_yticks(y, list(per.index), fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("Signalling options (count)")
+    if kinds:
+        ax.legend(frameon=False, fontsize=6, ncol=min(4, len(kinds)), loc="upper center",
+                  bbox_to_anchor=(0.5, -0.25 if len(per) < 6 else -0.12))
+    ax_dss.barh(y, per["DSS"].where(per["DSS"] > 0), color="0.5", height=0.7)  # none: no bar
+    ax_dss.set_xscale("log")
+    ax_dss.set_xlabel("DSS (count)")
+    return _save(fig, out, "options-census", formats)
+
+
 def render(run_dir: str | Path | RunDir, formats: list[str] | None = None) -> list[Path]:
     """Render every figure a run's results support; returns the files written. A path is opened
     with RunDir.open_existing (metadata validated; RunDirError on a damaged directory). A
@@ -927,6 +975,9 @@ def render(run_dir: str | Path | RunDir, formats: list[str] | None = None) -> li
             samples = rd.read_samples(test)
             if samples is not None:
                 paths += subflow_goodput_time(samples, test, rd, formats)
+    options = rd.read_table(OPTIONS)
+    if options is not None and not options.empty:
+        paths += option_census(options, rd, formats)
     events = rd.read_table(EVENTS)
     if events is not None and not events.empty and {"test", "action"} <= set(events):
         from .eventfigures import event_figures  # here: eventfigures imports this module

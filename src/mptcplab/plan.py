@@ -174,6 +174,13 @@ class PlanTest:
 
 
 @dataclass(frozen=True)
+class PlanCapture:
+    targets: tuple[tuple[str, str], ...]  # (host, interface)
+    snaplen: int
+    max_mb: float
+
+
+@dataclass(frozen=True)
 class Plan:
     experiment: str
     hosts: tuple[PlanHost, ...]
@@ -191,6 +198,8 @@ class Plan:
     probes: tuple[PlanProbe, ...] = ()
     #: the events of every test, in time order (mptcplab.events.Step)
     events: tuple[Any, ...] = ()
+    #: packet captures of every test: (host, interface) pairs, snap length, MB kept per interface
+    capture: PlanCapture | None = None
 
     @property
     def multi_flow(self) -> bool:
@@ -325,6 +334,7 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
         policy=exp.controller.policy,
         probes=probes,
         events=tuple(_events(exp)),
+        capture=_capture(exp, hosts, tests, client, server),
     )
 
 
@@ -484,6 +494,22 @@ def _check_endpoint_targets(exp: Experiment, hosts: dict[str, PlanHost], problem
         for i, ifname in enumerate(v.backup):
             if ifname not in with_endpoint:
                 missing(ifname, f"variants.{v.name}.backup[{i}]")
+
+
+def _capture(exp: Experiment, hosts: dict[str, PlanHost], tests: list[PlanTest], client: str,
+             server: str) -> PlanCapture | None:
+    """Which interfaces each test captures: as the spec names them, else every interface of the
+    hosts traffic runs between."""
+    c = exp.capture
+    if c is None:
+        return None
+    if c.interfaces:
+        wanted = list(c.interfaces)
+    else:
+        ends = [client, server] if not exp.multi_flow else [h for t in tests for f in t.flows for h in (f.src, f.dst)]
+        wanted = [i.name for h in dict.fromkeys(ends) for i in hosts[h].intfs]
+    owner = {i.name: h.name for h in hosts.values() for i in h.intfs}
+    return PlanCapture(tuple((owner[n], n) for n in dict.fromkeys(wanted)), c.snaplen, c.max_mb)
 
 
 def _events(exp: Experiment) -> list[Any]:

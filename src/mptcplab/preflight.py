@@ -9,6 +9,7 @@ not half-way through a sweep.
 from __future__ import annotations
 
 import os
+import shutil
 
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ def plan_problems(exp: Experiment, plan: Plan, caps: Capabilities, machine: Mach
         if h.mptcp.scheduler not in caps.schedulers:
             problems.append(f"mptcp.scheduler: {h.mptcp.scheduler!r} is not available here "
                             f"(available: {', '.join(caps.schedulers)})")
+    if plan.capture is not None and shutil.which("dumpcap") is None:
+        problems.append("capture: dumpcap is missing (apt-get install tshark; make setup)")
     if exp.mptcp.stale_loss_cnt is not None and not os.path.exists("/proc/sys/net/mptcp/stale_loss_cnt"):
         problems.append("mptcp.stale_loss_cnt: this kernel has no net.mptcp.stale_loss_cnt (Linux 5.19+); "
                         "leave it out")

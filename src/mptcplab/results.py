@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gzip
 import io
 import json
 import os
 import pwd
 import re
 import secrets
+import shutil
 import stat
 import weakref
 from contextlib import contextmanager, suppress
@@ -77,7 +79,18 @@ PM_EVENTS = "pm-events.csv"
 #: Every MPTCP MIB counter (MPTcpExt*) that moved during a test, per host.
 MPTCP_MIB = "mptcp-mib.csv"
 #: The tidy tables a run writes beside summary.csv, each rewritten whole as rows arrive.
-TABLES = (SUBFLOWS, FLOWS, FLOW_GOODPUT, RTT, EVENTS, PM_EVENTS, MPTCP_MIB)
+#: Each test's packet captures: packets, drops, file size, whether the ring buffer wrapped.
+CAPTURES = "captures.csv"
+#: The MPTCP option census of the captures (mptcplab.census), per test, connection and subflow.
+OPTIONS = "options.csv"
+#: The verdicts of the spec's expectations (mptcplab.expect), one row each.
+EXPECT = "expect.csv"
+TABLES = (SUBFLOWS, FLOWS, FLOW_GOODPUT, RTT, EVENTS, PM_EVENTS, MPTCP_MIB, CAPTURES, OPTIONS, EXPECT)
+#: Tables the analysis of a finished run writes (mptcplab.analyze), not rows per test: a resume
+#: does not carry them over, the analysis at its end writes them again.
+ANALYSIS_TABLES = (OPTIONS, EXPECT)
+#: A capture in raw/: <test>-<interface>.pcapng.gz
+CAPTURE_SUFFIX = ".pcapng.gz"
 #: Columns that are text whatever they look like, read as strings in every table (summary,
 #: TABLES, raw samples): MPTCP tokens are 8 hex digits, which read_csv would otherwise make
 #: numbers ('00120000' -> 120000, '1e699300' -> inf) in a column where every token looks like
@@ -243,17 +256,25 @@ def _open_tree(path: Path, owner: Owner | None, what: str) -> int:
 
 
 def _write_at(dir_fd: int, name: str, data: bytes, owner: Owner | None) -> None:
+    """Atomic replace of dir_fd/name with ``data`` (see _fill_at)."""
+    def fill(fd: int) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    _fill_at(dir_fd, name, fill, owner)
+
+
+def _fill_at(dir_fd: int, name: str, fill: Callable[[int], None], owner: Owner | None) -> None:
     """Atomic replace of dir_fd/name: a new temporary (O_EXCL|O_NOFOLLOW) in the same directory,
-    0644 and owned by `owner`, fsynced, renamed over `name` (a link there is replaced, not
-    followed), then the directory fsynced so the rename survives a power cut."""
+    0644 and owned by `owner`, written by ``fill(fd)``, fsynced, renamed over `name` (a link there
+    is replaced, not followed), then the directory fsynced so the rename survives a power cut."""
     tmp = f".{name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dir_fd)
     try:
         try:
             _own(fd, owner, FILE_MODE)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            fill(fd)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -663,6 +684,40 @@ class RunDir:
         data = _json(obj) if isinstance(obj, (dict, list)) else _encode(obj)
         self._write(RAW, name, data)
 
+    def write_capture(self, test: str, interface: str, parts: list[Path]) -> Path:
+        """raw/<test>-<interface>.pcapng.gz: the capture's ring files, oldest first, gzipped as
+        one pcapng file of several sections (tshark reads it as one). The parts are the
+        capture's own files in a private directory, opened without following links."""
+        name = _name(f"{test}-{interface}{CAPTURE_SUFFIX}")
+
+        def fill(fd: int) -> None:
+            with os.fdopen(os.dup(fd), "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                                   compresslevel=6, mtime=0) as gz:
+                for part in parts:
+                    src = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    with os.fdopen(src, "rb") as f:
+                        shutil.copyfileobj(f, gz, 1 << 20)
+
+        with self._at(RAW) as dfd:
+            _fill_at(dfd, name, fill, self.owner)  # type: ignore[arg-type]
+        return self.raw / name
+
+    def captures(self) -> list[Path]:
+        """The run's capture files (raw/*.pcapng.gz), each checked to be a regular file with a
+        run directory's name -- the paths analysis hands to tshark."""
+        out = []
+        with self._at(RAW, create=False) as dfd:
+            if dfd is None:
+                return []
+            for name in sorted(os.listdir(dfd)):
+                if not name.endswith(CAPTURE_SUFFIX) or not NAME.fullmatch(name):
+                    continue
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    raise RunDirError(f"{self.raw / name}: not a regular file; {_ALTERED}")
+                out.append(self.raw / name)
+        return out
+
     def write_samples(self, test: str, rows: Iterable[dict[str, Any]]) -> None:
         self._write(RAW, samples_name(test), _csv(rows))
 
@@ -934,7 +989,8 @@ def read_rows(rd: RunDir, done_ids: set[str], unnamed: str | None = None
 def read_tables(rd: RunDir, done_ids: set[str], unnamed: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """The multi-flow tables' rows (flows.csv, flow-goodput.csv, rtt.csv) of the points in
     done_ids, as read_rows keeps the summary's."""
-    return {name: _done_rows(rd, name, done_ids, unnamed) for name in TABLES if name != SUBFLOWS}
+    return {name: _done_rows(rd, name, done_ids, unnamed) for name in TABLES
+            if name != SUBFLOWS and name not in ANALYSIS_TABLES}
 
 
 def _done_rows(rd: RunDir, name: str, done_ids: set[str], unnamed: str | None) -> list[dict[str, Any]]:

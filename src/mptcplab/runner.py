@@ -48,6 +48,7 @@ class RunOptions:
     pox_home: str | None = None
     sets: tuple[str, ...] = ()
     resume: Path | None = None
+    capture: bool = False  # --capture: capture every test (the spec's capture: settings, or the defaults)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RunReport:
     flagged: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     failed_points: list[str] = field(default_factory=list)
+    failed_expectations: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -94,13 +96,18 @@ def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
             caps, pox_home = check_machine(source, points, opts)
             with open_run(source, points, caps, opts) as active:
                 run_points(active, points, pox_home, console)
+                if active.exp.capture is not None or active.exp.expect:
+                    active.evidence = analyze_run(active.rd, active.exp, active.meta, console)
                 if opts.figures and active.rows:
                     draw_figures(active.rd, active.exp, console)
     finally:
         if source.resume:
             source.resume.close()  # its lock, taken when it was opened
     show.show_summary(active.rows, active.timings, active.failed, active.flagged, active.rd.path, console)
-    return RunReport(active.rd.path, active.rows, active.flagged, active.timings, active.failed)
+    if active.evidence is not None:
+        show.show_verdicts(active.evidence.verdicts, console)
+    return RunReport(active.rd.path, active.rows, active.flagged, active.timings, active.failed,
+                     [v.describe() for v in active.evidence.failed] if active.evidence else [])
 
 
 # --------------------------------------------------------------------------- stages
@@ -111,9 +118,9 @@ def load(opts: RunOptions) -> Source:
     --resume, the spec the run directory recorded (no overrides: a resumed run stays the run
     it was)."""
     if opts.resume:
-        if opts.sets or opts.shaper or opts.check:
-            raise RunDirError(["--resume continues a run as it was recorded: --set, --shaper and --check "
-                               "cannot change it; start a new run for other values"])
+        if opts.sets or opts.shaper or opts.check or opts.capture:
+            raise RunDirError(["--resume continues a run as it was recorded: --set, --shaper, --check and "
+                               "--capture cannot change it; start a new run for other values"])
         rd = results.RunDir.open_existing(opts.resume, resume=True)  # validated, and locked
         spec = rd.read_spec()
         try:
@@ -130,6 +137,8 @@ def load(opts: RunOptions) -> Source:
     for path, value in overrides.items():
         if value is not None:
             exp = sweep.with_values(exp, {path: value}, "--" + path.split(".")[1])
+    if opts.capture and exp.capture is None:
+        exp = sweep.with_values(exp, {"capture": {}}, "--capture")
     extra = sweep.parse_set(list(opts.sets))
     if extra:
         params = {**(exp.sweep.parameters if exp.sweep else {}), **extra}
@@ -143,13 +152,15 @@ def plan_points(exp: Experiment, run_id: str) -> list[PointPlan]:
     for point in sweep.points(exp):
         at = sweep.apply(exp, point)
         out.append(PointPlan(point, at, make_plan(at, run_id)))
-    check_figures(exp, out)
+    check_columns(exp, out)
     return out
 
 
-def check_figures(exp: Experiment, points: list[PointPlan]) -> None:
-    """Custom figures name columns the run will produce (SpecError before the run otherwise)."""
-    if not exp.figures:
+def check_columns(exp: Experiment, points: list[PointPlan]) -> None:
+    """Custom figures and expectations name columns the run will produce (SpecError before the
+    run otherwise): summary columns; options.KIND when the tests are captured; mib.COUNTER by
+    the kernel's naming (MPTcpExt...)."""
+    if not exp.figures and not exp.expect:
         return
     n_paths = 0
     if exp.controller.kind != "none" and exp.controller.policy != "ecmp":
@@ -158,8 +169,32 @@ def check_figures(exp: Experiment, points: list[PointPlan]) -> None:
         n_paths = max(len(proactive_rules(controller_topology(p.plan, exp.traffic.port))[1]) for p in points)
     columns = summary_columns([p.plan for p in points], [k for k, _ in points[0].point.values], n_paths)
     problems = figure_problems(exp.figures, columns)
+    if exp.expect:
+        problems += expectation_problems(exp, columns)
     if problems:
         raise SpecError(problems)
+
+
+def expectation_problems(exp: Experiment, columns: list[str]) -> list[str]:
+    """What an expectation names that the run will not have."""
+    import re
+
+    from .analyze import OPTION_COLUMNS
+    from .expect import parse_all, unknown_names
+
+    exps = parse_all(exp.expect)
+    problems = []
+    for e in exps:
+        for n in e.name_nodes():
+            if n.path.startswith("mib.") and not re.fullmatch(r"MPTcpExt[A-Za-z0-9]+", n.path[4:]):
+                problems.append(f"expect[{e.index}]: col {n.col}: {n.path} is not an MPTCP MIB counter "
+                                "(mib.MPTcpExt..., as nstat names them)")
+            if n.path.startswith("options.") and exp.capture is None:
+                problems.append(f"expect[{e.index}]: col {n.col}: {n.path} needs captures: add capture: {{}} "
+                                "or run with --capture")
+    known = list(columns) + list(OPTION_COLUMNS) + ["test", "variant", "protocol", "point"]
+    problems += [p for p in unknown_names(exps, known) if "'mib." not in p]  # mib.*: checked above
+    return problems
 
 
 def dry_run(source: Source, points: list[PointPlan], opts: RunOptions, console: Console) -> None:
@@ -248,6 +283,7 @@ class ActiveRun:
         ("build_s", "configure_s", "teardown_s", "reconfigure_s", "selfcheck_s", "measure_s"), 0.0))
     flagged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    evidence: Any = None  # mptcplab.analyze.Evidence, once the run is analysed
 
     def save_meta(self) -> None:
         self.rd.write_metadata(self.meta)
@@ -313,6 +349,8 @@ def open_run(source: Source, points: list[PointPlan], caps: capabilities.Capabil
             status += f", {len(active.failed)} of {len(points)} point(s) failed"
         if active.flagged:
             status += f", {len(active.flagged)} test(s) flagged"
+        if active.evidence is not None and active.evidence.failed:
+            status += f", {len(active.evidence.failed)} of {len(active.evidence.verdicts)} expectation(s) failed"
         meta.update(status=status, flagged=active.flagged, failed_points=active.failed, ended=provenance.now(),
                     timings=active.timings, maxflow_mbps=active.rows[0].get("maxflow_mbps") if active.rows else None)
         active.save_meta()
@@ -510,31 +548,49 @@ def use_backups(net: Any, test: Any) -> None:
 @dataclass
 class Watch:
     """What every test watches around its traffic: the events timeline it applies (started by
-    the traffic, on the test's clock) and the kernel counters of its hosts. ``events`` (the
-    applied steps' rows) and ``deltas`` (counter changes per host) are filled when it ends."""
+    the traffic, on the test's clock), the kernel counters of its hosts and, when the plan says
+    so, its packet captures. ``events`` (the applied steps' rows), ``deltas`` (counter changes
+    per host) and ``captures`` (each capture's counters) are filled when it ends."""
 
     timeline: Timeline
     events: list[dict[str, Any]] = field(default_factory=list)
     deltas: dict[str, dict[str, int]] = field(default_factory=dict)
+    captures: list[dict[str, Any]] = field(default_factory=list)
 
     def tables(self, head: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-        """events.csv and mptcp-mib.csv rows of the test, each led by ``head``."""
+        """events.csv, mptcp-mib.csv and captures.csv rows of the test, each led by ``head``."""
         return {results.EVENTS: [{**head, **e} for e in self.events],
-                results.MPTCP_MIB: [{**head, **m} for m in mib_rows(self.deltas)]}
+                results.MPTCP_MIB: [{**head, **m} for m in mib_rows(self.deltas)],
+                results.CAPTURES: [{**head, **c} for c in self.captures]}
 
 
 @contextmanager
-def watching(net: Any, pids: dict[str, int]) -> Iterator[Watch]:
-    """Counters read before and after, the timeline stopped (and its links put back) whatever
+def watching(net: Any, pids: dict[str, int], rd: results.RunDir, label: str) -> Iterator[Watch]:
+    """Counters read before and after, captures running from before the traffic to after it
+    (their files written to raw/), the timeline stopped (and its links put back) whatever
     happens to the test."""
     from .measurements import counter_delta, read_counters
 
     before = {name: read_counters(pid) for name, pid in pids.items()}
     watch = Watch(Timeline(net, list(net.plan.events)))
+    captures = None
+    if net.plan.capture is not None:
+        from .capture import Captures
+
+        pc = net.plan.capture
+        captures = Captures(net, list(pc.targets), pc.snaplen, pc.max_mb).start()
     try:
         yield watch
     finally:
         watch.events = watch.timeline.stop()
+        if captures is not None:
+            try:
+                for c in captures.stop():
+                    if c.parts:
+                        rd.write_capture(label, c.interface, c.parts)
+                    watch.captures.append(c.row())
+            finally:
+                captures.close()
     watch.deltas = {name: counter_delta(before[name], read_counters(pid)) for name, pid in pids.items()}
 
 
@@ -555,7 +611,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     switches = [sw.name for sw in plan.switches]
     pids = {"client": net.node(plan.client).pid, "server": net.node(plan.server).pid}
     flows_before = flow_bytes(switches) if ctl else {}
-    with watching(net, pids) as watch:
+    with watching(net, pids, active.rd, label) as watch:
         outcome = run_test(net, test.protocol, mptcp_mode=caps.iperf3_mptcp, port=tr.port, duration=tr.duration,
                            nbytes=tr.bytes, parallel=tr.parallel,
                            congestion_control=plan.host(plan.client).mptcp.congestion_control,
@@ -616,7 +672,7 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
     pids = {h: net.node(h).pid for h in hosts}
     switches = [sw.name for sw in plan.switches]
     ports_before = port_bytes(switches) if net.controller else {}
-    with watching(net, pids) as watch:
+    with watching(net, pids, active.rd, label) as watch:
         outcome = run_flows(net, test, plan.probes, mptcp_mode=caps.iperf3_mptcp, time_limit=fixed.time_limit_s,
                             connect_timeout_ms=fixed.connect_timeout_ms, sample_interval=pp.exp.measurements.interval,
                             timeline=watch.timeline)
@@ -662,6 +718,20 @@ def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: P
 
     return PoxController(topo, pox_home, exp.controller.openflow_port, open_log=lambda: rd.open_log(results.POX_LOG),
                          write_topology=write_topology)
+
+
+def analyze_run(rd: results.RunDir, exp: Experiment, meta: dict[str, Any], console: Console) -> Any:
+    """The option census of the captures and the verdicts of the expectations, from the run's
+    results alone (mptcplab.analyze; `mptcplab analyze` redoes it); the verdicts go into the
+    metadata too."""
+    from .analyze import analyze
+
+    evidence = analyze(rd, list(exp.expect))
+    show.show_census(evidence.per_test, console)
+    if evidence.verdicts:
+        meta["expectations"] = {"passed": len(evidence.verdicts) - len(evidence.failed),
+                                "failed": len(evidence.failed), "verdicts": [v.row() for v in evidence.verdicts]}
+    return evidence
 
 
 def draw_figures(rd: results.RunDir, exp: Experiment, console: Console) -> None:

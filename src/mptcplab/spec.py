@@ -511,6 +511,26 @@ class Events(_Model):
     random: list[RandomFailures] = Field(default_factory=list)
 
 
+def _expectation(text: str) -> str:
+    """An expectation parses (mptcplab.expect: pure; errors name the column)."""
+    from .expect import check
+
+    return check(text)
+
+
+class Capture(_Model):
+    """Packet captures of every test (dumpcap), one pcapng file per host interface in raw/,
+    gzipped; the MPTCP option census and the expectations read them."""
+
+    interfaces: list[str] | None = Field(
+        None, description="host interfaces to capture (h1-eth0, ...); none = every interface of the hosts "
+        "traffic runs between (the client and the server, or each flow's)")
+    snaplen: int = Field(128, ge=64, le=262144, description="bytes kept of each packet (128: Ethernet, IP "
+                         "and TCP headers with every option)")
+    max_mb: float = Field(50, gt=0, le=10_000, description="megabytes kept per test and interface: a ring "
+                          "buffer keeps the last max_mb, so a capture never fills the disk")
+
+
 class Controller(_Model):
     """Who forwards: `none` -- OVS learning switches (loop-free topologies only); `static` --
     the path core's rules installed with ovs-ofctl; `pox` -- the POX component
@@ -696,12 +716,17 @@ class Experiment(_Model):
     matrix: Matrix | None = Field(None, description="a traffic matrix expanded into flows")
     probes: list[Probe] = Field(default_factory=list, description="RTT probes while the flows run")
     events: Events | None = Field(None, description="links that change while every test runs")
+    capture: Capture | None = Field(None, description="packet captures of every test (or --capture)")
     controller: Controller = Field(default_factory=Controller)
     emulation: Emulation = Field(default_factory=Emulation)
     variants: list[Variant] | None = Field(
         None, description="named variants run on the same network (replace traffic.protocols)")
     sweep: Sweep | None = None
     figures: list[FigureSpec] = Field(default_factory=list, description="custom plots from summary.csv")
+    expect: list[Annotated[str, AfterValidator(_expectation)]] = Field(
+        default_factory=list, description="what must hold of every test (mptcplab.expect), e.g. "
+        "'protocol=mptcp: subflows >= 2', 'options.MP_JOIN_SYN >= 1', 'mib.MPTcpExtMPFailTx == 0', "
+        "'mean(goodput_mbps) >= 4'; the run exits 4 when one fails")
     measurements: Measurements = Field(default_factory=Measurements)
     outputs: Outputs = Field(default_factory=Outputs)
 
@@ -790,6 +815,10 @@ class Experiment(_Model):
         if self.multi_flow:
             problems += self._single_flow_fields()
         problems += self._event_problems()
+        for i, name in enumerate(self.capture.interfaces or [] if self.capture else []):
+            if name not in self.host_interfaces():
+                problems.append(f"capture.interfaces[{i}]: {name!r} is not an interface of a host "
+                                f"(interfaces: {', '.join(self.host_interfaces())})")
         return problems
 
     def host_interfaces(self) -> list[str]:

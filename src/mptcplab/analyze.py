@@ -1,0 +1,106 @@
+"""Evidence from a run's saved results alone: the MPTCP option census of its packet captures
+(options.csv) and the verdicts of its expectations (expect.csv, and in metadata.json).
+
+Checking is separate from running (as in Flent): a run ends with this analysis, and
+``mptcplab analyze RUN_DIR`` redoes it at any time from the run directory -- the captures in
+raw/, summary.csv, mptcp-mib.csv and the spec recorded there; nothing of the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import census, expect, results, tshark
+from .errors import RunDirError
+from .results import RunDir
+
+#: Census counts a test's summary row gets as options_<KIND> (the expectations' options.KIND).
+OPTION_COLUMNS = tuple(f"options_{k}" for k in census.COUNTERS) + (
+    "options_fallback", "options_joins", "options_connections", "options_mptcp_connections")
+
+
+@dataclass
+class Evidence:
+    census: list[dict[str, Any]] = field(default_factory=list)   # options.csv rows
+    per_test: dict[str, dict[str, Any]] = field(default_factory=dict)  # test -> options_* totals
+    verdicts: list[expect.Verdict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[expect.Verdict]:
+        return [v for v in self.verdicts if not v.passed]
+
+
+def take_census(rd: RunDir, tests: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """options.csv rows of every capture of these tests in raw/ (tshark on each file, the
+    census over a test's files together: a segment seen on two interfaces counts once), and
+    each test's totals as options_<KIND> columns (options_fallback: a connection fell back)."""
+    files: dict[str, dict[str, Path]] = {}
+    for path in rd.captures():
+        m = tshark.CAPTURE_NAME.match(path.name)
+        if m and m["test"] in tests:
+            files.setdefault(m["test"], {})[m["interface"]] = path
+    rows: list[dict[str, Any]] = []
+    totals: dict[str, dict[str, Any]] = {}
+    for test in tests:
+        if test not in files:
+            continue
+        test_rows = census.census(test, {name: tshark.read_fields(p).rows for name, p in sorted(files[test].items())})
+        rows += test_rows
+        (t,) = census.totals(test_rows) or [{**dict.fromkeys(census.COUNTERS, 0), "fallbacks": 0, "joins": 0,
+                                            "connections": 0, "mptcp_connections": 0}]
+        totals[test] = {**{f"options_{k}": t[k] for k in census.COUNTERS},
+                        "options_fallback": t["fallbacks"] > 0, "options_joins": t["joins"],
+                        "options_connections": t["connections"], "options_mptcp_connections": t["mptcp_connections"]}
+    return rows, totals
+
+
+def _mib(rd: RunDir) -> dict[str, dict[str, int]]:
+    """test -> {counter: delta summed over the test's hosts} from mptcp-mib.csv."""
+    mib = rd.read_table(results.MPTCP_MIB)
+    if mib is None or mib.empty:
+        return {}
+    summed = mib.groupby(["test", "counter"])["delta"].sum()
+    out: dict[str, dict[str, int]] = {}
+    for (test, counter), delta in summed.items():
+        out.setdefault(str(test), {})[str(counter)] = int(delta)
+    return out
+
+
+def resolver(mib: dict[str, dict[str, int]]) -> expect.Resolver:
+    """A summary column; options.KIND from the census totals merged into the row; mib.COUNTER
+    from the test's MIB deltas -- 0 for a counter that did not move (mptcp-mib.csv lists only
+    those that did)."""
+    def resolve(row: Any, name: str) -> Any:
+        if name.startswith("mib."):
+            return mib.get(str(row.get("test")), {}).get(name[4:], 0)
+        return expect.resolve_column(row, name)
+
+    return resolve
+
+
+def judge(rd: RunDir, summary: pd.DataFrame, texts: list[str], per_test: dict[str, dict[str, Any]]
+          ) -> list[expect.Verdict]:
+    """The expectations over the summary's rows (each with its census totals)."""
+    if not texts:
+        return []
+    rows = [{**r, **per_test.get(str(r.get("test")), {})} for r in summary.to_dict("records")]
+    return expect.evaluate(expect.parse_all(texts), rows, resolver(_mib(rd)))
+
+
+def analyze(rd: RunDir, texts: list[str]) -> Evidence:
+    """Census and verdicts, written to options.csv and expect.csv (replacing earlier ones)."""
+    try:
+        summary = rd.read_summary()
+    except RunDirError:  # no test finished: nothing to count, and every expectation fails
+        summary = pd.DataFrame(columns=["test"])
+    rows, per_test = take_census(rd, [str(t) for t in summary["test"]])
+    if rows:
+        rd.write_table(results.OPTIONS, rows)
+    verdicts = judge(rd, summary, texts, per_test)
+    if verdicts:
+        rd.write_table(results.EXPECT, [v.row() for v in verdicts])
+    return Evidence(rows, per_test, verdicts)

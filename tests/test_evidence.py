@@ -1,0 +1,108 @@
+"""Protocol evidence (issue 14): captures of every test, the MPTCP option census taken from them,
+and expectations judged on the results -- checked before the run (pure) and on real networks
+(root): dual-path captured, its census read, an expectation that holds (exit 0) and one that
+fails (exit 4, the observed value named); `mptcplab analyze` redoes it from the run directory."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from helpers import cli, write_spec
+from mptcplab.errors import SpecError
+from mptcplab.plan import make_plan
+from mptcplab.spec import parse_spec
+from test_events import dual, problems
+
+
+def test_captures_are_planned_on_the_hosts_traffic_runs_between():
+    spec = dual({})
+    spec.pop("events")
+    spec["capture"] = {}
+    c = make_plan(parse_spec(spec)).capture
+    assert c.targets == (("h1", "h1-eth0"), ("h1", "h1-eth1"), ("h2", "h2-eth0"), ("h2", "h2-eth1"))
+    assert (c.snaplen, c.max_mb) == (128, 50)
+    spec["capture"] = {"interfaces": ["h2-eth1"], "snaplen": 96, "max_mb": 5}
+    assert make_plan(parse_spec(spec)).capture.targets == (("h2", "h2-eth1"),)
+    spec["capture"] = {"interfaces": ["h2-eth9"]}
+    assert any("capture.interfaces[0]: 'h2-eth9' is not an interface of a host" in p for p in problems(spec))
+    spec["capture"] = {"max_mb": 0}
+    assert any("capture.max_mb" in p for p in problems(spec))
+    spec.pop("capture")
+    assert make_plan(parse_spec(spec)).capture is None
+
+
+def test_expectations_are_parsed_and_their_names_checked_before_the_run():
+    from mptcplab.runner import plan_points
+
+    spec = dual({})
+    spec.pop("events")
+    spec["expect"] = ["protocol=mptcp: subflows >= 2", "subflows >>= 2"]
+    assert any(p.startswith("expect[1]: col 11:") for p in problems(spec))
+    spec["expect"] = ["protocol=mptcp: subflow >= 2"]
+    with pytest.raises(SpecError, match=r"expect\[0\]: col 17: 'subflow' is not a column of the results "
+                                        r"\(did you mean subflows\?\)"):
+        plan_points(parse_spec(spec), "20261127-000000-abcd")
+    spec["expect"] = ["options.MP_JOIN_SYN >= 1"]           # the census needs captures
+    with pytest.raises(SpecError, match=r"options.MP_JOIN_SYN needs captures: add capture: \{\} or run with --capture"):
+        plan_points(parse_spec(spec), "20261127-000000-abcd")
+    spec["capture"] = {}
+    spec["expect"] = ["options.MP_JOIN_SYN >= 1", "mib.MPTcpExtMPJoinSynAckRx >= 1", "mean(goodput_mbps) > 1"]
+    plan_points(parse_spec(spec), "20261127-000000-abcd")   # known names: no problem
+    spec["expect"] = ["mib.Nonsense == 0"]
+    with pytest.raises(SpecError, match=r"expect\[0\]: col 1: mib.Nonsense is not an MPTCP MIB counter"):
+        plan_points(parse_spec(spec), "20261127-000000-abcd")
+
+
+@pytest.mark.root
+def test_dual_path_captured_its_census_and_expectations(tmp_path, no_leftovers):
+    """dual-path, one 3 s MPTCP and one TCP test, captured on every interface of h1 and h2. The
+    census: each MPTCP connection (iperf3's control and data) has one MP_CAPABLE handshake and
+    one MP_JOIN handshake (h2 announced its second address: ADD_ADDR seen), no fallback; the TCP
+    test carries no MPTCP option. An expectation that holds exits 0; one that fails exits 4 and
+    names the observed value; `mptcplab analyze` gives the same verdicts from the run directory."""
+    def mutate(spec):
+        spec["capture"] = {}
+        spec["outputs"]["formats"] = ["png"]
+        spec["expect"] = ["protocol=mptcp: options.MP_CAPABLE_SYN == 2", "protocol=mptcp: subflows >= 2",
+                          "protocol=tcp: options.DSS == 0", "mib.MPTcpExtMPFailTx == 0"]
+
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 3, "repetitions": 1}, mutate=mutate)),
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "PASS protocol=mptcp: subflows >= 2" in r.stderr
+    caps = pd.read_csv(out / "captures.csv")
+    assert sorted(caps.interface.unique()) == ["h1-eth0", "h1-eth1", "h2-eth0", "h2-eth1"]
+    assert (caps.dropped == 0).all() and not caps.wrapped.any() and caps.error.isna().all(), caps
+    assert (caps[caps.test.str.contains("mptcp")].packets > 100).all(), caps   # TCP leaves path 2 idle
+    assert len(list((out / "raw").glob("*.pcapng.gz"))) == 8
+    options = pd.read_csv(out / "options.csv")
+    mp = options[options.test.str.contains("mptcp")]
+    per_conn = mp.groupby("connection")[["MP_CAPABLE_SYN", "MP_CAPABLE_SYNACK", "MP_CAPABLE_ACK",
+                                         "MP_JOIN_SYN", "MP_JOIN_SYNACK", "MP_JOIN_ACK"]].sum()
+    assert len(per_conn) == 2 and (per_conn == 1).all().all(), per_conn
+    assert mp.ADD_ADDR.sum() >= 1 and not mp.fallback.any(), mp
+    tcp = options[options.test.str.contains("-tcp-")]
+    kinds = [c for c in options.columns if c.isupper()]
+    assert tcp.empty or (tcp[kinds].fillna(0).sum().sum() == 0), tcp
+    expect = pd.read_csv(out / "expect.csv")
+    assert expect.passed.all() and len(expect) == 4
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["expectations"]["passed"] == 4
+
+    # an expectation that does not hold: the run completes and exits 4, the observed value named;
+    # `mptcplab analyze` judges the saved results the same way
+    def failing(spec):
+        spec["outputs"]["formats"] = ["png"]
+        spec["traffic"]["protocols"] = ["mptcp"]
+        spec["expect"] = ["protocol=mptcp: subflows >= 3"]
+
+    out2 = tmp_path / "run2"
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 2, "repetitions": 1},
+                                             mutate=failing, name="failing.yaml")), "--out", str(out2))
+    assert r.returncode == 4, r.stderr[-3000:]
+    assert "FAIL protocol=mptcp: subflows >= 3 (1 of 1 test): 001-mptcp-r1 2" in r.stderr, r.stderr[-2000:]
+    assert json.loads((out2 / "metadata.json").read_text())["expectations"]["failed"] == 1
+    r = cli("mptcplab", "analyze", str(out2))
+    assert r.returncode == 4 and "001-mptcp-r1 2" in r.stderr, r.stderr
