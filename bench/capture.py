@@ -2,8 +2,9 @@
 """What capturing costs, measured in one run: dual-path, MPTCP and TCP tests of 10 s, run once
 without and once with `capture: {}` (dumpcap on the 4 host interfaces, 128-byte snap length).
 Reported: the goodput with capture over the goodput without (per protocol), and the CPU the
-capture added -- the whole run's CPU time (run-experiment and every process it waited for,
-dumpcap included) with capture minus without -- per captured Mbit/s (each data segment is
+capture added -- the whole run's CPU time (run-experiment and every process it waited for:
+dumpcap, the gzip of the ring files, and the census's tshark at the end) with capture minus
+without -- per captured Mbit/s (each data segment is
 captured on the sender's and on the receiver's interface, so the captured rate is twice the
 goodput, the ACKs aside).
 
@@ -77,7 +78,8 @@ def main() -> None:
     print(f"  CPU of the whole run: {cpu_plain:.1f} s plain, {cpu_capt:.1f} s captured (ratio {cpu_capt / cpu_plain:.2f})")
     print(f"  captured about {captured_mbit / seconds:.1f} Mbit/s for {seconds:g} s; extra CPU {extra:.2f} s = "
           f"{extra / captured_mbit * 1e3:.2f} ms of CPU per captured Mbit "
-          f"({100 * extra / seconds:.1f}% of a core while capturing); {gz_mb:.1f} MB of gzipped captures")
+          f"({100 * extra / seconds:.1f}% of a core while capturing; dumpcap, gzip and the census together); "
+          f"{gz_mb:.1f} MB of gzipped captures")
 
 
 if __name__ == "__main__":
