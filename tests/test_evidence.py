@@ -65,7 +65,10 @@ def test_dual_path_captured_its_census_and_expectations(tmp_path, no_leftovers):
         spec["capture"] = {}
         spec["outputs"]["formats"] = ["png"]
         spec["expect"] = ["protocol=mptcp: options.MP_CAPABLE_SYN == 2", "protocol=mptcp: subflows >= 2",
-                          "protocol=tcp: options.DSS == 0", "mib.MPTcpExtMPFailTx == 0"]
+                          "protocol=tcp: options.DSS == 0", "mib.MPTcpExtMPFailTx == 0",
+                          # the data connection's subflows ss reported are the ones on the wire
+                          "protocol=mptcp: options.wire_subflows == subflows",
+                          "protocol=mptcp: options.ss_not_on_wire == 0"]
 
     out = tmp_path / "run"
     r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 3, "repetitions": 1}, mutate=mutate)),
@@ -87,9 +90,9 @@ def test_dual_path_captured_its_census_and_expectations(tmp_path, no_leftovers):
     kinds = [c for c in options.columns if c.isupper()]
     assert tcp.empty or (tcp[kinds].fillna(0).sum().sum() == 0), tcp
     expect = pd.read_csv(out / "expect.csv")
-    assert expect.passed.all() and len(expect) == 4
+    assert expect.passed.all() and len(expect) == 6, expect
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["expectations"]["passed"] == 4
+    assert meta["expectations"]["passed"] == 6
 
     # an expectation that does not hold: the run completes and exits 4, the observed value named;
     # `mptcplab analyze` judges the saved results the same way
@@ -106,3 +109,13 @@ def test_dual_path_captured_its_census_and_expectations(tmp_path, no_leftovers):
     assert json.loads((out2 / "metadata.json").read_text())["expectations"]["failed"] == 1
     r = cli("mptcplab", "analyze", str(out2))
     assert r.returncode == 4 and "001-mptcp-r1 2" in r.stderr, r.stderr
+
+
+def test_a_bad_expectation_exits_2_naming_its_column(tmp_path):
+    def mutate(spec):
+        spec["expect"] = ["subflows >= 2", "protocol=mptcp: subflows => 2"]
+
+    r = cli("run-experiment", str(write_spec(tmp_path, mutate=mutate)), "--dry-run")
+    assert r.returncode == 2, r.stderr
+    assert "expect[1]: col 26: expected" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "results").exists()   # nothing created

@@ -20,7 +20,8 @@ from .results import RunDir
 
 #: Census counts a test's summary row gets as options_<KIND> (the expectations' options.KIND).
 OPTION_COLUMNS = tuple(f"options_{k}" for k in census.COUNTERS) + (
-    "options_fallback", "options_joins", "options_connections", "options_mptcp_connections")
+    "options_fallback", "options_joins", "options_connections", "options_mptcp_connections",
+    "options_wire_subflows", "options_ss_subflows", "options_ss_not_on_wire", "options_wire_not_in_ss")
 
 
 @dataclass
@@ -43,6 +44,7 @@ def take_census(rd: RunDir, tests: list[str]) -> tuple[list[dict[str, Any]], dic
         m = tshark.CAPTURE_NAME.match(path.name)
         if m and m["test"] in tests:
             files.setdefault(m["test"], {})[m["interface"]] = path
+    sub = rd.read_subflows()
     rows: list[dict[str, Any]] = []
     totals: dict[str, dict[str, Any]] = {}
     for test in tests:
@@ -54,8 +56,21 @@ def take_census(rd: RunDir, tests: list[str]) -> tuple[list[dict[str, Any]], dic
                                             "connections": 0, "mptcp_connections": 0}]
         totals[test] = {**{f"options_{k}": t[k] for k in census.COUNTERS},
                         "options_fallback": t["fallbacks"] > 0, "options_joins": t["joins"],
-                        "options_connections": t["connections"], "options_mptcp_connections": t["mptcp_connections"]}
+                        "options_connections": t["connections"], "options_mptcp_connections": t["mptcp_connections"],
+                        **_against_ss(test_rows, sub[sub["test"].astype(str) == test] if sub is not None else None)}
     return rows, totals
+
+
+def _against_ss(rows: list[dict[str, Any]], ss: pd.DataFrame | None) -> dict[str, Any]:
+    """The subflows on the wire against those ss reported for the test (subflows.csv, the data
+    connection: iperf3's control connection is left out): how many ss saw, how many of those the
+    wire did not show, how many the wire showed that ss did not."""
+    if ss is None or ss.empty:
+        return {}
+    check = census.compare_subflows(rows, list(zip(ss["local"].astype(str), ss["remote"].astype(str))),
+                                    set(ss["connection"].astype(str)))
+    return {"options_wire_subflows": len(check.seen) + len(check.unexpected), "options_ss_subflows": len(ss),
+            "options_ss_not_on_wire": len(check.missing), "options_wire_not_in_ss": len(check.unexpected)}
 
 
 def _mib(rd: RunDir) -> dict[str, dict[str, int]]:
