@@ -28,10 +28,16 @@ def show_plan(exp: Experiment, plan: Plan, console: Console) -> None:
     lt = Table(title="links")
     for c in ("link", "interfaces", "bw Mbit/s", "delay ms", "jitter ms", "loss %", "queue"):
         lt.add_column(c)
+    boxes = any(l.up.middlebox() or l.down.middlebox() for l in plan.links)
+    if boxes:
+        lt.add_column("middlebox (up / down)")
     for link in plan.links:
         b = link.base
-        lt.add_row(link.name, f"{link.intf1.name} - {link.intf2.name}", f"{b.bw:g}" if b.bw else "-",
-                   f"{b.delay:g}", f"{b.jitter:g}", f"{b.loss:g}", str(b.queue or "-"))
+        row = [link.name, f"{link.intf1.name} - {link.intf2.name}", f"{b.bw:g}" if b.bw else "-",
+               f"{b.delay:g}", f"{b.jitter:g}", f"{b.loss:g}", str(b.queue or "-")]
+        if boxes:
+            row.append(" / ".join(middlebox_text(d) for d in (link.up, link.down)))
+        lt.add_row(*row)
     console.print(lt)
     tr = exp.traffic
     if plan.multi_flow:
@@ -58,6 +64,18 @@ def show_events(plan: Plan, console: Console, most: int = 40) -> None:
     if len(plan.events) > most:
         t.add_row(f"... {len(plan.events) - most} more", "", "", "", "")
     console.print(t)
+
+
+def middlebox_text(d: Any) -> str:
+    """One direction's middlebox in a few words ('-' without one)."""
+    parts = []
+    if d.strip_mptcp != "none":
+        parts.append(f"strip MPTCP ({d.strip_mptcp})")
+    if d.drop_mptcp_syn:
+        parts.append("drop MPTCP SYNs")
+    if d.clamp_mss:
+        parts.append(f"MSS <= {d.clamp_mss}")
+    return ", ".join(parts) or "-"
 
 
 def show_flows(plan: Plan, console: Console) -> None:

@@ -72,18 +72,28 @@ class Direction:
     queue_bytes: int | None = None   # drop-tail limit, bytes (user-space emulator only)
     burst_loss: BurstLoss | None = None
     reorder: bool = False            # may jitter reorder frames?
+    # a middlebox on this direction (the user-space emulator rewrites the segments)
+    strip_mptcp: str = "none"        # none | all | syn | join | add-addr: MPTCP options made NOPs
+    drop_mptcp_syn: bool = False     # SYNs carrying an MPTCP option dropped
+    clamp_mss: int | None = None     # SYNs' MSS option lowered to this (bytes)
 
     # ------------------------------------------------------------------ what it needs
+
+    def middlebox(self) -> bool:
+        """Does a middlebox act on this direction?"""
+        return self.strip_mptcp != "none" or self.drop_mptcp_syn or bool(self.clamp_mss)
 
     def needs_netem(self) -> bool:
         """Delay, jitter or loss: htb alone cannot do it."""
         return bool(self.delay or self.jitter or self.loss or self.burst_loss)
 
     def shaped(self) -> bool:
-        return bool(self.bw or self.queue or self.queue_bytes or self.needs_netem())
+        return bool(self.bw or self.queue or self.queue_bytes or self.needs_netem() or self.middlebox())
 
     def netem_cannot(self) -> str | None:
         """Why netem cannot give this direction exactly, or None."""
+        if self.middlebox():
+            return "a middlebox (only the user-space emulator rewrites segments)"
         if self.queue_bytes:
             return "a queue limit in bytes"
         if self.jitter and not self.reorder:
@@ -146,7 +156,15 @@ def direction(params: Mapping[str, Any]) -> Direction:
         queue_bytes=int(params["queue_bytes"]) if params.get("queue_bytes") else None,
         burst_loss=_burst(params.get("burst_loss")),
         reorder=bool(params.get("reorder", False)),
+        **_middlebox(params.get("middlebox")),
     )
+
+
+def _middlebox(value: Any) -> dict[str, Any]:
+    """A spec's (or TCLink-style) ``middlebox`` mapping -> Direction's fields."""
+    m = dict(value or {})
+    return {"strip_mptcp": str(m.get("strip_mptcp") or "none"), "drop_mptcp_syn": bool(m.get("drop_mptcp_syn")),
+            "clamp_mss": int(m["clamp_mss"]) if m.get("clamp_mss") else None}
 
 
 def directions(params: Mapping[str, Any], up: Mapping[str, Any] | None = None,
@@ -260,4 +278,7 @@ def emulator_settings(d: Direction) -> dict[str, str]:
         "ge_r": f"{(b.r if b else 0.0) / 100:.9g}",
         "ge_h": f"{1 - (b.loss_bad if b else 100.0) / 100:.9g}",
         "ge_k": f"{1 - (b.loss_good if b else 0.0) / 100:.9g}",
+        "mb_strip": d.strip_mptcp.replace("-", "_"),
+        "mb_drop_syn": "1" if d.drop_mptcp_syn else "0",
+        "mb_mss": str(d.clamp_mss or 0),
     }

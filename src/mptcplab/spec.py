@@ -99,6 +99,18 @@ class BurstLoss(_Model):
     loss_good: LossPercent = Field(0.0, description="loss rate while in the good state")
 
 
+class Middlebox(_Model):
+    """A box in the path that rewrites TCP segments passing in this direction (the user-space
+    link emulator does it, on every kernel): what MPTCP meets in the wild."""
+
+    strip_mptcp: Literal["none", "all", "syn", "join", "add-addr"] = Field(
+        "none", description="MPTCP options overwritten with NOPs: in every segment (all), in SYNs only (syn), "
+        "MP_JOIN only (join), ADD_ADDR only (add-addr)")
+    drop_mptcp_syn: bool = Field(False, description="drop SYNs that carry an MPTCP option (a strict firewall)")
+    clamp_mss: Annotated[int, AfterValidator(_between(88, 65535, " bytes"))] | None = Field(
+        None, description="lower the MSS option of SYNs to this many bytes")
+
+
 class DirectionParams(_Model):
     """One direction of a link; anything left out comes from the link's own parameters."""
 
@@ -110,6 +122,7 @@ class DirectionParams(_Model):
     queue_bytes: Annotated[int, AfterValidator(_between(1500, 1_000_000_000, " bytes"))] | None = None
     burst_loss: BurstLoss | None = None
     reorder: bool | None = None
+    middlebox: Middlebox | None = None
 
 
 class LinkParams(_Model):
@@ -124,6 +137,7 @@ class LinkParams(_Model):
         None, description="drop-tail queue limit in bytes (user-space shaper)")
     burst_loss: BurstLoss | None = Field(None, description="Gilbert-Elliott burst loss instead of random loss")
     reorder: bool = Field(False, description="let jitter reorder frames (kept in order otherwise)")
+    middlebox: Middlebox | None = Field(None, description="a middlebox on both directions (up/down: one)")
 
 
 class Link(LinkParams):

@@ -1,0 +1,100 @@
+"""Middleboxes on a link's directions (issue 15, first slice): in the spec and the link model
+(pure), and on a real network (root) -- MPTCP options stripped from SYNs on the first path make
+the connection fall back to TCP and complete; MP_JOIN stripped on the second path leaves the first
+subflow carrying everything; the census of the captures says so."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from helpers import cli, write_spec
+from mptcplab.linkmodel import choose_backend, emulator_settings
+from mptcplab.plan import make_plan
+from mptcplab.spec import parse_spec
+from test_events import dual, problems
+
+
+def with_boxes(**boxes) -> dict:
+    """dual-path with middleboxes: link index -> the link's fields to add."""
+    spec = dual({})
+    spec.pop("events")
+    for i, fields in boxes.items():
+        spec["topology"]["links"][int(i[1:])].update(fields)
+    return spec
+
+
+def test_a_middlebox_is_planned_per_direction_and_needs_the_user_space_emulator():
+    spec = with_boxes(l0={"up": {"middlebox": {"strip_mptcp": "syn"}}},
+                      l1={"middlebox": {"strip_mptcp": "join", "clamp_mss": 1200}})
+    plan = make_plan(parse_spec(spec))
+    l0, l1, l2 = plan.links[:3]
+    assert (l0.up.strip_mptcp, l0.down.strip_mptcp) == ("syn", "none")   # only h1 -> s1
+    assert (l1.up.strip_mptcp, l1.down.strip_mptcp, l1.down.clamp_mss) == ("join", "join", 1200)
+    assert not (l2.up.middlebox() or l2.down.middlebox())
+    # netem cannot rewrite segments: auto picks the emulator even where netem exists; netem refuses
+    assert choose_backend("auto", l0.up, l0.down, netem=True) == "userspace"
+    assert choose_backend("auto", l2.up, l2.down, netem=True) == "netem"
+    with pytest.raises(Exception, match="cannot emulate a middlebox"):
+        choose_backend("netem", l0.up, l0.down, netem=True)
+    s = emulator_settings(l1.up)
+    assert (s["mb_strip"], s["mb_drop_syn"], s["mb_mss"]) == ("join", "0", "1200")
+    assert emulator_settings(l0.up)["mb_strip"] == "syn" and emulator_settings(l2.up)["mb_strip"] == "none"
+    assert emulator_settings(make_plan(parse_spec(with_boxes(l0={"middlebox": {"strip_mptcp": "add-addr"}})))
+                             .links[0].up)["mb_strip"] == "add_addr"
+
+
+def test_bad_middleboxes_are_refused_naming_the_field():
+    assert any("topology.links[0].middlebox.strip_mptcp: 'sometimes' is not allowed" in p
+               for p in problems(with_boxes(l0={"middlebox": {"strip_mptcp": "sometimes"}})))
+    assert any("topology.links[1].down.middlebox.clamp_mss" in p
+               for p in problems(with_boxes(l1={"down": {"middlebox": {"clamp_mss": 20}}})))
+    assert any("topology.links[0].middlebox.firewall" in p
+               for p in problems(with_boxes(l0={"middlebox": {"firewall": True}})))
+
+
+def _run(tmp_path, name, boxes, protocols=("mptcp",)):
+    def mutate(spec):
+        for i, fields in boxes.items():
+            spec["topology"]["links"][i].update(fields)
+        spec["traffic"]["protocols"] = list(protocols)
+        spec["capture"] = {}
+        spec["outputs"]["formats"] = ["png"]
+
+    out = tmp_path / name
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 3, "repetitions": 1}, mutate=mutate,
+                                             inline_topology=True, name=f"{name}.yaml")), "--out", str(out))
+    return r, out
+
+
+@pytest.mark.root
+def test_mptcp_options_stripped_from_syns_the_connection_falls_back_and_completes(tmp_path, no_leftovers):
+    """h1 -> s1 strips MPTCP options from SYNs: the server never sees MP_CAPABLE, answers as TCP,
+    and the client falls back -- the transfer completes at the first path's rate with one
+    subflow; the census sees no MP_JOIN and no DSS, and the emulator counted what it stripped."""
+    r, out = _run(tmp_path, "syn", {0: {"up": {"middlebox": {"strip_mptcp": "syn"}}}})
+    summary = pd.read_csv(out / "summary.csv")
+    (row,) = summary.to_dict("records")
+    assert row["goodput_mbps"] > 0.8 * 5 * 1448 / 1514, row          # completed, over path 1 only
+    assert row["subflows"] == 1, row
+    options = pd.read_csv(out / "options.csv")
+    assert options.MP_JOIN_SYN.sum() == 0 and options.DSS.sum() == 0, options
+    assert options.MP_CAPABLE_SYNACK.sum() == 0, options   # the server answered without MP_CAPABLE
+    # the client's SYNs left with MP_CAPABLE (h1-eth0's copy) and arrived without it: stripped
+    assert options.MP_CAPABLE_SYN.sum() >= 1, options
+    (point,) = json.loads((out / "metadata.json").read_text())["link_stats"].values()
+    assert point["h1-s1"]["a2b"]["mb_stripped_options"] >= 2, point["h1-s1"]   # both connections' SYNs
+    assert r.returncode == 1 and "subflows" in r.stderr   # flagged: 1 subflow where 2 were expected
+
+
+@pytest.mark.root
+def test_mp_join_stripped_on_the_second_path_the_first_subflow_carries_everything(tmp_path, no_leftovers):
+    """h1 <-> s2 strips MP_JOIN both ways: the join's SYN arrives without MP_JOIN -- h2 answers it
+    as a new TCP connection to port 5201 or resets it -- so the second subflow never forms and
+    MPTCP runs on the first path alone; the connection completes."""
+    r, out = _run(tmp_path, "join", {1: {"middlebox": {"strip_mptcp": "join"}}})
+    (row,) = pd.read_csv(out / "summary.csv").to_dict("records")
+    assert row["goodput_mbps"] > 0.8 * 5 * 1448 / 1514 and row["subflows"] == 1, row
+    options = pd.read_csv(out / "options.csv")
+    assert options.MP_CAPABLE_SYNACK.sum() == 2 and options.MP_JOIN_SYNACK.sum() == 0, options
+    assert not options.fallback.any(), options   # MPTCP, on one subflow: not a fallback
