@@ -5,9 +5,9 @@
  * "a" and "b", whose peers are the link's two interfaces (for example h1-eth0 and s1-eth1). Every
  * frame that arrives on one end leaves on the other after the model of that direction:
  *
- *   loss (random, or Gilbert-Elliott bursts) -> drop-tail queue (packets and/or bytes) ->
- *   serialization at `rate` (the whole Ethernet frame counts, as with htb) -> delay + jitter
- *   (order kept unless reordering is asked for) -> out.
+ *   [middlebox] -> loss (random, or Gilbert-Elliott bursts) -> drop-tail queue (packets and/or
+ *   bytes) -> serialization at `rate` (the whole Ethernet frame counts, as with htb) -> delay +
+ *   jitter (order kept unless reordering is asked for) -> out.
  *
  * The queue is what waits for the serialiser, i.e. the bottleneck buffer; frames on the "wire"
  * (the delay line) are not counted against it.
@@ -15,10 +15,33 @@
  * Protocol on stdin/stdout (one line each), used by mptcplab's EmuLink:
  *   after start:            prints "ready <pid>"; then waits for "go" (interfaces a and b exist)
  *   "set a2b|b2a|both k=v..": rate (bit/s), delay_us, jitter_us, loss (0..1), limit_pkts,
- *                             limit_bytes, reorder (0/1), ge_p ge_r ge_h ge_k (0..1, 0 = off)
+ *                             limit_bytes, reorder (0/1), ge_p ge_r ge_h ge_k (0..1, 0 = off),
+ *                             and the middlebox's mb_strip, mb_drop_syn, mb_mss (below)
  *   "down" / "up":           drop everything (and flush queues) / forward again
  *   "stats":                 prints one JSON line of counters
  *   "quit" or EOF:           exits (its namespace, and with it the link, goes away)
+ *
+ * The middlebox (all off by default; while off, frames pass it untouched): what firewalls and NATs
+ * in the wild do to MPTCP, applied to the frames of one direction before its link model. Only
+ * TCP in IPv4 or IPv6 (behind at most two VLAN tags) is looked at, and only its options:
+ *   mb_strip=none|all|syn|join|add_addr, or several joined by commas (a union): remove MPTCP
+ *       options (kind 30) -- all of them, all in segments with SYN set (SYN and SYN/ACK), MP_JOIN
+ *       (subtype 1) or ADD_ADDR (subtype 3) in any segment. Removal overwrites the option's bytes
+ *       with NOPs, as many middleboxes do: header length, data offset and IP length stay the same.
+ *   mb_drop_syn=0|1: drop segments with SYN set that carry an MPTCP option (a firewall that drops
+ *       what it does not know). Decided on the segment as it arrived, before mb_strip.
+ *   mb_mss=N: lower the MSS option of segments with SYN set to at most N bytes (0 = off).
+ * The TCP checksum is updated incrementally (RFC 1624) over the changed options only, so a segment
+ * that arrived with a bad checksum leaves with one (checksum offloads are off on these veths, so
+ * the checksum in the frame is the real one). Not inspected, passed untouched and counted as
+ * mb_skipped: IPv4 with IP options, IP fragments, a frame shorter than its IP length, TCP behind
+ * IPv6 extension headers, a TCP header longer than the segment, a malformed option list (a length
+ * of 0 or 1, or one running past the header). Frames that arrive while the link is down are dropped
+ * before the middlebox sees them.
+ *
+ * Test mode, "linkemu --filter": the middlebox alone -- no namespace, no sockets, no clock. Lines on
+ * stdin: the commands above (set, stats, quit), and "frame a2b|b2a <hex>", answered with
+ * "frame <hex>" (the frame as it leaves the middlebox) or "drop". No loss, queue or delay.
  *
  * Build: cc -O2 -o linkemu linkemu.c -lm   (Linux >= 4.20 for PACKET_IGNORE_OUTGOING)
  */
@@ -72,6 +95,10 @@ struct dir {
 	uint32_t limit_pkts;  /* 0 = no limit */
 	uint64_t limit_bytes; /* 0 = no limit */
 	int reorder;
+	/* middlebox, before the model */
+	unsigned mb_strip;    /* MB_* bits; 0 = none */
+	int mb_drop_syn;
+	uint32_t mb_mss;      /* 0 = off */
 	/* state */
 	uint64_t next_free, last_dep, seq;
 	struct pkt **heap; size_t heap_n, heap_cap;
@@ -79,6 +106,7 @@ struct dir {
 	/* counters */
 	uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes, drop_loss, drop_queue, drop_down, tx_err;
 	uint64_t max_backlog_pkts, max_backlog_bytes;
+	uint64_t mb_stripped_frames, mb_stripped_options, mb_dropped_syn, mb_mss_clamped, mb_skipped;
 };
 
 static struct dir dirs[2];
@@ -185,6 +213,174 @@ static void backlog_add(struct dir *d, uint64_t tx_end, uint32_t len)
 		d->max_backlog_bytes = d->bl_bytes;
 }
 
+/* ---------------------------------------------------------------- the middlebox */
+
+#define MB_ALL      1u /* every MPTCP option */
+#define MB_SYN      2u /* every MPTCP option of segments with SYN set */
+#define MB_JOIN     4u /* MP_JOIN */
+#define MB_ADD_ADDR 8u /* ADD_ADDR */
+static const char *const mb_names[] = {"all", "syn", "join", "add_addr"}; /* bit i = 1 << i */
+
+#define OPT_EOL   0
+#define OPT_NOP   1
+#define OPT_MSS   2
+#define OPT_MPTCP 30
+#define MPTCP_MP_JOIN  1
+#define MPTCP_ADD_ADDR 3
+
+/* "join,add_addr" -> MB_JOIN | MB_ADD_ADDR; -1 for an unknown name. */
+static int mb_parse(const char *v)
+{
+	unsigned mode = 0;
+	while (*v) {
+		size_t n = strcspn(v, ","), i = 0;
+		if (n != 4 || strncmp(v, "none", 4)) { /* "none" adds nothing */
+			while (i < 4 && (strlen(mb_names[i]) != n || strncmp(v, mb_names[i], n)))
+				i++;
+			if (i == 4)
+				return -1;
+			mode |= 1u << i;
+		}
+		v += n + (v[n] == ',');
+	}
+	return (int)mode;
+}
+
+static void mb_name(unsigned mode, char *out, size_t size)
+{
+	snprintf(out, size, "%s", mode ? "" : "none");
+	for (int i = 0; i < 4; i++)
+		if (mode & (1u << i)) {
+			size_t n = strlen(out);
+			snprintf(out + n, size - n, "%s%s", n ? "," : "", mb_names[i]);
+		}
+}
+
+/* One's complement sum of n bytes (n even), not folded. */
+static uint32_t csum_add(uint32_t sum, const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i + 1 < n; i += 2)
+		sum += (uint32_t)p[i] << 8 | p[i + 1];
+	return sum;
+}
+
+static uint16_t csum_fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+/* Direction d's middlebox on one frame, changed in place (never its length). Returns 1 to drop it. */
+static int middlebox(struct dir *d, unsigned char *f, uint32_t len)
+{
+	if (!d->mb_strip && !d->mb_drop_syn && !d->mb_mss)
+		return 0;
+	uint32_t off = 14, seglen;
+	if (len < off)
+		return 0;
+	unsigned type = f[12] << 8 | f[13];
+	for (int tags = 0; tags < 2 && (type == 0x8100 || type == 0x88a8); tags++) {
+		if (len < off + 4)
+			return 0;
+		type = f[off + 2] << 8 | f[off + 3];
+		off += 4;
+	}
+	unsigned char *ip = f + off, *th;
+	uint32_t avail = len - off;
+	if (type == 0x0800) {
+		if (avail < 20 || ip[0] >> 4 != 4 || ip[9] != 6)
+			return 0;
+		uint32_t tot = ip[2] << 8 | ip[3];
+		/* IP options, a fragment (MF or an offset), shorter than its IP length: not inspected */
+		if ((ip[0] & 15) != 5 || (ip[6] & 0x3f) || ip[7] || tot > avail || tot < 40)
+			goto skip;
+		th = ip + 20;
+		seglen = tot - 20;
+	} else if (type == 0x86dd) {
+		if (avail < 40 || ip[0] >> 4 != 6)
+			return 0;
+		unsigned nh = ip[6];
+		uint32_t plen = ip[4] << 8 | ip[5], at = 40;
+		/* Extension headers are walked only to learn whether TCP is behind them. */
+		while (nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60) {
+			if (avail < at + 8)
+				goto skip;
+			uint32_t n = nh == 44 ? 8 : nh == 51 ? (ip[at + 1] + 2u) * 4 : (ip[at + 1] + 1u) * 8;
+			nh = ip[at];
+			at += n;
+		}
+		if (nh != 6)
+			return 0;
+		if (at != 40 || plen < 20 || 40 + plen > avail)
+			goto skip;
+		th = ip + 40;
+		seglen = plen;
+	} else {
+		return 0;
+	}
+	uint32_t hl = (th[12] >> 4) * 4u;
+	if (hl < 20 || hl > seglen)
+		goto skip;
+	int syn = th[13] & 0x02;
+	/* Parse the whole option list first: a malformed one is left alone. */
+	uint8_t mptcp[20], mss = 0;
+	int n_mptcp = 0;
+	for (uint32_t i = 20; i < hl;) {
+		if (th[i] == OPT_EOL)
+			break;
+		if (th[i] == OPT_NOP) {
+			i++;
+			continue;
+		}
+		if (i + 1 >= hl || th[i + 1] < 2 || i + th[i + 1] > hl)
+			goto skip;
+		if (th[i] == OPT_MPTCP)
+			mptcp[n_mptcp++] = (uint8_t)i;
+		else if (th[i] == OPT_MSS && th[i + 1] == 4 && !mss)
+			mss = (uint8_t)i;
+		i += th[i + 1];
+	}
+	if (d->mb_drop_syn && syn && n_mptcp) {
+		d->mb_dropped_syn++;
+		return 1;
+	}
+	uint16_t before = csum_fold(csum_add(0, th + 20, hl - 20));
+	unsigned stripped = 0, clamped = 0;
+	for (int k = 0; k < n_mptcp; k++) {
+		unsigned char *o = th + mptcp[k];
+		int sub = o[1] > 2 ? o[2] >> 4 : -1;
+		if ((d->mb_strip & MB_ALL) || ((d->mb_strip & MB_SYN) && syn) ||
+		    ((d->mb_strip & MB_JOIN) && sub == MPTCP_MP_JOIN) ||
+		    ((d->mb_strip & MB_ADD_ADDR) && sub == MPTCP_ADD_ADDR)) {
+			memset(o, OPT_NOP, o[1]);
+			stripped++;
+		}
+	}
+	if (d->mb_mss && syn && mss && (uint32_t)(th[mss + 2] << 8 | th[mss + 3]) > d->mb_mss) {
+		th[mss + 2] = d->mb_mss >> 8;
+		th[mss + 3] = d->mb_mss & 0xff;
+		clamped = 1;
+	}
+	if (!stripped && !clamped)
+		return 0;
+	/* RFC 1624: HC' = ~(~HC + ~m + m'), m and m' the sums of the options before and after. */
+	uint16_t after = csum_fold(csum_add(0, th + 20, hl - 20));
+	uint16_t ck = th[16] << 8 | th[17];
+	ck = (uint16_t)~csum_fold((uint32_t)(uint16_t)~ck + (uint16_t)~before + after);
+	th[16] = ck >> 8;
+	th[17] = ck & 0xff;
+	if (stripped) {
+		d->mb_stripped_frames++;
+		d->mb_stripped_options += stripped;
+	}
+	d->mb_mss_clamped += clamped;
+	return 0;
+skip:
+	d->mb_skipped++;
+	return 0;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 static int lost(struct dir *d)
@@ -203,7 +399,7 @@ static int lost(struct dir *d)
 	return d->loss > 0 && urand() < d->loss;
 }
 
-static void arrive(struct dir *d, const unsigned char *frame, uint32_t len, uint64_t now)
+static void arrive(struct dir *d, unsigned char *frame, uint32_t len, uint64_t now)
 {
 	d->rx_pkts++;
 	d->rx_bytes += len;
@@ -211,6 +407,8 @@ static void arrive(struct dir *d, const unsigned char *frame, uint32_t len, uint
 		d->drop_down++;
 		return;
 	}
+	if (middlebox(d, frame, len))
+		return;
 	if (lost(d)) {
 		d->drop_loss++;
 		return;
@@ -296,9 +494,23 @@ static int open_if(const char *ifname)
 
 /* ---------------------------------------------------------------- control */
 
+/* 0, -1 for an unknown parameter, -2 for a value it cannot take. */
 static int set_param(struct dir *d, const char *k, const char *v)
 {
 	double x = strtod(v, NULL);
+	if (!strcmp(k, "mb_strip")) {
+		int mode = mb_parse(v);
+		if (mode < 0)
+			return -2;
+		d->mb_strip = (unsigned)mode;
+		return 0;
+	}
+	if (!strcmp(k, "mb_mss")) {
+		if (!(x >= 0 && x <= 65535))
+			return -2;
+		d->mb_mss = (uint32_t)x;
+		return 0;
+	}
 	if (!strcmp(k, "rate")) d->rate = x;
 	else if (!strcmp(k, "delay_us")) d->delay_ns = (int64_t)(x * 1000);
 	else if (!strcmp(k, "jitter_us")) d->jitter_ns = (int64_t)(x * 1000);
@@ -310,6 +522,7 @@ static int set_param(struct dir *d, const char *k, const char *v)
 	else if (!strcmp(k, "ge_r")) d->ge_r = x;
 	else if (!strcmp(k, "ge_h")) d->ge_h = x;
 	else if (!strcmp(k, "ge_k")) d->ge_k = x;
+	else if (!strcmp(k, "mb_drop_syn")) d->mb_drop_syn = x != 0;
 	else return -1;
 	return 0;
 }
@@ -323,10 +536,16 @@ static void print_stats(void)
 		       ",\"tx_bytes\":%" PRIu64 ",\"drop_loss\":%" PRIu64 ",\"drop_queue\":%" PRIu64
 		       ",\"drop_down\":%" PRIu64 ",\"tx_err\":%" PRIu64 ",\"queued\":%zu,\"max_backlog_pkts\":%" PRIu64
 		       ",\"max_backlog_bytes\":%" PRIu64
-		       ",\"rate\":%.0f,\"delay_us\":%.3f,\"jitter_us\":%.3f,\"loss\":%g,\"limit_pkts\":%u,\"limit_bytes\":%" PRIu64 "}",
+		       ",\"rate\":%.0f,\"delay_us\":%.3f,\"jitter_us\":%.3f,\"loss\":%g,\"limit_pkts\":%u,\"limit_bytes\":%" PRIu64,
 		       i ? "," : "", d->name, d->rx_pkts, d->rx_bytes, d->tx_pkts, d->tx_bytes, d->drop_loss,
 		       d->drop_queue, d->drop_down, d->tx_err, d->heap_n, d->max_backlog_pkts, d->max_backlog_bytes, d->rate,
 		       d->delay_ns / 1000.0, d->jitter_ns / 1000.0, d->loss, d->limit_pkts, d->limit_bytes);
+		char mode[64];
+		mb_name(d->mb_strip, mode, sizeof(mode));
+		printf(",\"mb_stripped_frames\":%" PRIu64 ",\"mb_stripped_options\":%" PRIu64 ",\"mb_dropped_syn\":%" PRIu64
+		       ",\"mb_mss_clamped\":%" PRIu64 ",\"mb_skipped\":%" PRIu64 ",\"mb_strip\":\"%s\",\"mb_drop_syn\":%d,\"mb_mss\":%u}",
+		       d->mb_stripped_frames, d->mb_stripped_options, d->mb_dropped_syn, d->mb_mss_clamped, d->mb_skipped, mode,
+		       d->mb_drop_syn, d->mb_mss);
 	}
 	printf(",\"down\":%d}\n", link_down);
 	fflush(stdout);
@@ -354,8 +573,11 @@ static int command(char *line)
 			char *eq = strchr(kv, '=');
 			if (!eq) { printf("error: %s is not k=v\n", kv); fflush(stdout); return 0; }
 			*eq = 0;
-			for (int i = lo; i <= hi; i++)
-				if (set_param(&dirs[i], kv, eq + 1) < 0) { printf("error: unknown parameter %s\n", kv); fflush(stdout); return 0; }
+			for (int i = lo; i <= hi; i++) {
+				int r = set_param(&dirs[i], kv, eq + 1);
+				if (r == -1) { printf("error: unknown parameter %s\n", kv); fflush(stdout); return 0; }
+				if (r == -2) { printf("error: bad value %s=%s\n", kv, eq + 1); fflush(stdout); return 0; }
+			}
 		}
 		printf("ok\n");
 		fflush(stdout);
@@ -363,6 +585,54 @@ static int command(char *line)
 	}
 	printf("error: unknown command %s\n", tok);
 	fflush(stdout);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- test mode (--filter) */
+
+static int unhex(const char *hex, unsigned char *out, size_t n)
+{
+	for (size_t i = 0; i < 2 * n; i++) {
+		char c = hex[i];
+		int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		if (v < 0)
+			return -1;
+		out[i / 2] = (unsigned char)(i % 2 ? out[i / 2] | v : v << 4);
+	}
+	return 0;
+}
+
+/* The middlebox alone, on frames given as hex on stdin: see the header comment. */
+static int filter_main(void)
+{
+	static unsigned char frame[FRAME_MAX];
+	char *line = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, stdin) > 0) {
+		if (strncmp(line, "frame ", 6)) {
+			if (command(line))
+				break;
+			continue;
+		}
+		char *save, *which, *hex;
+		strtok_r(line, " \t\r\n", &save);
+		which = strtok_r(NULL, " \t\r\n", &save);
+		hex = strtok_r(NULL, " \t\r\n", &save);
+		struct dir *d = !which ? NULL : !strcmp(which, "a2b") ? &dirs[0] : !strcmp(which, "b2a") ? &dirs[1] : NULL;
+		size_t n = hex ? strlen(hex) : 0;
+		if (!d || !n || n % 2 || n / 2 > FRAME_MAX || unhex(hex, frame, n / 2) < 0) {
+			printf("error: frame a2b|b2a <hex>\n");
+		} else if (middlebox(d, frame, (uint32_t)(n / 2))) {
+			printf("drop\n");
+		} else {
+			printf("frame ");
+			for (size_t i = 0; i < n / 2; i++)
+				printf("%02x", frame[i]);
+			printf("\n");
+		}
+		fflush(stdout);
+	}
+	free(line);
 	return 0;
 }
 
@@ -374,6 +644,10 @@ static void write_file(const char *path, const char *text)
 
 int main(int argc, char **argv)
 {
+	dirs[0].name = "a2b";
+	dirs[1].name = "b2a";
+	if (argc == 2 && !strcmp(argv[1], "--filter"))
+		return filter_main();
 	/* Our own network namespace: the link's middle lives and dies with this process. */
 	if (argc > 1 && !strcmp(argv[1], "--no-netns")) {
 		argc--; argv++;
@@ -384,8 +658,6 @@ int main(int argc, char **argv)
 	write_file("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
 	write_file("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
 	const char *ifa = "a", *ifb = "b";
-	dirs[0].name = "a2b";
-	dirs[1].name = "b2a";
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--seed") && i + 1 < argc) rng_state = strtoull(argv[++i], NULL, 0) | 1;
 		else if (!strcmp(argv[i], "--ifa") && i + 1 < argc) ifa = argv[++i];
