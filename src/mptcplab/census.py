@@ -66,7 +66,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .mptcp_options import MPTCP_KIND, parse_options, token_of_key
+from .mptcp_options import MPTCP_KIND, Handshake, parse_options, token_of_key
 
 #: tshark fields a census needs, one dict key each (``tshark -T fields -e ...``).
 FIELDS = (
@@ -143,7 +143,7 @@ class MptcpOpt:
 
 
 @dataclass(frozen=True)
-class Segment:
+class Segment(Handshake):
     """One captured TCP segment, as one capture file saw it."""
 
     capture: str
@@ -164,14 +164,6 @@ class Segment:
     def key(self) -> tuple[Any, ...]:
         """What one transmission shares across the captures that saw it (module docstring)."""
         return (self.src, self.dst, self.seq, self.ack, self.flags, self.length, self.ip_id, self.options)
-
-    @property
-    def syn(self) -> bool:
-        return bool(self.flags & SYN) and not self.flags & ACK
-
-    @property
-    def synack(self) -> bool:
-        return bool(self.flags & SYN) and bool(self.flags & ACK)
 
     def has(self, subtype: int) -> bool:
         return any(o.subtype == subtype for o in self.mptcp)

@@ -21,12 +21,10 @@ MP_CAPABLE, MP_JOIN = 0, 1
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 
-@dataclass(frozen=True)
-class TcpSegment:
-    sport: int
-    dport: int
+class Handshake:
+    """``syn`` / ``synack`` of anything with TCP ``flags`` (a parsed segment, a captured one)."""
+
     flags: int
-    options: tuple[tuple[int, bytes], ...]
 
     @property
     def syn(self) -> bool:
@@ -35,6 +33,14 @@ class TcpSegment:
     @property
     def synack(self) -> bool:
         return bool(self.flags & SYN) and bool(self.flags & ACK)
+
+
+@dataclass(frozen=True)
+class TcpSegment(Handshake):
+    sport: int
+    dport: int
+    flags: int
+    options: tuple[tuple[int, bytes], ...]
 
 
 @dataclass(frozen=True)
