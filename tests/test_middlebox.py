@@ -1,4 +1,4 @@
-"""The link emulator's middlebox (linkemu.c: mb_strip, mb_drop_syn, mb_mss), through its test mode
+"""The link emulator's middlebox (linkemu.c: mb_strip, mb_drop_syn, mb_mss, mb_rewrite, mb_split), through its test mode
 ``linkemu --filter``: no sockets, no namespace, no root. Frames are crafted with scapy; the expected
 frame of every transform is built independently with scapy too (the MPTCP options replaced by as
 many NOPs, the MSS lowered, the checksum computed by scapy) and compared byte for byte."""
@@ -47,13 +47,13 @@ MPTCP_SYNS = {"syn_mp_capable", "synack_mp_capable", "syn_mp_join"}
 
 
 def segment(flags: str, options: list, payload: bytes = b"", v6: bool = False, ip_kw: dict | None = None,
-            l2: list | None = None) -> bytes:
+            l2: list | None = None, seq: int = 1000) -> bytes:
     net = (IPv6(src="fd00::1", dst="fd00::2") if v6 else
            IP(src="10.0.0.1", dst="10.0.1.1", **(ip_kw or {})))
     pkt = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     for layer in l2 or []:
         pkt = pkt / layer
-    pkt = pkt / net / TCP(sport=40000, dport=5201, seq=1000, ack=2000 if "A" in flags else 0, flags=flags,
+    pkt = pkt / net / TCP(sport=40000, dport=5201, seq=seq, ack=2000 if "A" in flags else 0, flags=flags,
                           options=options)
     return raw(pkt / Raw(payload) if payload else pkt)
 
@@ -139,7 +139,7 @@ def run(emu: Path, lines: list[str]) -> list[str]:
 
 
 def through(emu: Path, settings: str, frames: list[bytes], direction: str = "a2b"):
-    """([frame out, or None for a drop], the stats of the direction)."""
+    """([frame out, None for a drop, or (first, second) for a split], the stats of the direction)."""
     lines = ([f"set {direction} {settings}"] if settings else []) + [f"frame {direction} {f.hex()}" for f in frames]
     out = run(emu, lines + ["stats"])
     if settings:
@@ -148,6 +148,10 @@ def through(emu: Path, settings: str, frames: list[bytes], direction: str = "a2b
     for answer in out[:-1]:
         if answer == "drop":
             results.append(None)
+        elif answer.startswith("frames 2 "):
+            words = answer.split()
+            assert len(words) == 4, answer
+            results.append((bytes.fromhex(words[2]), bytes.fromhex(words[3])))
         else:
             assert answer.startswith("frame "), answer
             results.append(bytes.fromhex(answer.split()[1]))
@@ -156,10 +160,12 @@ def through(emu: Path, settings: str, frames: list[bytes], direction: str = "a2b
 
 def mb_counters(stats: dict) -> dict:
     return {k: v for k, v in stats.items() if k in (
-        "mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_mss_clamped", "mb_skipped")}
+        "mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_mss_clamped", "mb_skipped",
+        "mb_rewritten", "mb_split_frames")}
 
 
-ZERO = {"mb_stripped_frames": 0, "mb_stripped_options": 0, "mb_dropped_syn": 0, "mb_mss_clamped": 0, "mb_skipped": 0}
+ZERO = {"mb_stripped_frames": 0, "mb_stripped_options": 0, "mb_dropped_syn": 0, "mb_mss_clamped": 0, "mb_skipped": 0,
+        "mb_rewritten": 0, "mb_split_frames": 0}
 
 
 def test_builds_without_warnings(build):
@@ -303,6 +309,205 @@ def test_mss_clamp_and_strip_together(emu):
     assert mb_counters(stats) == dict(ZERO, mb_stripped_frames=1, mb_stripped_options=1, mb_mss_clamped=1)
 
 
+# --------------------------------------------------------------------------- mb_rewrite
+
+
+def flipped(payload: bytes) -> bytes:
+    """The payload as mb_rewrite leaves it: the middle byte (offset len // 2) XORed with 0xff."""
+    at = len(payload) // 2
+    return payload[:at] + bytes([payload[at] ^ 0xFF]) + payload[at + 1:]
+
+
+# (flags, options, payload): data segments of even and odd lengths (the byte in either half of its
+# 16-bit word), one of 1 byte, FIN with data; and segments that are not data, never counted.
+REWRITE_STREAM = [
+    ("S", SYN_OPTS + [MP_CAPABLE], b""),
+    ("SA", SYN_OPTS + [MP_CAPABLE], b"syn with data (TFO) is not data"),
+    ("PA", TS + [DSS], PAYLOAD),                 # data 1
+    ("A", TS + [DSS], b""),
+    ("PA", TS + [DSS], b"x" * 1000),            # data 2
+    ("A", TS, b"\x01"),                          # data 3
+    ("RA", [], b"a reset's text is not data"),
+    ("PA", TS + [DSS], bytes(range(256)) * 3),  # data 4
+    ("F", TS, b""),
+    ("FPA", TS + [DSS], b"last words, odd"),     # data 5
+    ("PA", [], b"0123456789"),                   # data 6
+    ("A", TS + [DSS], b"abc"),                   # data 7
+    ("PA", TS, b"ab"),                           # data 8
+]
+
+
+def is_data(flags: str, payload: bytes) -> bool:
+    return bool(payload) and "S" not in flags and "R" not in flags
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("every,after", [(1, 0), (3, 0), (2, 3), (1, 6), (5, 100)])
+def test_rewrite_every_nth_data_segment_after_k(emu, every, after, v6):
+    frames = [segment(*s, v6=v6) for s in REWRITE_STREAM]
+    out, stats = through(emu, f"mb_rewrite={every} mb_rewrite_after={after}", frames)
+    data = rewritten = 0
+    for (flags, options, payload), before, got in zip(REWRITE_STREAM, frames, out):
+        if is_data(flags, payload):
+            data += 1
+        hit = is_data(flags, payload) and data > after and (data - after) % every == 0
+        rewritten += hit
+        if not hit:
+            assert got == before, (flags, payload)
+            continue
+        # the whole frame as scapy builds it with the byte flipped: headers as they were, checksum right
+        assert got == segment(flags, options, flipped(payload), v6=v6), (flags, payload)
+        assert checksum_ok(got)
+        # exactly one payload byte changed, besides the checksum
+        tcp_at = len(before) - len(Ether(before)[TCP])
+        at = len(before) - len(payload) + len(payload) // 2
+        diff = {i for i, (x, y) in enumerate(zip(before, got)) if x != y}
+        assert at in diff and diff <= {at, tcp_at + 16, tcp_at + 17}, (diff, at, tcp_at)
+    assert data == 8
+    assert mb_counters(stats) == dict(ZERO, mb_rewritten=rewritten)
+    assert (stats["mb_rewrite"], stats["mb_rewrite_after"]) == (every, after)
+    assert rewritten == {(1, 0): 8, (3, 0): 2, (2, 3): 2, (1, 6): 2, (5, 100): 0}[(every, after)]
+
+
+def test_rewrite_updates_the_checksum_incrementally_and_counts_across_settings(emu):
+    """A corrupt segment leaves corrupt by the same amount; setting mb_rewrite again (as a link
+    event does) does not restart the count."""
+    good = segment("PA", TS + [DSS], PAYLOAD)
+    p = Ether(good)
+    p[TCP].chksum = (p[TCP].chksum + 0x0101) & 0xFFFF
+    bad = raw(p)
+    out = run(emu, ["set a2b mb_rewrite=2", f"frame a2b {good.hex()}", "set a2b mb_rewrite=2",
+                    f"frame a2b {bad.hex()}", "stats"])
+    assert out[:3] == ["ok", f"frame {good.hex()}", "ok"]
+    after = bytes.fromhex(out[3].split()[1])
+    given_in, right_in = tcp_checksum(bad)
+    given_out, right_out = tcp_checksum(after)
+    assert after.endswith(flipped(PAYLOAD)) and given_out != right_out
+    assert (right_out - given_out) % 0xFFFF == (right_in - given_in) % 0xFFFF
+    assert json.loads(out[4])["a2b"]["mb_rewritten"] == 1
+
+
+def test_rewrite_with_strip_and_vlan(emu):
+    before = segment("PA", TS + [DSS], PAYLOAD, l2=[Dot1Q(vlan=3)])
+    (after,), stats = through(emu, "mb_rewrite=1 mb_strip=all", [before])
+    assert after == segment("PA", without(TS + [DSS], lambda o: True), flipped(PAYLOAD), l2=[Dot1Q(vlan=3)])
+    assert mb_counters(stats) == dict(ZERO, mb_rewritten=1, mb_stripped_frames=1, mb_stripped_options=1)
+
+
+# --------------------------------------------------------------------------- mb_split
+
+
+def without_flags(flags: str, drop: str) -> str:
+    return "".join(f for f in flags if f not in drop)
+
+
+def assert_split(before: bytes, got, at: int, v6: bool = False, l2: list | None = None) -> None:
+    """``got`` is ``before`` split after ``at`` payload bytes, as scapy builds the two segments."""
+    assert isinstance(got, tuple), got
+    first, second = got
+    b = Ether(before)
+    tcp, payload = b[TCP], bytes(b[TCP].payload)
+    flags = str(tcp.flags)
+    ip_kw = None if v6 else {"id": b[IP].id, "flags": b[IP].flags, "ttl": b[IP].ttl, "tos": b[IP].tos}
+    ip2_kw = None if v6 else dict(ip_kw, id=(b[IP].id + 1) % 65536)
+    assert first == segment(without_flags(flags, "FP"), tcp.options, payload[:at], v6=v6, ip_kw=ip_kw, l2=l2,
+                            seq=tcp.seq)
+    assert second == segment(without_flags(flags, "C"), tcp.options, payload[at:], v6=v6, ip_kw=ip2_kw, l2=l2,
+                             seq=(tcp.seq + at) % 2**32)
+    f, s = Ether(first), Ether(second)
+    assert bytes(f[TCP].payload) + bytes(s[TCP].payload) == payload
+    assert f[TCP].options == s[TCP].options == tcp.options
+    assert raw(f[TCP])[12:13] == raw(s[TCP])[12:13] == raw(tcp)[12:13]   # data offset
+    assert checksum_ok(first) and checksum_ok(second)
+    if not v6:
+        for frame in (first, second):   # the IP header checksum, as scapy computes it
+            q = Ether(frame)
+            given = q[IP].chksum
+            del q[IP].chksum
+            assert Ether(raw(q))[IP].chksum == given
+        assert (f[IP].len, s[IP].len) == (20 + len(f[TCP]), 20 + len(s[TCP]))
+    else:
+        assert (f[IPv6].plen, s[IPv6].plen) == (len(f[TCP]), len(s[TCP]))
+
+
+BIG = bytes(range(256)) * 5 + b"tail"   # 1284 bytes
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("at", [1, 41, 500, 1283])
+def test_split_makes_two_consistent_segments(emu, at, v6):
+    cases = [("PA", TS + [DSS]), ("FPA", TS + [DSS, ADD_ADDR]), ("AEC", []), ("FPAEC", TS)]
+    ip_kw = None if v6 else {"id": 0xFFFF, "flags": "DF"}   # the second ID wraps to 0
+    frames = [segment(flags, opts, BIG, v6=v6, ip_kw=ip_kw, seq=2**32 - 7) for flags, opts in cases]
+    out, stats = through(emu, f"mb_split={at}", frames)
+    for before, got in zip(frames, out):
+        assert_split(before, got, at, v6=v6)
+    if not v6:
+        assert Ether(out[0][1])[IP].id == 0 and str(Ether(out[0][1])[IP].flags) == "DF"
+    assert mb_counters(stats) == dict(ZERO, mb_split_frames=len(cases))
+    assert stats["mb_split"] == at
+
+
+def test_split_only_longer_data_segments(emu):
+    bad = Ether(segment("PA", TS + [DSS], BIG))
+    bad[TCP].chksum ^= 0x00FF
+    bad_ip = Ether(segment("PA", TS + [DSS], BIG))
+    bad_ip[IP].chksum ^= 0x00FF
+    untouched = {
+        "as long as B": segment("PA", TS + [DSS], b"y" * 100),
+        "shorter": segment("PA", TS + [DSS], b"y" * 99),
+        "pure ack": segment("A", TS + [DSS]),
+        "fin only": segment("FA", TS),
+        "syn with data": segment("S", SYN_OPTS + [MP_CAPABLE], BIG),
+        "rst with data": segment("RA", [], BIG),
+        "urgent": segment("PAU", TS, BIG),
+        "bad tcp checksum": raw(bad),
+        "bad ip checksum": raw(bad_ip),
+    }
+    frames = list(untouched.values()) + [segment("PA", TS + [DSS], b"y" * 101)]
+    out, stats = through(emu, "mb_split=100", frames)
+    for name, before, got in zip(untouched, frames, out):
+        assert got == before, name
+    assert_split(frames[-1], out[-1], 100)
+    assert mb_counters(stats) == dict(ZERO, mb_split_frames=1)
+
+
+def test_split_drops_ethernet_padding_and_keeps_vlan_tags(emu):
+    short = segment("PA", [], b"abcd")
+    assert len(short) < 60
+    tagged = segment("PA", TS + [DSS], BIG, l2=[Dot1Q(vlan=9)])
+    out, stats = through(emu, "mb_split=2", [short + b"\x00" * (60 - len(short)), tagged])
+    assert_split(short, out[0], 2)
+    assert_split(tagged, out[1], 2, l2=[Dot1Q(vlan=9)])
+    assert mb_counters(stats) == dict(ZERO, mb_split_frames=2)
+
+
+def test_rewrite_then_split_then_each_part_is_consistent(emu):
+    """In that order: the rewritten byte (the middle one of the whole payload) lands in the second
+    part, and both parts' checksums are right."""
+    before = segment("PA", TS + [DSS], PAYLOAD)
+    (got,), stats = through(emu, "mb_rewrite=1 mb_split=10 mb_strip=all", [before])
+    expected = segment("PA", without(TS + [DSS], lambda o: True), flipped(PAYLOAD))
+    assert_split(expected, got, 10)
+    assert mb_counters(stats) == dict(ZERO, mb_rewritten=1, mb_split_frames=1, mb_stripped_frames=1,
+                                      mb_stripped_options=1)
+
+
+def test_new_settings_refuse_bad_values(emu):
+    out = run(emu, ["set a2b mb_rewrite=-1", "set a2b mb_rewrite=1.5", "set a2b mb_rewrite=4294967296",
+                    "set a2b mb_rewrite_after=x", "set a2b mb_rewrite_after=", "set a2b mb_split=65536",
+                    "set b2a mb_rewrite=4294967295 mb_rewrite_after=18446744073709551615",
+                    "set b2a mb_split=65535 mb_rewrite_after=9223372036854775807", "stats"])
+    assert out[:6] == ["error: bad value mb_rewrite=-1", "error: bad value mb_rewrite=1.5",
+                       "error: bad value mb_rewrite=4294967296", "error: bad value mb_rewrite_after=x",
+                       "error: bad value mb_rewrite_after=", "error: bad value mb_split=65536"]
+    assert out[6] == "error: bad value mb_rewrite_after=18446744073709551615" and out[7] == "ok"
+    stats = json.loads(out[8])
+    assert (stats["a2b"]["mb_rewrite"], stats["a2b"]["mb_rewrite_after"], stats["a2b"]["mb_split"]) == (0, 0, 0)
+    assert (stats["b2a"]["mb_rewrite"], stats["b2a"]["mb_rewrite_after"], stats["b2a"]["mb_split"]) == (
+        4294967295, 9223372036854775807, 65535)
+
+
 # --------------------------------------------------------------------------- left alone
 
 MALFORMED = {
@@ -335,7 +540,7 @@ NOT_TCP = {
     "runt": b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08",
 }
 
-EVERYTHING = "mb_strip=all mb_drop_syn=1 mb_mss=500"
+EVERYTHING = "mb_strip=all mb_drop_syn=1 mb_mss=500 mb_rewrite=1 mb_split=1"
 
 
 def test_skipped_frames_are_left_alone_and_counted(emu):
@@ -371,6 +576,7 @@ def test_no_setting_is_byte_identical(emu):
         assert out == frames
         assert mb_counters(stats) == ZERO
         assert (stats["mb_strip"], stats["mb_drop_syn"], stats["mb_mss"]) == ("none", 0, 0)
+        assert (stats["mb_rewrite"], stats["mb_rewrite_after"], stats["mb_split"]) == (0, 0, 0)
 
 
 def test_directions_are_independent(emu):
@@ -388,7 +594,8 @@ OLD_KEYS = ["rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "drop_loss", "drop_que
             "queued", "max_backlog_pkts", "max_backlog_bytes", "rate", "delay_us", "jitter_us", "loss",
             "limit_pkts", "limit_bytes"]
 NEW_KEYS = ["mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_mss_clamped", "mb_skipped",
-            "mb_strip", "mb_drop_syn", "mb_mss"]
+            "mb_strip", "mb_drop_syn", "mb_mss",
+            "mb_rewritten", "mb_split_frames", "mb_rewrite", "mb_rewrite_after", "mb_split"]
 
 
 def test_stats_keys_keep_their_order(emu):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers import cli, write_spec
+from mptcplab.console import middlebox_text
 from mptcplab.linkmodel import choose_backend, emulator_settings
 from mptcplab.plan import make_plan
 from mptcplab.spec import parse_spec
@@ -44,6 +45,31 @@ def test_a_middlebox_is_planned_per_direction_and_needs_the_user_space_emulator(
                              .links[0].up)["mb_strip"] == "add_addr"
 
 
+def test_payload_rewriting_and_splitting_are_planned_and_passed_to_the_emulator():
+    spec = with_boxes(l0={"up": {"middlebox": {"rewrite_payload_every": 3, "rewrite_after": 10}}},
+                      l1={"middlebox": {"split_at": 500, "strip_mptcp": "add-addr"}})
+    plan = make_plan(parse_spec(spec))
+    l0, l1, l2 = plan.links[:3]
+    assert (l0.up.rewrite_every, l0.up.rewrite_after, l0.up.split_at) == (3, 10, None)
+    assert (l0.down.rewrite_every, l0.down.rewrite_after) == (None, 0)          # only h1 -> s1
+    assert (l1.up.split_at, l1.down.split_at, l1.up.rewrite_every) == (500, 500, None)
+    assert l0.up.middlebox() and not l0.down.middlebox() and l1.down.middlebox()
+    assert choose_backend("auto", l0.up, l0.down, netem=True) == "userspace"
+    assert choose_backend("auto", l1.up, l1.down, netem=True) == "userspace"
+    up0, down0, up1, none = (emulator_settings(d) for d in (l0.up, l0.down, l1.up, l2.up))
+    assert (up0["mb_rewrite"], up0["mb_rewrite_after"], up0["mb_split"]) == ("3", "10", "0")
+    assert (down0["mb_rewrite"], down0["mb_rewrite_after"], down0["mb_split"]) == ("0", "0", "0")
+    assert (up1["mb_split"], up1["mb_strip"], up1["mb_rewrite"]) == ("500", "add_addr", "0")
+    # the new keys come last, after the first slice's, and are off without a middlebox
+    assert list(none)[-6:] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split"]
+    assert (none["mb_rewrite"], none["mb_rewrite_after"], none["mb_split"]) == ("0", "0", "0")
+    # rewrite_after alone rewrites nothing: no middlebox
+    alone = make_plan(parse_spec(with_boxes(l0={"middlebox": {"rewrite_after": 5}}))).links[0]
+    assert not alone.up.middlebox() and choose_backend("auto", alone.up, alone.down, netem=True) == "netem"
+    assert middlebox_text(l0.up) == "rewrite payload (1 in 3 data segments after 10)"
+    assert middlebox_text(l1.down) == "strip MPTCP (add-addr), split segments > 500 B"
+
+
 def test_bad_middleboxes_are_refused_naming_the_field():
     assert any("topology.links[0].middlebox.strip_mptcp: 'sometimes' is not allowed" in p
                for p in problems(with_boxes(l0={"middlebox": {"strip_mptcp": "sometimes"}})))
@@ -51,6 +77,9 @@ def test_bad_middleboxes_are_refused_naming_the_field():
                for p in problems(with_boxes(l1={"down": {"middlebox": {"clamp_mss": 20}}})))
     assert any("topology.links[0].middlebox.firewall" in p
                for p in problems(with_boxes(l0={"middlebox": {"firewall": True}})))
+    for field, value in (("rewrite_payload_every", 0), ("rewrite_after", -1), ("split_at", 0), ("split_at", 65001)):
+        assert any(f"topology.links[1].middlebox.{field}" in p
+                   for p in problems(with_boxes(l1={"middlebox": {field: value}}))), (field, value)
 
 
 def _run(tmp_path, name, boxes, protocols=("mptcp",)):

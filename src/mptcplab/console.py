@@ -75,6 +75,11 @@ def middlebox_text(d: Any) -> str:
         parts.append("drop MPTCP SYNs")
     if d.clamp_mss:
         parts.append(f"MSS <= {d.clamp_mss}")
+    if d.rewrite_every:
+        after = f" after {d.rewrite_after}" if d.rewrite_after else ""
+        parts.append(f"rewrite payload (1 in {d.rewrite_every} data segments{after})")
+    if d.split_at:
+        parts.append(f"split segments > {d.split_at} B")
     return ", ".join(parts) or "-"
 
 

@@ -76,12 +76,16 @@ class Direction:
     strip_mptcp: str = "none"        # none | all | syn | join | add-addr: MPTCP options made NOPs
     drop_mptcp_syn: bool = False     # SYNs carrying an MPTCP option dropped
     clamp_mss: int | None = None     # SYNs' MSS option lowered to this (bytes)
+    rewrite_every: int | None = None  # one payload byte of every N-th data segment changed, checksum fixed
+    rewrite_after: int = 0           # ... after this many data segments
+    split_at: int | None = None      # data segments longer than this (payload bytes) split in two
 
     # ------------------------------------------------------------------ what it needs
 
     def middlebox(self) -> bool:
         """Does a middlebox act on this direction?"""
-        return self.strip_mptcp != "none" or self.drop_mptcp_syn or bool(self.clamp_mss)
+        return (self.strip_mptcp != "none" or self.drop_mptcp_syn or bool(self.clamp_mss)
+                or bool(self.rewrite_every) or bool(self.split_at))
 
     def needs_netem(self) -> bool:
         """Delay, jitter or loss: htb alone cannot do it."""
@@ -161,10 +165,13 @@ def direction(params: Mapping[str, Any]) -> Direction:
 
 
 def _middlebox(value: Any) -> dict[str, Any]:
-    """A spec's (or TCLink-style) ``middlebox`` mapping -> Direction's fields."""
+    """A spec's (or TCLink-style) ``middlebox`` mapping (the spec's names) -> Direction's fields."""
     m = dict(value or {})
     return {"strip_mptcp": str(m.get("strip_mptcp") or "none"), "drop_mptcp_syn": bool(m.get("drop_mptcp_syn")),
-            "clamp_mss": int(m["clamp_mss"]) if m.get("clamp_mss") else None}
+            "clamp_mss": int(m["clamp_mss"]) if m.get("clamp_mss") else None,
+            "rewrite_every": int(m["rewrite_payload_every"]) if m.get("rewrite_payload_every") else None,
+            "rewrite_after": int(m.get("rewrite_after") or 0),
+            "split_at": int(m["split_at"]) if m.get("split_at") else None}
 
 
 def directions(params: Mapping[str, Any], up: Mapping[str, Any] | None = None,
@@ -281,4 +288,7 @@ def emulator_settings(d: Direction) -> dict[str, str]:
         "mb_strip": d.strip_mptcp.replace("-", "_"),
         "mb_drop_syn": "1" if d.drop_mptcp_syn else "0",
         "mb_mss": str(d.clamp_mss or 0),
+        "mb_rewrite": str(d.rewrite_every or 0),
+        "mb_rewrite_after": str(d.rewrite_after or 0),
+        "mb_split": str(d.split_at or 0),
     }

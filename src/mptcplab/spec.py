@@ -109,6 +109,19 @@ class Middlebox(_Model):
     drop_mptcp_syn: bool = Field(False, description="drop SYNs that carry an MPTCP option (a strict firewall)")
     clamp_mss: Annotated[int, AfterValidator(_between(88, 65535, " bytes"))] | None = Field(
         None, description="lower the MSS option of SYNs to this many bytes")
+    rewrite_payload_every: Annotated[int, AfterValidator(_between(1, 1_000_000_000, " segments"))] | None = Field(
+        None, description="change one payload byte of every N-th data segment (the middle one, XOR 0xff) and "
+        "fix the TCP checksum, as a rewriting box (an ALG, a 'transparent' proxy) does: TCP does not notice, "
+        "only MPTCP's DSS checksum can -- with checksums on, MP_FAIL and fallback to TCP (RFC 8684 "
+        "section 3.7); without, the application gets corrupt data")
+    rewrite_after: Annotated[int, AfterValidator(_between(0, 1_000_000_000_000, " segments"))] = Field(
+        0, description="rewrite only after this many data segments of the direction (let the MPTCP "
+        "handshake and the first data through): the (after+N)-th, (after+2N)-th, ... are rewritten")
+    split_at: Annotated[int, AfterValidator(_between(1, 65000, " bytes"))] | None = Field(
+        None, description="split every data segment with more payload than this in two (this many bytes, "
+        "then the rest; same TCP options in both), as segmentation offload and some proxies do: both "
+        "halves carry the same DSS option, whose mapping covers them both, so MPTCP must reassemble "
+        "data whose mapping spans segments")
 
 
 class DirectionParams(_Model):

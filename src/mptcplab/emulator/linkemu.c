@@ -16,14 +16,15 @@
  *   after start:            prints "ready <pid>"; then waits for "go" (interfaces a and b exist)
  *   "set a2b|b2a|both k=v..": rate (bit/s), delay_us, jitter_us, loss (0..1), limit_pkts,
  *                             limit_bytes, reorder (0/1), ge_p ge_r ge_h ge_k (0..1, 0 = off),
- *                             and the middlebox's mb_strip, mb_drop_syn, mb_mss (below)
+ *                             and the middlebox's mb_strip, mb_drop_syn, mb_mss, mb_rewrite,
+ *                             mb_rewrite_after, mb_split (below)
  *   "down" / "up":           drop everything (and flush queues) / forward again
  *   "stats":                 prints one JSON line of counters
  *   "quit" or EOF:           exits (its namespace, and with it the link, goes away)
  *
  * The middlebox (all off by default; while off, frames pass it untouched): what firewalls and NATs
  * in the wild do to MPTCP, applied to the frames of one direction before its link model. Only
- * TCP in IPv4 or IPv6 (behind at most two VLAN tags) is looked at, and only its options:
+ * TCP in IPv4 or IPv6 (behind at most two VLAN tags) is looked at (options, payload):
  *   mb_strip=none|all|syn|join|add_addr, or several joined by commas (a union): remove MPTCP
  *       options (kind 30) -- all of them, all in segments with SYN set (SYN and SYN/ACK), MP_JOIN
  *       (subtype 1) or ADD_ADDR (subtype 3) in any segment. Removal overwrites the option's bytes
@@ -31,17 +32,34 @@
  *   mb_drop_syn=0|1: drop segments with SYN set that carry an MPTCP option (a firewall that drops
  *       what it does not know). Decided on the segment as it arrived, before mb_strip.
  *   mb_mss=N: lower the MSS option of segments with SYN set to at most N bytes (0 = off).
- * The TCP checksum is updated incrementally (RFC 1624) over the changed options only, so a segment
- * that arrived with a bad checksum leaves with one (checksum offloads are off on these veths, so
- * the checksum in the frame is the real one). Not inspected, passed untouched and counted as
- * mb_skipped: IPv4 with IP options, IP fragments, a frame shorter than its IP length, TCP behind
- * IPv6 extension headers, a TCP header longer than the segment, a malformed option list (a length
- * of 0 or 1, or one running past the header). Frames that arrive while the link is down are dropped
- * before the middlebox sees them.
+ *   mb_rewrite=N: rewrite payload (0 = off): in every N-th data segment of the direction (a data
+ *       segment: TCP payload, neither SYN nor RST), the payload byte at offset len/2 (the middle
+ *       one; byte 0 of a 1-byte payload) is XORed with 0xff and the TCP checksum fixed, so that
+ *       TCP does not notice and only MPTCP's DSS checksum can. Counted in mb_rewritten.
+ *   mb_rewrite_after=K: ... but only after the first K data segments: the (K+N)-th, (K+2N)-th ...
+ *       are rewritten (default 0). Data segments are counted while mb_rewrite is on, over every
+ *       connection of the direction (retransmissions count too); a new "set" does not reset the count.
+ *   mb_split=B: split every data segment with more than B payload bytes in two (0 = off): the
+ *       first B bytes, then the rest, as TSO does: same headers and TCP options in both (an MPTCP
+ *       DSS mapping then covers both), IP length and checksum, TCP sequence number (+B) and
+ *       checksum (computed afresh) made right for each, IPv4 ID +1 in the second, FIN and PSH on
+ *       the second only, CWR on the first only. Ethernet padding is not copied. Not split: segments
+ *       with URG set, and segments whose TCP (or IPv4 header) checksum is wrong -- they pass whole,
+ *       so that a corrupt segment still leaves corrupt. Both frames then go through the link model
+ *       (loss, queue, delay) one after the other, so tx_pkts can exceed rx_pkts. Segments split are
+ *       counted in mb_split_frames.
+ * In that order: drop, strip, clamp, rewrite, split. Changes to options and payload update the
+ * TCP checksum incrementally (RFC 1624), so a segment that arrived with a bad checksum leaves with
+ * one (checksum offloads are off on these veths, so the checksum in the frame is the real one).
+ * Not inspected, passed untouched and counted as mb_skipped: IPv4 with IP options, IP fragments, a
+ * frame shorter than its IP length, TCP behind IPv6 extension headers, a TCP header longer than
+ * the segment, a malformed option list (a length of 0 or 1, or one running past the header).
+ * Frames that arrive while the link is down are dropped before the middlebox sees them.
  *
  * Test mode, "linkemu --filter": the middlebox alone -- no namespace, no sockets, no clock. Lines on
- * stdin: the commands above (set, stats, quit), and "frame a2b|b2a <hex>", answered with
- * "frame <hex>" (the frame as it leaves the middlebox) or "drop". No loss, queue or delay.
+ * stdin: the commands above (set, stats, quit), and "frame a2b|b2a <hex>", answered with one line:
+ * "frame <hex>" (the frame as it leaves the middlebox), "frames 2 <hex> <hex>" (mb_split made two,
+ * in the order they leave) or "drop". No loss, queue or delay.
  *
  * Build: cc -O2 -o linkemu linkemu.c -lm   (Linux >= 4.20 for PACKET_IGNORE_OUTGOING)
  */
@@ -99,6 +117,10 @@ struct dir {
 	unsigned mb_strip;    /* MB_* bits; 0 = none */
 	int mb_drop_syn;
 	uint32_t mb_mss;      /* 0 = off */
+	uint32_t mb_rewrite;  /* every N-th data segment; 0 = off */
+	uint64_t mb_rewrite_after;
+	uint32_t mb_split;    /* payload bytes; 0 = off */
+	uint64_t mb_data_segs; /* data segments seen while mb_rewrite is on */
 	/* state */
 	uint64_t next_free, last_dep, seq;
 	struct pkt **heap; size_t heap_n, heap_cap;
@@ -107,6 +129,7 @@ struct dir {
 	uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes, drop_loss, drop_queue, drop_down, tx_err;
 	uint64_t max_backlog_pkts, max_backlog_bytes;
 	uint64_t mb_stripped_frames, mb_stripped_options, mb_dropped_syn, mb_mss_clamped, mb_skipped;
+	uint64_t mb_rewritten, mb_split_frames;
 };
 
 static struct dir dirs[2];
@@ -256,11 +279,20 @@ static void mb_name(unsigned mode, char *out, size_t size)
 		}
 }
 
-/* One's complement sum of n bytes (n even), not folded. */
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_PSH 0x08
+#define TH_URG 0x20
+#define TH_CWR 0x80
+
+/* One's complement sum of n bytes (an odd last byte padded with a zero), not folded: n < 64 KiB. */
 static uint32_t csum_add(uint32_t sum, const unsigned char *p, size_t n)
 {
 	for (size_t i = 0; i + 1 < n; i += 2)
 		sum += (uint32_t)p[i] << 8 | p[i + 1];
+	if (n & 1)
+		sum += (uint32_t)p[n - 1] << 8;
 	return sum;
 }
 
@@ -271,35 +303,114 @@ static uint16_t csum_fold(uint32_t sum)
 	return (uint16_t)sum;
 }
 
-/* Direction d's middlebox on one frame, changed in place (never its length). Returns 1 to drop it. */
-static int middlebox(struct dir *d, unsigned char *f, uint32_t len)
+/* RFC 1624: the checksum at ck after 16-bit words summing to `was` became ones summing to `now`:
+ * HC' = ~(~HC + ~m + m'). */
+static void csum_update(unsigned char *ck, uint16_t was, uint16_t now)
 {
-	if (!d->mb_strip && !d->mb_drop_syn && !d->mb_mss)
-		return 0;
+	uint16_t c = ck[0] << 8 | ck[1];
+	c = (uint16_t)~csum_fold((uint32_t)(uint16_t)~c + (uint16_t)~was + now);
+	ck[0] = c >> 8;
+	ck[1] = c & 0xff;
+}
+
+/* The folded sum of a TCP segment (th, seglen bytes, checksum field as it is) and its pseudo
+ * header: 0xffff when the checksum is right. */
+static uint16_t tcp_sum(const unsigned char *ip, int v6, const unsigned char *th, uint32_t seglen)
+{
+	uint32_t sum = csum_add(0, ip + (v6 ? 8 : 12), v6 ? 32 : 8) + 6 + seglen;
+	return csum_fold(csum_add(sum, th, seglen));
+}
+
+static void tcp_checksum_set(const unsigned char *ip, int v6, unsigned char *th, uint32_t seglen)
+{
+	th[16] = th[17] = 0;
+	uint16_t c = (uint16_t)~tcp_sum(ip, v6, th, seglen);
+	th[16] = c >> 8;
+	th[17] = c & 0xff;
+}
+
+static void ipv4_checksum_set(unsigned char *ip)
+{
+	ip[10] = ip[11] = 0;
+	uint16_t c = (uint16_t)~csum_fold(csum_add(0, ip, 20));
+	ip[10] = c >> 8;
+	ip[11] = c & 0xff;
+}
+
+/* One segment (IP header at ip, v6 or not, TCP header th of hl bytes, plen payload bytes) in two:
+ * f keeps the first `at` payload bytes, f2 gets the rest behind a copy of every header; the frames'
+ * lengths in *len and *len2 (Ethernet padding dropped). Checksums are computed afresh. */
+static void split_segment(unsigned char *f, uint32_t *len, unsigned char *f2, uint32_t *len2,
+			  unsigned char *ip, int v6, unsigned char *th, uint32_t hl, uint32_t plen, uint32_t at)
+{
+	uint32_t head = (uint32_t)(th + hl - f), rest = plen - at;
+	memcpy(f2, f, head);
+	memcpy(f2 + head, th + hl + at, rest);
+	*len = head + at;
+	*len2 = head + rest;
+	unsigned char *ip2 = f2 + (ip - f), *th2 = f2 + (th - f);
+	for (int k = 0; k < 2; k++) {
+		unsigned char *i = k ? ip2 : ip;
+		uint32_t seglen = hl + (k ? rest : at);
+		if (v6) {
+			i[4] = seglen >> 8;
+			i[5] = seglen & 0xff;
+		} else {
+			i[2] = (20 + seglen) >> 8;
+			i[3] = (20 + seglen) & 0xff;
+		}
+	}
+	if (!v6) {
+		uint16_t id = (uint16_t)((ip[4] << 8 | ip[5]) + 1);
+		ip2[4] = id >> 8;
+		ip2[5] = id & 0xff;
+		ipv4_checksum_set(ip);
+		ipv4_checksum_set(ip2);
+	}
+	uint32_t seq = (uint32_t)th[4] << 24 | th[5] << 16 | th[6] << 8 | th[7];
+	seq += at;
+	th2[4] = seq >> 24;
+	th2[5] = (seq >> 16) & 0xff;
+	th2[6] = (seq >> 8) & 0xff;
+	th2[7] = seq & 0xff;
+	th[13] &= (unsigned char)~(TH_FIN | TH_PSH);
+	th2[13] &= (unsigned char)~TH_CWR;
+	tcp_checksum_set(ip, v6, th, hl + at);
+	tcp_checksum_set(ip2, v6, th2, hl + rest);
+}
+
+/* Direction d's middlebox on one frame f of *len bytes, changed in place. Returns how many frames
+ * leave: 0 (dropped), 1 (f, *len bytes) or 2 (mb_split: f, then f2 of *len2 bytes; f2 has room
+ * for FRAME_MAX). */
+static int middlebox(struct dir *d, unsigned char *f, uint32_t *len, unsigned char *f2, uint32_t *len2)
+{
+	if (!d->mb_strip && !d->mb_drop_syn && !d->mb_mss && !d->mb_rewrite && !d->mb_split)
+		return 1;
 	uint32_t off = 14, seglen;
-	if (len < off)
-		return 0;
+	if (*len < off)
+		return 1;
 	unsigned type = f[12] << 8 | f[13];
 	for (int tags = 0; tags < 2 && (type == 0x8100 || type == 0x88a8); tags++) {
-		if (len < off + 4)
-			return 0;
+		if (*len < off + 4)
+			return 1;
 		type = f[off + 2] << 8 | f[off + 3];
 		off += 4;
 	}
 	unsigned char *ip = f + off, *th;
-	uint32_t avail = len - off;
+	uint32_t avail = *len - off;
+	int v6 = type == 0x86dd;
 	if (type == 0x0800) {
 		if (avail < 20 || ip[0] >> 4 != 4 || ip[9] != 6)
-			return 0;
+			return 1;
 		uint32_t tot = ip[2] << 8 | ip[3];
 		/* IP options, a fragment (MF or an offset), shorter than its IP length: not inspected */
 		if ((ip[0] & 15) != 5 || (ip[6] & 0x3f) || ip[7] || tot > avail || tot < 40)
 			goto skip;
 		th = ip + 20;
 		seglen = tot - 20;
-	} else if (type == 0x86dd) {
+	} else if (v6) {
 		if (avail < 40 || ip[0] >> 4 != 6)
-			return 0;
+			return 1;
 		unsigned nh = ip[6];
 		uint32_t plen = ip[4] << 8 | ip[5], at = 40;
 		/* Extension headers are walked only to learn whether TCP is behind them. */
@@ -311,18 +422,18 @@ static int middlebox(struct dir *d, unsigned char *f, uint32_t len)
 			at += n;
 		}
 		if (nh != 6)
-			return 0;
+			return 1;
 		if (at != 40 || plen < 20 || 40 + plen > avail)
 			goto skip;
 		th = ip + 40;
 		seglen = plen;
 	} else {
-		return 0;
+		return 1;
 	}
 	uint32_t hl = (th[12] >> 4) * 4u;
 	if (hl < 20 || hl > seglen)
 		goto skip;
-	int syn = th[13] & 0x02;
+	int syn = th[13] & TH_SYN;
 	/* Parse the whole option list first: a malformed one is left alone. */
 	uint8_t mptcp[20], mss = 0;
 	int n_mptcp = 0;
@@ -343,7 +454,7 @@ static int middlebox(struct dir *d, unsigned char *f, uint32_t len)
 	}
 	if (d->mb_drop_syn && syn && n_mptcp) {
 		d->mb_dropped_syn++;
-		return 1;
+		return 0;
 	}
 	uint16_t before = csum_fold(csum_add(0, th + 20, hl - 20));
 	unsigned stripped = 0, clamped = 0;
@@ -362,23 +473,37 @@ static int middlebox(struct dir *d, unsigned char *f, uint32_t len)
 		th[mss + 3] = d->mb_mss & 0xff;
 		clamped = 1;
 	}
-	if (!stripped && !clamped)
-		return 0;
-	/* RFC 1624: HC' = ~(~HC + ~m + m'), m and m' the sums of the options before and after. */
-	uint16_t after = csum_fold(csum_add(0, th + 20, hl - 20));
-	uint16_t ck = th[16] << 8 | th[17];
-	ck = (uint16_t)~csum_fold((uint32_t)(uint16_t)~ck + (uint16_t)~before + after);
-	th[16] = ck >> 8;
-	th[17] = ck & 0xff;
+	if (stripped || clamped) /* m and m': the sums of the options before and after */
+		csum_update(th + 16, before, csum_fold(csum_add(0, th + 20, hl - 20)));
 	if (stripped) {
 		d->mb_stripped_frames++;
 		d->mb_stripped_options += stripped;
 	}
 	d->mb_mss_clamped += clamped;
-	return 0;
+
+	uint32_t plen = seglen - hl;
+	if (!plen || (th[13] & (TH_SYN | TH_RST)))
+		return 1; /* not a data segment */
+	unsigned char *payload = th + hl;
+	if (d->mb_rewrite && ++d->mb_data_segs > d->mb_rewrite_after &&
+	    (d->mb_data_segs - d->mb_rewrite_after) % d->mb_rewrite == 0) {
+		/* hl is a multiple of 4: the byte's place in its 16-bit word is that of its offset */
+		uint32_t at = plen / 2, shift = at & 1 ? 0 : 8;
+		uint16_t was = (uint16_t)(payload[at] << shift);
+		payload[at] ^= 0xff;
+		csum_update(th + 16, was, (uint16_t)(payload[at] << shift));
+		d->mb_rewritten++;
+	}
+	if (d->mb_split && plen > d->mb_split && !(th[13] & TH_URG) && tcp_sum(ip, v6, th, seglen) == 0xffff &&
+	    (v6 || csum_fold(csum_add(0, ip, 20)) == 0xffff)) {
+		split_segment(f, len, f2, len2, ip, v6, th, hl, plen, d->mb_split);
+		d->mb_split_frames++;
+		return 2;
+	}
+	return 1;
 skip:
 	d->mb_skipped++;
-	return 0;
+	return 1;
 }
 
 /* ---------------------------------------------------------------- the model */
@@ -399,16 +524,9 @@ static int lost(struct dir *d)
 	return d->loss > 0 && urand() < d->loss;
 }
 
-static void arrive(struct dir *d, unsigned char *frame, uint32_t len, uint64_t now)
+/* One frame into direction d's link model: loss, queue, serialization, delay. */
+static void enqueue(struct dir *d, const unsigned char *frame, uint32_t len, uint64_t now)
 {
-	d->rx_pkts++;
-	d->rx_bytes += len;
-	if (link_down) {
-		d->drop_down++;
-		return;
-	}
-	if (middlebox(d, frame, len))
-		return;
 	if (lost(d)) {
 		d->drop_loss++;
 		return;
@@ -443,6 +561,23 @@ static void arrive(struct dir *d, unsigned char *frame, uint32_t len, uint64_t n
 	p->len = len;
 	memcpy(p->data, frame, len);
 	heap_push(d, p);
+}
+
+static void arrive(struct dir *d, unsigned char *frame, uint32_t len, uint64_t now)
+{
+	static unsigned char second[FRAME_MAX];
+	uint32_t len2 = 0;
+	d->rx_pkts++;
+	d->rx_bytes += len;
+	if (link_down) {
+		d->drop_down++;
+		return;
+	}
+	int n = middlebox(d, frame, &len, second, &len2);
+	if (n >= 1)
+		enqueue(d, frame, len, now);
+	if (n == 2)
+		enqueue(d, second, len2, now);
 }
 
 static void depart(struct dir *d, uint64_t now)
@@ -494,10 +629,38 @@ static int open_if(const char *ifname)
 
 /* ---------------------------------------------------------------- control */
 
+/* A whole number 0..max in decimal digits, or -1. */
+static int64_t count_value(const char *v, uint64_t max)
+{
+	uint64_t x = 0;
+	if (!*v)
+		return -1;
+	for (; *v; v++) {
+		if (*v < '0' || *v > '9' || x > (max - (uint64_t)(*v - '0')) / 10)
+			return -1;
+		x = x * 10 + (uint64_t)(*v - '0');
+	}
+	return (int64_t)x;
+}
+
 /* 0, -1 for an unknown parameter, -2 for a value it cannot take. */
 static int set_param(struct dir *d, const char *k, const char *v)
 {
 	double x = strtod(v, NULL);
+	if (!strcmp(k, "mb_rewrite") || !strcmp(k, "mb_split")) {
+		int64_t n = count_value(v, !strcmp(k, "mb_split") ? 65535 : UINT32_MAX);
+		if (n < 0)
+			return -2;
+		*(!strcmp(k, "mb_split") ? &d->mb_split : &d->mb_rewrite) = (uint32_t)n;
+		return 0;
+	}
+	if (!strcmp(k, "mb_rewrite_after")) {
+		int64_t n = count_value(v, INT64_MAX);
+		if (n < 0)
+			return -2;
+		d->mb_rewrite_after = (uint64_t)n;
+		return 0;
+	}
 	if (!strcmp(k, "mb_strip")) {
 		int mode = mb_parse(v);
 		if (mode < 0)
@@ -543,9 +706,11 @@ static void print_stats(void)
 		char mode[64];
 		mb_name(d->mb_strip, mode, sizeof(mode));
 		printf(",\"mb_stripped_frames\":%" PRIu64 ",\"mb_stripped_options\":%" PRIu64 ",\"mb_dropped_syn\":%" PRIu64
-		       ",\"mb_mss_clamped\":%" PRIu64 ",\"mb_skipped\":%" PRIu64 ",\"mb_strip\":\"%s\",\"mb_drop_syn\":%d,\"mb_mss\":%u}",
+		       ",\"mb_mss_clamped\":%" PRIu64 ",\"mb_skipped\":%" PRIu64 ",\"mb_strip\":\"%s\",\"mb_drop_syn\":%d,\"mb_mss\":%u",
 		       d->mb_stripped_frames, d->mb_stripped_options, d->mb_dropped_syn, d->mb_mss_clamped, d->mb_skipped, mode,
 		       d->mb_drop_syn, d->mb_mss);
+		printf(",\"mb_rewritten\":%" PRIu64 ",\"mb_split_frames\":%" PRIu64 ",\"mb_rewrite\":%u,\"mb_rewrite_after\":%" PRIu64
+		       ",\"mb_split\":%u}", d->mb_rewritten, d->mb_split_frames, d->mb_rewrite, d->mb_rewrite_after, d->mb_split);
 	}
 	printf(",\"down\":%d}\n", link_down);
 	fflush(stdout);
@@ -605,7 +770,7 @@ static int unhex(const char *hex, unsigned char *out, size_t n)
 /* The middlebox alone, on frames given as hex on stdin: see the header comment. */
 static int filter_main(void)
 {
-	static unsigned char frame[FRAME_MAX];
+	static unsigned char frame[FRAME_MAX], second[FRAME_MAX];
 	char *line = NULL;
 	size_t cap = 0;
 	while (getline(&line, &cap, stdin) > 0) {
@@ -622,12 +787,16 @@ static int filter_main(void)
 		size_t n = hex ? strlen(hex) : 0;
 		if (!d || !n || n % 2 || n / 2 > FRAME_MAX || unhex(hex, frame, n / 2) < 0) {
 			printf("error: frame a2b|b2a <hex>\n");
-		} else if (middlebox(d, frame, (uint32_t)(n / 2))) {
-			printf("drop\n");
 		} else {
-			printf("frame ");
-			for (size_t i = 0; i < n / 2; i++)
+			uint32_t len = (uint32_t)(n / 2), len2 = 0;
+			int out = middlebox(d, frame, &len, second, &len2);
+			printf("%s", out == 0 ? "drop" : out == 1 ? "frame " : "frames 2 ");
+			for (uint32_t i = 0; out && i < len; i++)
 				printf("%02x", frame[i]);
+			if (out == 2)
+				printf(" ");
+			for (uint32_t i = 0; out == 2 && i < len2; i++)
+				printf("%02x", second[i]);
 			printf("\n");
 		}
 		fflush(stdout);
