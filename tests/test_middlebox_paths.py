@@ -70,6 +70,13 @@ def test_payload_rewriting_and_splitting_are_planned_and_passed_to_the_emulator(
     assert middlebox_text(l1.down) == "strip MPTCP (add-addr), split segments > 500 B"
 
 
+def test_dss_checksums_are_a_host_setting_of_the_plan():
+    spec = with_boxes()
+    assert {h.mptcp.checksum for h in make_plan(parse_spec(spec)).hosts} == {None}   # the kernel's
+    spec["mptcp"]["checksum"] = True
+    assert {h.mptcp.checksum for h in make_plan(parse_spec(spec)).hosts} == {True}
+
+
 def test_bad_middleboxes_are_refused_naming_the_field():
     assert any("topology.links[0].middlebox.strip_mptcp: 'sometimes' is not allowed" in p
                for p in problems(with_boxes(l0={"middlebox": {"strip_mptcp": "sometimes"}})))
@@ -132,3 +139,33 @@ def test_mp_join_stripped_on_the_second_path_the_first_subflow_carries_everythin
     options = pd.read_csv(out / "options.csv")
     assert options.MP_CAPABLE_SYNACK.sum() == 2 and options.MP_JOIN_SYNACK.sum() == 0, options
     assert not options.fallback.any(), options   # MPTCP, on one subflow: not a fallback
+
+
+@pytest.mark.root
+def test_payload_rewritten_on_one_path_only_the_dss_checksum_notices(tmp_path, no_leftovers):
+    """DSS checksums on (both hosts); the box on s2 -> h2 rewrites one payload byte of every 50th
+    data segment after the 20th, fixing the TCP checksum -- TCP cannot notice, MPTCP's DSS
+    checksum must. RFC 8684 section 3.7: with another subflow up, the receiver reports MP_FAIL and
+    the failing subflow is closed (reset); data goes on over the first path and the connection
+    completes. The kernel counts the checksum errors; the census sees the MP_FAIL (or the reset)."""
+    def mutate(spec):
+        spec["topology"]["links"][3].update({"up": {"middlebox": {"rewrite_payload_every": 50, "rewrite_after": 20}}})
+        spec["mptcp"]["checksum"] = True
+        spec["traffic"]["protocols"] = ["mptcp"]
+        spec["capture"] = {}
+        spec["outputs"]["formats"] = ["png"]
+
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 4, "repetitions": 1}, mutate=mutate,
+                                             inline_topology=True)), "--out", str(out))
+    (row,) = pd.read_csv(out / "summary.csv").to_dict("records")
+    assert pd.isna(row["error"]) and row["goodput_mbps"] > 0.5 * 5, (row, r.stderr[-2000:])   # completed
+    (point,) = json.loads((out / "metadata.json").read_text())["link_stats"].values()
+    assert point["s2-h2"]["a2b"]["mb_rewritten"] >= 1, point["s2-h2"]
+    mib = pd.read_csv(out / "mptcp-mib.csv")
+    csum = mib[mib.counter == "MPTcpExtDataCsumErr"]
+    assert csum.delta.sum() >= 1, mib                   # the receiver's DSS checksum caught it
+    options = pd.read_csv(out / "options.csv")
+    join = options[options.role == "join"]
+    assert (options.MP_FAIL.sum() + options.MP_TCPRST.sum()) >= 1, options   # reported, as 3.7 says
+    assert not join.empty and options[options.role == "initial"].DSS.sum() > join.DSS.sum(), options

@@ -164,6 +164,8 @@ class Network:
             sysctls.append(f"net.mptcp.scheduler={h.mptcp.scheduler}")
         if h.mptcp.stale_loss_cnt is not None:
             sysctls.append(f"net.mptcp.stale_loss_cnt={h.mptcp.stale_loss_cnt}")
+        if h.mptcp.checksum is not None:
+            sysctls.append(f"net.mptcp.checksum_enabled={int(h.mptcp.checksum)}")
         # Congestion control is set per socket by iperf3 (-C): a non-initial namespace may only
         # default to algorithms in the root's tcp_allowed_congestion_control (EPERM otherwise),
         # and we do not change the machine's global settings.

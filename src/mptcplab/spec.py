@@ -331,6 +331,9 @@ class Mptcp(_Model):
     congestion_control: str | None = Field(
         None, pattern=r"^[a-z0-9_]{1,16}$", description="none = the kernel's default (recorded)"
     )
+    checksum: bool | None = Field(
+        None, description="net.mptcp.checksum_enabled of every host: DSS checksums, the only thing that notices a "
+        "middlebox rewriting payload (RFC 8684 3.7); none = the kernel's default (off, recorded)")
     stale_loss_cnt: int | None = Field(
         None, ge=1, le=1000, description="net.mptcp.stale_loss_cnt of every host: a subflow is stale (the "
         "scheduler stops using it) after this many retransmission timeouts without progress; none = the "
