@@ -119,3 +119,54 @@ def test_a_bad_expectation_exits_2_naming_its_column(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "expect[1]: col 26: expected" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "results").exists()   # nothing created
+
+
+def test_partial_captures_are_no_evidence(tmp_path):
+    """A test whose capture dropped packets, wrapped or failed is listed as incomplete: its
+    options.* read as missing, so an expectation on them fails instead of passing on half."""
+    from mptcplab import results
+    from mptcplab.analyze import _incomplete_captures
+
+    rd = results.RunDir.create("x", out=tmp_path / "run")
+    rows = [{"test": "001-mptcp-r1", "interface": "h1-eth0", "dropped": 0, "wrapped": False, "error": None},
+            {"test": "002-mptcp-r2", "interface": "h1-eth0", "dropped": 3, "wrapped": False, "error": None},
+            {"test": "003-mptcp-r3", "interface": "h1-eth0", "dropped": 0, "wrapped": True, "error": None},
+            {"test": "004-mptcp-r4", "interface": "h1-eth0", "dropped": None, "wrapped": False,
+             "error": "dumpcap did not stop on SIGINT"}]
+    rd.write_table(results.CAPTURES, rows)
+    assert _incomplete_captures(rd) == {"002-mptcp-r2", "003-mptcp-r3", "004-mptcp-r4"}
+
+
+def test_mib_names_are_the_kernels(tmp_path):
+    from mptcplab.preflight import mib_name_problems
+
+    spec = dual({})
+    spec.pop("events")
+    spec["expect"] = ["mib.MPTcpExtMPFailTX == 0", "mib.MPTcpExtMPFailTx == 0"]
+    assert mib_name_problems(parse_spec(spec)) == [
+        "expect[0]: col 1: mib.MPTcpExtMPFailTX is not an MPTCP counter of this kernel "
+        "(did you mean mib.MPTcpExtMPFailTx?)"]
+
+
+def test_a_capture_replaced_by_a_link_or_a_fifo_is_refused(tmp_path):
+    """Analysis runs tshark as root on raw/: only regular files, opened without following links."""
+    import os
+
+    from mptcplab import results
+    from mptcplab.errors import RunDirError
+
+    rd = results.RunDir.create("x", out=tmp_path / "run")
+    rd.write_raw("001-mptcp-r1-h1-eth0.pcapng.gz", b"not really")
+    with rd.open_capture("001-mptcp-r1-h1-eth0.pcapng.gz") as p:
+        assert p.read_bytes() == b"not really" and str(p).startswith("/dev/fd/")
+    os.mkfifo(rd.raw / "002-tcp-r1-h1-eth0.pcapng.gz")
+    with pytest.raises(RunDirError, match="not a regular file"):
+        with rd.open_capture("002-tcp-r1-h1-eth0.pcapng.gz"):
+            pass
+    with pytest.raises(RunDirError, match="not a regular file"):
+        rd.captures()
+    os.unlink(rd.raw / "002-tcp-r1-h1-eth0.pcapng.gz")
+    os.symlink("/etc/hostname", rd.raw / "003-tcp-r1-h1-eth0.pcapng.gz")
+    with pytest.raises(OSError):
+        with rd.open_capture("003-tcp-r1-h1-eth0.pcapng.gz"):
+            pass

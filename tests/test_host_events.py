@@ -217,3 +217,41 @@ def test_a_backup_path_made_active_sends_mp_prio(tmp_path, no_leftovers):
     first = _subflow_bytes(samples, "10.0.1.", 2)
     assert before < 0.05 * first, (before, first)              # a backup: no data while the other works
     assert total - before > 1e6, (before, total)               # active: the second path carries data
+
+
+def test_a_failed_event_is_not_a_cut_and_recovery_is_never_before_the_event():
+    series = flat(1, 21, 8.0) + flat(21, 26, 0.0) + flat(26, 61, 8.0)
+    failed = {"action": "down", "link": "h1-s1", "interface": None, "applied_s": 2.0, "error": "KeyError: x"}
+    assert "outage_s" not in per_event([failed], series)[0] and summary_of(per_event([failed], series)) == {}
+    # goodput never dipped: recovered at once, not 0.05 s before the cut
+    r = after_event(flat(1, 61, 8.0), 2.05)
+    assert r.recovery_s == 0.0 and r.outage_s == 0.0
+
+
+def test_every_touched_link_is_put_back_even_when_one_fails():
+    """Timeline.stop restores each link on its own and raises after all of them (a stand-in
+    network: the restore logic, not a network, is under test)."""
+    from types import SimpleNamespace
+
+    from mptcplab.events import Step
+    from mptcplab.timeline import Timeline
+
+    restored = []
+
+    class Link:
+        def __init__(self, name):
+            self.name, self.up, self.down = name, "u", "d"
+
+        def set_down(self, down):
+            if self.name == "bad":
+                raise OSError("gone")
+            restored.append((self.name, down))
+
+    links = {n: Link(n) for n in ("a-b", "bad", "c-d")}
+    plan = SimpleNamespace(links=[SimpleNamespace(name=n, up="u", down="d") for n in links])
+    tl = Timeline(SimpleNamespace(plan=plan, link=links.__getitem__), [])
+    tl._touched = set(links)
+    with pytest.raises(RuntimeError, match="link bad: OSError: gone"):
+        tl.stop()
+    assert restored == [("a-b", False), ("c-d", False)]
+    assert Step(1.0, "a-b", "down").target == "a-b"

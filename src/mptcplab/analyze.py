@@ -21,7 +21,8 @@ from .results import RunDir
 #: Census counts a test's summary row gets as options_<KIND> (the expectations' options.KIND).
 OPTION_COLUMNS = tuple(f"options_{k}" for k in census.COUNTERS) + (
     "options_fallback", "options_joins", "options_connections", "options_mptcp_connections",
-    "options_wire_subflows", "options_ss_subflows", "options_ss_not_on_wire", "options_wire_not_in_ss")
+    "options_wire_subflows", "options_ss_subflows", "options_ss_not_on_wire", "options_wire_not_in_ss",
+    "options_complete")
 
 
 @dataclass
@@ -45,20 +46,41 @@ def take_census(rd: RunDir, tests: list[str]) -> tuple[list[dict[str, Any]], dic
         if m and m["test"] in tests:
             files.setdefault(m["test"], {})[m["interface"]] = path
     sub = rd.read_subflows()
+    incomplete = _incomplete_captures(rd)
     rows: list[dict[str, Any]] = []
     totals: dict[str, dict[str, Any]] = {}
     for test in tests:
         if test not in files:
             continue
-        test_rows = census.census(test, {name: tshark.read_fields(p).rows for name, p in sorted(files[test].items())})
+        read = {name: _fields(rd, p) for name, p in sorted(files[test].items())}
+        test_rows = census.census(test, {name: r.rows for name, r in read.items()})
         rows += test_rows
+        if test in incomplete or any(r.truncated for r in read.values()):
+            # counts of a partial capture are no evidence: the expectations on them fail ("no value")
+            totals[test] = {**dict.fromkeys(OPTION_COLUMNS), "options_complete": False}
+            continue
         (t,) = census.totals(test_rows) or [{**dict.fromkeys(census.COUNTERS, 0), "fallbacks": 0, "joins": 0,
                                             "connections": 0, "mptcp_connections": 0}]
-        totals[test] = {**{f"options_{k}": t[k] for k in census.COUNTERS},
+        totals[test] = {"options_complete": True, **{f"options_{k}": t[k] for k in census.COUNTERS},
                         "options_fallback": t["fallbacks"] > 0, "options_joins": t["joins"],
                         "options_connections": t["connections"], "options_mptcp_connections": t["mptcp_connections"],
                         **_against_ss(test_rows, sub[sub["test"].astype(str) == test] if sub is not None else None)}
     return rows, totals
+
+
+def _fields(rd: RunDir, path: Path) -> tshark.FieldRows:
+    """tshark's rows of one capture, read through the file the run directory opened."""
+    with rd.open_capture(path.name) as fd_path:
+        return tshark.read_fields(fd_path, pass_fds=(int(fd_path.name),))
+
+
+def _incomplete_captures(rd: RunDir) -> set[str]:
+    """Tests one of whose captures dropped packets, wrapped its ring or failed (captures.csv)."""
+    caps = rd.read_table(results.CAPTURES)
+    if caps is None or caps.empty:
+        return set()
+    bad = (caps["dropped"].fillna(0) > 0) | caps["wrapped"].astype(str).str.lower().eq("true") | caps["error"].notna()
+    return set(caps.loc[bad, "test"].astype(str))
 
 
 def _against_ss(rows: list[dict[str, Any]], ss: pd.DataFrame | None) -> dict[str, Any]:

@@ -39,7 +39,9 @@ _PART = re.compile(r"_(\d{5})_\d{14}\.pcapng$")
 def dumpcap_argv(interface: str, snaplen: int, max_mb: float, out: Path) -> list[str]:
     """dumpcap on one interface into a ring of RING_FILES files of max_mb / RING_FILES each."""
     kb = max(1, int(max_mb * 1000 / RING_FILES))
-    return ["dumpcap", "-i", interface, "-s", str(snaplen), "-w", str(out),
+    # -q: no running packet count on stderr, which nobody reads until the end (a full pipe would
+    # block dumpcap); "Capturing on", ring switches and the final counts are still printed
+    return ["dumpcap", "-q", "-i", interface, "-s", str(snaplen), "-w", str(out),
             "-b", f"filesize:{kb}", "-b", f"files:{RING_FILES}"]
 
 

@@ -124,6 +124,8 @@ def analyze(
     except MptcplabError as e:
         _fail(e.problems, e.exit_code)
     show_verdicts(evidence.verdicts, err)
+    if meta.get("analysis_error"):
+        raise typer.Exit(1)
     if not evidence.census and not evidence.verdicts:
         err.print("nothing to analyse: the run has no captures (capture: / --capture) and its spec no expect:")
     if evidence.failed:

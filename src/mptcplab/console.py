@@ -165,6 +165,9 @@ def show_census(per_test: dict[str, dict[str, Any]], console: Console) -> None:
     for c in ("test", "conns", "CAP", "JOIN", "ADD", "RM", "MP_PRIO", "F/FC/R", "DSS", "fb"):
         t.add_column(c, justify="left" if c == "test" else "right", overflow="fold")
     for test, c in per_test.items():
+        if not c.get("options_complete"):
+            t.add_row(test, "partial capture (dropped, wrapped or cut short): not counted", *[""] * 8)
+            continue
         rare = "/".join(str(c.get(f"options_{k}", 0)) for k in ("MP_FAIL", "MP_FASTCLOSE", "MP_TCPRST"))
         t.add_row(test, f"{c['options_connections']} ({c['options_mptcp_connections']})",
                   str(c["options_MP_CAPABLE_SYN"]), str(c["options_MP_JOIN_SYN"]), str(c["options_ADD_ADDR"]),

@@ -64,6 +64,24 @@ def machine_problems(caps: Capabilities, machine: Machine) -> list[str]:
     return problems
 
 
+def mib_name_problems(exp: Experiment) -> list[str]:
+    """Expectations on mib.X name counters this kernel has: an unknown one would read as 0 (a
+    counter that did not move) and pass."""
+    import difflib
+
+    from .expect import parse_all
+    from .measurements import read_counters
+
+    wanted = [(e.index, n.col, n.path[4:]) for e in parse_all(exp.expect) for n in e.name_nodes()
+              if n.path.startswith("mib.")]
+    if not wanted:
+        return []
+    known = sorted(k for k in read_counters(os.getpid()) if k.startswith("MPTcpExt"))
+    return [f"expect[{i}]: col {col}: mib.{name} is not an MPTCP counter of this kernel"
+            + (f" (did you mean mib.{close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else "")
+            for i, col, name in wanted if name not in known]
+
+
 def plan_problems(exp: Experiment, plan: Plan, caps: Capabilities, machine: Machine) -> list[str]:
     """What stops this one point on this machine."""
     problems: list[str] = []
@@ -79,8 +97,10 @@ def plan_problems(exp: Experiment, plan: Plan, caps: Capabilities, machine: Mach
         if h.mptcp.scheduler not in caps.schedulers:
             problems.append(f"mptcp.scheduler: {h.mptcp.scheduler!r} is not available here "
                             f"(available: {', '.join(caps.schedulers)})")
-    if plan.capture is not None and shutil.which("dumpcap") is None:
-        problems.append("capture: dumpcap is missing (apt-get install tshark; make setup)")
+    for tool in ("dumpcap", "tshark"):  # capturing, then the census of the captures
+        if plan.capture is not None and shutil.which(tool) is None:
+            problems.append(f"capture: {tool} is missing (apt-get install tshark; make setup)")
+    problems += mib_name_problems(exp)
     if exp.mptcp.stale_loss_cnt is not None and not os.path.exists("/proc/sys/net/mptcp/stale_loss_cnt"):
         problems.append("mptcp.stale_loss_cnt: this kernel has no net.mptcp.stale_loss_cnt (Linux 5.19+); "
                         "leave it out")

@@ -67,7 +67,8 @@ def after_event(series: Sequence[tuple[float, float]], event_s: float, *, before
 
     def since_event(at: float | None) -> float | None:
         # the recovery began at the start of the first interval of the run that held
-        return None if at is None else round(at - need * step_s - event_s, 3)
+        # never before the event: the interval the run began in may have started just before it
+        return None if at is None else max(0.0, round(at - need * step_s - event_s, 3))
 
     end = since_event(_recovered_at(after, threshold * level, need)) if level else None
     until = event_s + end + step_s if end is not None else (after[-1][0] if after else event_s)
@@ -98,14 +99,17 @@ def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, fl
     data is filled). Other rows come back unchanged."""
     from .events import DISRUPTIVE
 
-    cuts = [e["applied_s"] for e in events if e["action"] in DISRUPTIVE and e.get("applied_s") is not None]
+    def cut(e: dict[str, Any]) -> bool:  # applied, and without an error: a failed event cut nothing
+        return e["action"] in DISRUPTIVE and e.get("applied_s") is not None and not e.get("error")
+
+    cuts = [e["applied_s"] for e in events if cut(e)]
     level = after_event(series, cuts[0]).before_mbps if cuts else None
     if level is not None and capacity_mbps:
         level = min(level, capacity_mbps)
     out = []
     for e in events:
         at = e.get("applied_s")
-        if e["action"] not in DISRUPTIVE or at is None:
+        if not cut(e):
             out.append(dict(e))
             continue
         until = min((c for c in cuts if c > at), default=float("inf"))

@@ -718,6 +718,23 @@ class RunDir:
                 out.append(self.raw / name)
         return out
 
+    @contextmanager
+    def open_capture(self, name: str) -> Iterator[Path]:
+        """raw/<name> opened here -- without following a link, a regular file or refused (a FIFO
+        would hang the reader) -- and handed on as /dev/fd/N (pass N to the child process): the
+        file checked is the file read, whatever replaces the name meanwhile."""
+        with self._at(RAW, create=False) as dfd:
+            if dfd is None:
+                raise RunDirError(f"{self.raw}: missing")
+            fd = os.open(_name(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RunDirError(f"{self.raw / name}: not a regular file; {_ALTERED}")
+            os.set_blocking(fd, True)
+            yield Path(f"/dev/fd/{fd}")
+        finally:
+            os.close(fd)
+
     def write_samples(self, test: str, rows: Iterable[dict[str, Any]]) -> None:
         self._write(RAW, samples_name(test), _csv(rows))
 

@@ -582,15 +582,17 @@ def watching(net: Any, pids: dict[str, int], rd: results.RunDir, label: str) -> 
     try:
         yield watch
     finally:
-        watch.events = watch.timeline.stop()
-        if captures is not None:
-            try:
-                for c in captures.stop():
-                    if c.parts:
-                        rd.write_capture(label, c.interface, c.parts)
-                    watch.captures.append(c.row())
-            finally:
-                captures.close()
+        try:
+            watch.events = watch.timeline.stop()
+        finally:  # the captures stop (and their directory goes) even if putting the network back failed
+            if captures is not None:
+                try:
+                    for c in captures.stop():
+                        if c.parts:
+                            rd.write_capture(label, c.interface, c.parts)
+                        watch.captures.append(c.row())
+                finally:
+                    captures.close()
     watch.deltas = {name: counter_delta(before[name], read_counters(pid)) for name, pid in pids.items()}
 
 
@@ -724,9 +726,20 @@ def analyze_run(rd: results.RunDir, exp: Experiment, meta: dict[str, Any], conso
     """The option census of the captures and the verdicts of the expectations, from the run's
     results alone (mptcplab.analyze; `mptcplab analyze` redoes it); the verdicts go into the
     metadata too."""
-    from .analyze import analyze
+    from .analyze import Evidence, analyze
+    from .expect import Verdict
 
-    evidence = analyze(rd, list(exp.expect))
+    try:
+        evidence = analyze(rd, list(exp.expect))
+    except Exception as e:  # noqa: BLE001  (the measurements stand; the analysis is the problem)
+        why = f"{type(e).__name__}: {e}"
+        console.print(f"[yellow]analysis failed[/] ({why}); the results are complete: `mptcplab analyze {rd.path}` "
+                      "tries again", highlight=False, soft_wrap=True)
+        meta["analysis_error"] = why
+        failed = [Verdict(i, text, False, 0, (), f"not judged: the analysis failed ({why})", True)
+                  for i, text in enumerate(exp.expect)]
+        return Evidence(verdicts=failed)
+    meta.pop("analysis_error", None)
     show.show_census(evidence.per_test, console)
     if evidence.verdicts:
         meta["expectations"] = {"passed": len(evidence.verdicts) - len(evidence.failed),

@@ -502,6 +502,9 @@ class LinkEvent(_Model):
             raise ValueError("action: set changes a link's parameters: give link:, not interface:")
         if (self.action == "set") != (self.params is not None):
             raise ValueError("params: give them with action: set, and only then")
+        if self.params is not None and self.params.middlebox is not None:
+            raise ValueError("params.middlebox: a middlebox is part of the link as built; events change its "
+                             "bw, delay, jitter, loss and queue")
         return self
 
 

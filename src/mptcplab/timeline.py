@@ -92,14 +92,23 @@ class Timeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        for name in sorted(self._touched):
-            planned = next(l for l in self.network.plan.links if l.name == name)
-            link = self.network.link(name)
-            link.set_down(False)
-            if (link.up, link.down) != (planned.up, planned.down):
-                link.set_directions(planned.up, planned.down)
+        failed = []
+        for name in sorted(self._touched):  # each on its own: one that fails does not keep the others
+            try:
+                planned = next(l for l in self.network.plan.links if l.name == name)
+                link = self.network.link(name)
+                link.set_down(False)
+                if (link.up, link.down) != (planned.up, planned.down):
+                    link.set_directions(planned.up, planned.down)
+            except Exception as e:  # noqa: BLE001  (raised below, after the others)
+                failed.append(f"link {name}: {type(e).__name__}: {e}")
         for ifname in sorted(self._touched_interfaces):
             from . import interfaces
 
-            interfaces.restore(self.network, ifname)
+            try:
+                interfaces.restore(self.network, ifname)
+            except Exception as e:  # noqa: BLE001
+                failed.append(f"interface {ifname}: {type(e).__name__}: {e}")
+        if failed:
+            raise RuntimeError("the network could not be put back after the test's events: " + "; ".join(failed))
         return [a.row() for a in self.applied]

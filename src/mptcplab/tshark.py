@@ -105,7 +105,7 @@ def parse_fields(text: str) -> list[dict[str, str]]:
 
 
 def read_fields(pcap: Path, fields: tuple[str, ...] = FIELDS, timeout: float = TIMEOUT_S,
-                tshark: str = "tshark") -> FieldRows:
+                tshark: str = "tshark", pass_fds: tuple[int, ...] = ()) -> FieldRows:
     """Run tshark on one capture (a path the caller checked, e.g. from :func:`capture_files`)."""
     exe = shutil.which(tshark)
     if exe is None:
@@ -114,7 +114,7 @@ def read_fields(pcap: Path, fields: tuple[str, ...] = FIELDS, timeout: float = T
         raise TsharkError(f"{pcap}: not a regular file")
     argv = tshark_argv(Path(pcap), fields, exe)
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, pass_fds=pass_fds)
     except subprocess.TimeoutExpired:
         raise TsharkError(f"tshark on {pcap} took longer than {timeout:g} s") from None
     truncated = r.returncode != 0 and _CUT_SHORT in r.stderr
