@@ -18,7 +18,6 @@ import pytest
 
 from mptcplab import census as C
 from mptcplab import tshark as T
-from mptcplab.errors import RunDirError
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
 HAVE_TSHARK = shutil.which("tshark") is not None
@@ -312,23 +311,11 @@ def test_parse_fields():
         T.parse_fields("a\tb\n1\n")
 
 
-def test_capture_files_are_regular_files_inside_raw(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "p001-001-mptcp-r1-h1-eth0.pcapng.gz").write_bytes(b"")
-    (raw / "002-tcp-r1-h2-eth1.pcapng.gz").write_bytes(b"")
-    (raw / "notes.txt").write_text("")
-    found = [(c.test, c.interface, c.path.name) for c in T.capture_files(tmp_path)]
-    assert found == [("002-tcp-r1", "h2-eth1", "002-tcp-r1-h2-eth1.pcapng.gz"),
-                     ("p001-001-mptcp-r1", "h1-eth0", "p001-001-mptcp-r1-h1-eth0.pcapng.gz")]
-    outside = tmp_path / "elsewhere.pcapng.gz"
-    outside.write_bytes(b"")
-    (raw / "003-tcp-r1-h1-eth0.pcapng.gz").symlink_to(outside)
-    with pytest.raises(RunDirError, match="not a regular file"):
-        T.capture_files(tmp_path)
-    with pytest.raises(RunDirError, match="outside"):
-        T.checked_capture(raw, outside)
-    assert T.capture_files(tmp_path / "nothing-here") == []
+def test_capture_names_split_into_test_and_interface():
+    """raw/<test>-<interface>.pcapng.gz (the analysis reads the files through RunDir.captures)."""
+    m = T.CAPTURE_NAME.match("p001-001-mptcp-r1-h1-eth0.pcapng.gz")
+    assert (m["test"], m["interface"]) == ("p001-001-mptcp-r1", "h1-eth0")
+    assert T.CAPTURE_NAME.match("notes.txt") is None
 
 
 def test_missing_tshark_is_a_clear_error(tmp_path):
@@ -427,9 +414,10 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def real_census(run_dir: Path, test: str) -> list[dict]:
-    files = [c for c in T.capture_files(run_dir) if c.test == test]
+    files = {m["interface"]: p for p in sorted((run_dir / "raw").glob("*.pcapng.gz"))
+             if (m := T.CAPTURE_NAME.match(p.name)) and m["test"] == test}
     assert files, f"no captures of {test} in {run_dir}"
-    return C.census(test, {c.interface: T.read_fields(c.path).rows for c in files})
+    return C.census(test, {name: T.read_fields(p).rows for name, p in files.items()})
 
 
 HANDSHAKES = {"MP_CAPABLE_SYN": 1, "MP_CAPABLE_SYNACK": 1, "MP_CAPABLE_ACK": 1, "MP_CAPABLE_DATA": 1}

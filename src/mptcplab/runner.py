@@ -192,8 +192,8 @@ def expectation_problems(exp: Experiment, columns: list[str]) -> list[str]:
             if n.path.startswith("options.") and exp.capture is None:
                 problems.append(f"expect[{e.index}]: col {n.col}: {n.path} needs captures: add capture: {{}} "
                                 "or run with --capture")
-    known = list(columns) + list(OPTION_COLUMNS) + ["test", "variant", "protocol", "point"]
-    problems += [p for p in unknown_names(exps, known) if "'mib." not in p]  # mib.*: checked above
+    mib = [n.path for e in exps for n in e.name_nodes() if n.path.startswith("mib.")]  # checked above
+    problems += unknown_names(exps, [*columns, *OPTION_COLUMNS, "test", "variant", "protocol", "point", *mib])
     return problems
 
 

@@ -5,9 +5,9 @@ them (``raw/<test>-<interface>.pcapng.gz``), and its field names are a documente
 (``tshark -G fields``). What the census needs from it is listed in
 :data:`mptcplab.census.FIELDS`; the census itself is pure.
 
-tshark runs from an argument list, never a shell; the capture path is checked here to be a
-regular file inside the run's raw/ directory (:func:`capture_files`) and passed as the value of
-``-r``. A capture cut short (the capture process stopped mid-packet) still yields its complete
+tshark runs from an argument list, never a shell; the capture is opened by the run directory
+(RunDir.open_capture: a regular file, no link followed) and handed over as ``/dev/fd/N``, the
+value of ``-r``. A capture cut short (the capture process stopped mid-packet) still yields its complete
 packets; :class:`FieldRows` says it was truncated.
 """
 
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .census import FIELDS
-from .errors import RunDirError
 from .ids import NODE_NAME
 
 #: Only TCP segments; ICMP errors quote a TCP header that is no segment of ours.
@@ -36,44 +35,12 @@ class TsharkError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class CaptureFile:
-    test: str
-    interface: str
-    path: Path
-
-
-@dataclass(frozen=True)
 class FieldRows:
     """tshark's rows for one capture (one dict per packet, keyed by field name); ``truncated``
     when the file ended in the middle of a packet (the rows before it are complete)."""
 
     rows: list[dict[str, str]]
     truncated: bool = False
-
-
-def capture_files(run_dir: Path) -> list[CaptureFile]:
-    """The run's captures, ``raw/<test>-<interface>.pcapng.gz``: regular files inside raw/
-    only (a symlink or anything resolving outside it is refused -- a run directory is input)."""
-    raw = (Path(run_dir) / "raw").resolve()
-    out = []
-    for p in sorted(raw.glob("*.pcapng.gz")) if raw.is_dir() else []:
-        m = CAPTURE_NAME.match(p.name)
-        if not m:
-            continue
-        out.append(CaptureFile(m["test"], m["interface"], checked_capture(raw, p)))
-    return out
-
-
-def checked_capture(raw_dir: Path, path: Path) -> Path:
-    """``path`` resolved, if it is a regular file (not a symlink) directly inside ``raw_dir``."""
-    raw = Path(raw_dir).resolve()
-    p = Path(path)
-    if p.is_symlink() or not p.is_file():
-        raise RunDirError(f"{path}: not a regular file; captures must be files inside {raw}")
-    resolved = p.resolve()
-    if resolved.parent != raw:
-        raise RunDirError(f"{path}: outside {raw}; captures must be files inside it")
-    return resolved
 
 
 def tshark_argv(pcap: Path, fields: tuple[str, ...] = FIELDS, tshark: str = "tshark") -> list[str]:
