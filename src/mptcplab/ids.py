@@ -38,3 +38,8 @@ NODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}")
 #: Interfaces the toolkit creates: a node name, optionally -ethN.
 INTERFACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,9}(-eth[0-9]{1,4})?")
 IFNAME_MAX = 15
+
+
+def host_of(ifname: str) -> str:
+    """h1-eth0 -> h1 (Mininet names a node's interfaces NODE-ethK; node names have no dash)."""
+    return ifname.rpartition("-eth")[0]

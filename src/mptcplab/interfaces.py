@@ -26,14 +26,10 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.mptcp import MPTCP_PM_CMD_SET_FLAGS, mptcp_msg
 
+from .ids import host_of
 from .plan import FLAG_BITS, PlanEndpoint, PlanIntf
 
 BACKUP = FLAG_BITS["backup"]
-
-
-def host_of(ifname: str) -> str:
-    """h1-eth0 -> h1 (Mininet names a host's interfaces HOST-ethK)."""
-    return ifname.rpartition("-eth")[0]
 
 
 def _planned(net: Any, ifname: str) -> tuple[str, PlanIntf, PlanEndpoint | None]:
@@ -87,7 +83,6 @@ def apply(net: Any, ifname: str, action: str) -> None:
     host, intf, ep = _planned(net, ifname)
     ns = _ns(net, host)
     if action in ("down", "up", "address-del", "address-add"):
-        prefixlen = int((intf.address or "/32").split("/")[1])
         with IPRoute(netns=ns) as ipr:
             idx = ipr.link_lookup(ifname=ifname)[0]
             if action == "down":
@@ -96,9 +91,9 @@ def apply(net: Any, ifname: str, action: str) -> None:
                 ipr.link("set", index=idx, state="up")
                 _routes(ipr, idx, intf)
             elif action == "address-del":
-                _tolerate(errno.EADDRNOTAVAIL, ipr.addr, "del", index=idx, address=intf.ip, prefixlen=prefixlen)
+                _tolerate(errno.EADDRNOTAVAIL, ipr.addr, "del", index=idx, address=intf.ip, prefixlen=intf.prefixlen)
             else:
-                _tolerate(errno.EEXIST, ipr.addr, "add", index=idx, address=intf.ip, prefixlen=prefixlen)
+                _tolerate(errno.EEXIST, ipr.addr, "add", index=idx, address=intf.ip, prefixlen=intf.prefixlen)
                 _routes(ipr, idx, intf)
         return
     if ep is None:  # the plan refuses such events; a spec read back from disk could still carry one
@@ -123,7 +118,7 @@ def restore(net: Any, ifname: str) -> None:
         idx = ipr.link_lookup(ifname=ifname)[0]
         ipr.link("set", index=idx, state="up")
         _tolerate(errno.EEXIST, ipr.addr, "add", index=idx, address=intf.ip,
-                  prefixlen=int((intf.address or "/32").split("/")[1]))
+                  prefixlen=intf.prefixlen)
         _routes(ipr, idx, intf)
     if ep is not None:
         with MPTCP(netns=ns) as mp:

@@ -152,7 +152,7 @@ class Network:
             for intf in h.intfs:
                 idx = ipr.link_lookup(ifname=intf.name)[0]
                 ipr.flush_addr(index=idx)
-                ipr.addr("add", index=idx, address=intf.ip, prefixlen=int(intf.address.split("/")[1]))
+                ipr.addr("add", index=idx, address=intf.ip, prefixlen=intf.prefixlen)
                 ipr.link("set", index=idx, state="up")
                 ipr.route("add", dst=intf.subnet, oif=idx, prefsrc=intf.ip, table=intf.table)
                 ipr.rule("add", src=intf.ip, src_len=32, table=intf.table, priority=intf.rule_priority)

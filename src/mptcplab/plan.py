@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import PlanError
+from .ids import host_of
 from .linkmodel import Direction, direction, directions
 from .spec import Experiment
 
@@ -58,6 +59,10 @@ class PlanIntf:
     @property
     def ip(self) -> str | None:
         return self.address.split("/")[0] if self.address else None
+
+    @property
+    def prefixlen(self) -> int | None:
+        return int(self.address.split("/")[1]) if self.address else None
 
     @property
     def subnet(self) -> str | None:
@@ -483,7 +488,7 @@ def _check_endpoint_targets(exp: Experiment, hosts: dict[str, PlanHost], problem
     with_endpoint = {ep.interface for h in hosts.values() for ep in h.mptcp.endpoints}
 
     def missing(ifname: str, where: str) -> None:
-        host = ifname.rpartition("-eth")[0]
+        host = host_of(ifname)
         problems.append(f"{where}: {ifname} has no MPTCP endpoint (this plan gives "
                         f"{', '.join(sorted(with_endpoint)) or 'none'}); give it one in "
                         f"mptcp.hosts.{host}.endpoints")

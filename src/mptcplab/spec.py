@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import SpecError
-from .ids import IFNAME_MAX, NODE_NAME
+from .ids import IFNAME_MAX, NODE_NAME, host_of
 from .linkmodel import parse_ms
 
 __all__ = ["SpecError", "Experiment", "load_spec", "parse_spec", "resolve_spec_path", "json_schema"]
@@ -780,7 +780,7 @@ class Experiment(_Model):
             if h not in hosts:
                 problems.append(f"mptcp.hosts.{h}: no such host")
                 continue
-            valid = [i for i in self.host_interfaces() if i.rpartition("-eth")[0] == h]
+            valid = [i for i in self.host_interfaces() if host_of(i) == h]
             for ifname in s.endpoints or {}:
                 if ifname not in valid:
                     problems.append(
