@@ -90,15 +90,18 @@ def test_bad_middleboxes_are_refused_naming_the_field():
 
 
 def _run(tmp_path, name, boxes, protocols=("mptcp",)):
+    """dual-path with these boxes, 2 MB sent by the transfer tool (one connection, data hashed at
+    both ends), captured."""
     def mutate(spec):
         for i, fields in boxes.items():
             spec["topology"]["links"][i].update(fields)
-        spec["traffic"]["protocols"] = list(protocols)
+        spec["traffic"].update(protocols=list(protocols), tool="transfer", bytes=2_000_000)
+        spec["traffic"].pop("duration")
         spec["capture"] = {}
         spec["outputs"]["formats"] = ["png"]
 
     out = tmp_path / name
-    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 3, "repetitions": 1}, mutate=mutate,
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"repetitions": 1}, mutate=mutate,
                                              inline_topology=True, name=f"{name}.yaml")), "--out", str(out))
     return r, out
 
@@ -107,19 +110,21 @@ def _run(tmp_path, name, boxes, protocols=("mptcp",)):
 def test_mptcp_options_stripped_from_syns_the_connection_falls_back_and_completes(tmp_path, no_leftovers):
     """h1 -> s1 strips MPTCP options from SYNs: the server never sees MP_CAPABLE, answers as TCP,
     and the client falls back -- the transfer completes at the first path's rate with one
-    subflow; the census sees no MP_JOIN and no DSS, and the emulator counted what it stripped."""
+    subflow and the data intact (RFC 8684 3.1); the census sees no MP_JOIN and no DSS, and the
+    emulator counted what it stripped."""
     r, out = _run(tmp_path, "syn", {0: {"up": {"middlebox": {"strip_mptcp": "syn"}}}})
     summary = pd.read_csv(out / "summary.csv")
     (row,) = summary.to_dict("records")
     assert row["goodput_mbps"] > 0.8 * 5 * 1448 / 1514, row          # completed, over path 1 only
     assert row["subflows"] == 1, row
+    assert row["data_intact"] and row["bytes_received"] == row["bytes_sent"] == 2_000_000, row
     options = pd.read_csv(out / "options.csv")
     assert options.MP_JOIN_SYN.sum() == 0 and options.DSS.sum() == 0, options
     assert options.MP_CAPABLE_SYNACK.sum() == 0, options   # the server answered without MP_CAPABLE
     # the client's SYNs left with MP_CAPABLE (h1-eth0's copy) and arrived without it: stripped
     assert options.MP_CAPABLE_SYN.sum() >= 1, options
     (point,) = json.loads((out / "metadata.json").read_text())["link_stats"].values()
-    assert point["h1-s1"]["a2b"]["mb_stripped_options"] >= 2, point["h1-s1"]   # both connections' SYNs
+    assert point["h1-s1"]["a2b"]["mb_stripped_options"] >= 1, point["h1-s1"]   # the connection's SYN
     # the census sees each SYN leave with MP_CAPABLE and arrive without it: fallback, and the
     # kernel counted it too
     assert options.fallback.all() and set(options.fallback_reason) == {"syn-without-mp-capable"}, options
@@ -132,12 +137,13 @@ def test_mptcp_options_stripped_from_syns_the_connection_falls_back_and_complete
 def test_mp_join_stripped_on_the_second_path_the_first_subflow_carries_everything(tmp_path, no_leftovers):
     """h1 <-> s2 strips MP_JOIN both ways: the join's SYN arrives without MP_JOIN -- h2 answers it
     as a new TCP connection to port 5201 or resets it -- so the second subflow never forms and
-    MPTCP runs on the first path alone; the connection completes."""
+    MPTCP runs on the first path alone; the connection completes with the data intact."""
     r, out = _run(tmp_path, "join", {1: {"middlebox": {"strip_mptcp": "join"}}})
     (row,) = pd.read_csv(out / "summary.csv").to_dict("records")
     assert row["goodput_mbps"] > 0.8 * 5 * 1448 / 1514 and row["subflows"] == 1, row
+    assert row["data_intact"] and row["mptcp_fallback"] == 0, row
     options = pd.read_csv(out / "options.csv")
-    assert options.MP_CAPABLE_SYNACK.sum() == 2 and options.MP_JOIN_SYNACK.sum() == 0, options
+    assert options.MP_CAPABLE_SYNACK.sum() == 1 and options.MP_JOIN_SYNACK.sum() == 0, options
     assert not options.fallback.any(), options   # MPTCP, on one subflow: not a fallback
 
 
@@ -169,3 +175,34 @@ def test_payload_rewritten_on_one_path_only_the_dss_checksum_notices(tmp_path, n
     join = options[options.role == "join"]
     assert (options.MP_FAIL.sum() + options.MP_TCPRST.sum()) >= 1, options   # reported, as 3.7 says
     assert not join.empty and options[options.role == "initial"].DSS.sum() > join.DSS.sum(), options
+
+
+@pytest.mark.root
+def test_the_transfer_tool_says_whether_rewritten_data_reached_the_application(tmp_path, no_leftovers):
+    """The same rewriting box on s2 -> h2, the data sent by the transfer tool (a seeded stream
+    hashed at both ends), DSS checksums off then on (a sweep): without checksums nothing in
+    MPTCP or TCP can notice, the application receives the changed bytes and the digests differ;
+    with them the receiver drops what fails the check (MP_FAIL, RFC 8684 section 3.7), the data
+    is sent again over the first path and arrives intact."""
+    def mutate(spec):
+        spec["topology"]["links"][3].update({"up": {"middlebox": {"rewrite_payload_every": 50, "rewrite_after": 20}}})
+        spec["traffic"].update(protocols=["mptcp"], tool="transfer")
+        spec["traffic"].pop("duration", None)
+        spec["sweep"] = {"parameters": {"mptcp.checksum": [False, True]}}
+        spec["outputs"]["formats"] = ["png"]
+
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"bytes": 3_000_000, "repetitions": 1},
+                                             mutate=mutate, inline_topology=True)), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {bool(x["mptcp.checksum"]): x for x in pd.read_csv(out / "summary.csv").to_dict("records")}
+    off, on = rows[False], rows[True]
+    assert off["bytes_sent"] == on["bytes_sent"] == 3_000_000, rows
+    assert off["bytes_received"] == 3_000_000 and not off["data_intact"], off   # all of it, changed
+    assert on["bytes_received"] == 3_000_000 and on["data_intact"], on         # all of it, as sent
+    stats = json.loads((out / "metadata.json").read_text())["link_stats"]
+    assert all(p["s2-h2"]["a2b"]["mb_rewritten"] >= 1 for p in stats.values()), stats
+    mib = pd.read_csv(out / "mptcp-mib.csv")
+    assert "point" in mib
+    by_point = mib[mib.counter == "MPTcpExtDataCsumErr"].groupby("point").delta.sum()
+    assert by_point.get(off["point"], 0) == 0 and by_point.get(on["point"], 0) >= 1, mib

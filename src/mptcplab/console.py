@@ -44,7 +44,8 @@ def show_plan(exp: Experiment, plan: Plan, console: Console) -> None:
         show_flows(plan, console)
     else:
         length = f"{tr.duration:g} s" if tr.duration else f"{tr.bytes} bytes"
-        console.print(f"traffic: {plan.client} -> {plan.server} ({plan.server_address}), {length} per test, "
+        tool = " by the transfer tool (data hashed at both ends)" if plan.tool == "transfer" else ""
+        console.print(f"traffic: {plan.client} -> {plan.server} ({plan.server_address}), {length} per test{tool}, "
                       f"{len(plan.tests)} tests: {' '.join(t.label for t in plan.tests)}")
         console.print(f"expected subflows per MPTCP connection: {plan.expected_subflows}")
     show_events(plan, console)

@@ -983,6 +983,9 @@ def render(run_dir: str | Path | RunDir, formats: list[str] | None = None) -> li
         from .eventfigures import event_figures  # here: eventfigures imports this module
 
         paths += event_figures(rd, df, events, formats)
+    from .outcomes import outcome_figures  # here: outcomes imports this module
+
+    paths += outcome_figures(rd, df, formats)
     for i, fs in enumerate(rd.figure_specs()):
         paths += custom(df, fs.model_dump(), i, rd, formats)
     return paths

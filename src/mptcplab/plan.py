@@ -206,6 +206,8 @@ class Plan:
     events: tuple[Any, ...] = ()
     #: packet captures of every test: (host, interface) pairs, snap length, MB kept per interface
     capture: PlanCapture | None = None
+    #: what sends in a one-flow test: iperf3, or mptcplab.transfer (data checked end to end)
+    tool: str = "iperf3"
 
     @property
     def multi_flow(self) -> bool:
@@ -341,6 +343,7 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
         probes=probes,
         events=tuple(_events(exp)),
         capture=_capture(exp, hosts, tests, client, server),
+        tool=exp.traffic.tool,
     )
 
 

@@ -35,6 +35,19 @@ def summarize_iperf3(client_json: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Summary columns of a test run with the transfer tool (traffic.tool: transfer).
+TRANSFER_COLUMNS = ("bytes_sent", "bytes_received", "data_intact")
+
+
+def data_columns(client_json: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether the receiver got exactly what was sent: the transfer tool's byte counts and the
+    comparison of both ends' SHA-256. A transfer that never reported (no JSON, connection
+    refused) delivered nothing intact."""
+    t = (client_json or {}).get("transfer") or {}
+    return {"bytes_sent": t.get("bytes_sent"), "bytes_received": t.get("bytes_received"),
+            "data_intact": bool(t.get("intact", False))}
+
+
 def varying_link_params(plans: list[Plan]) -> set[str]:
     """Link parameters that differ between links in any of these plans (one column per link)."""
     return {key for plan in plans for key in LINK_COLUMNS
@@ -100,6 +113,8 @@ def rows_for_test(experiment: str, plan: Plan, test: PlanTest, outcome: Any, cou
             row["subflows"] = 1 if all(p is not False for p in plain) else 0
     else:
         row.update(goodput_mbps=None, subflows=0)
+    if plan.tool == "transfer":
+        row.update(data_columns(outcome.client_json))
     row["subflows_ok"] = bool(row.get("subflows", 0) >= row["expected_subflows"]) and not outcome.error
     row.update(link_columns(plan, per_link))
     row["started"] = outcome.started
@@ -146,7 +161,8 @@ def summary_columns(plans: list[Plan], swept: list[str], n_paths: int = 0) -> li
     point_cols = ["point", *swept] if swept else []
     multi = MULTI_FLOW_COLUMNS if any(p.multi_flow for p in plans) else ()
     cut = EVENT_COLUMNS if any(p.events for p in plans) else ()
-    return [*point_cols, *TEST_COLUMNS, *multi, *cut, *link_cols, *(f"path{j + 1}_bytes" for j in range(n_paths))]
+    data = TRANSFER_COLUMNS if any(p.tool == "transfer" for p in plans) else ()
+    return [*point_cols, *TEST_COLUMNS, *data, *multi, *cut, *link_cols, *(f"path{j + 1}_bytes" for j in range(n_paths))]
 
 
 def figure_problems(figures: list[Any], columns: list[str]) -> list[str]:

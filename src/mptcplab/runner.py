@@ -618,7 +618,8 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
                            nbytes=tr.bytes, parallel=tr.parallel,
                            congestion_control=plan.host(plan.client).mptcp.congestion_control,
                            time_limit=fixed.time_limit_s, connect_timeout_ms=fixed.connect_timeout_ms,
-                           sample_interval=pp.exp.measurements.interval, timeline=watch.timeline)
+                           sample_interval=pp.exp.measurements.interval, timeline=watch.timeline,
+                           tool=tr.tool, seed=test.repetition)
     deltas = watch.deltas
     row, subs = rows_for_test(pp.exp.name, plan, test, outcome, deltas, per_link)
     row["test"] = label

@@ -124,6 +124,35 @@ class Middlebox(_Model):
         "data whose mapping spans segments")
 
 
+#: Middleboxes by name, for sweeps and short specs (`middlebox: strip-syn`): what each kind of box
+#: found in the wild does, with settings that show it within a few seconds of a test. A mapping of
+#: Middlebox fields says the same at length.
+MIDDLEBOX_PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "strip-all": {"strip_mptcp": "all"},
+    "strip-syn": {"strip_mptcp": "syn"},
+    "strip-join": {"strip_mptcp": "join"},
+    "strip-add-addr": {"strip_mptcp": "add-addr"},
+    "drop-mptcp-syn": {"drop_mptcp_syn": True},
+    "clamp-mss": {"clamp_mss": 1000},
+    "rewrite-payload": {"rewrite_payload_every": 50, "rewrite_after": 20},
+    "split": {"split_at": 500},
+}
+
+
+def _middlebox_preset(v: Any) -> Any:
+    """`middlebox: strip-syn` is short for the preset's fields."""
+    if isinstance(v, str):
+        if v not in MIDDLEBOX_PRESETS:
+            raise ValueError(f"{v!r} is not a middlebox preset ({', '.join(MIDDLEBOX_PRESETS)}); or give the "
+                             "fields, e.g. {strip_mptcp: syn}")
+        return dict(MIDDLEBOX_PRESETS[v])
+    return v
+
+
+MiddleboxField = Annotated[Middlebox | None, BeforeValidator(_middlebox_preset)]
+
+
 class DirectionParams(_Model):
     """One direction of a link; anything left out comes from the link's own parameters."""
 
@@ -135,7 +164,7 @@ class DirectionParams(_Model):
     queue_bytes: Annotated[int, AfterValidator(_between(1500, 1_000_000_000, " bytes"))] | None = None
     burst_loss: BurstLoss | None = None
     reorder: bool | None = None
-    middlebox: Middlebox | None = None
+    middlebox: MiddleboxField = None
 
 
 class LinkParams(_Model):
@@ -150,7 +179,8 @@ class LinkParams(_Model):
         None, description="drop-tail queue limit in bytes (user-space shaper)")
     burst_loss: BurstLoss | None = Field(None, description="Gilbert-Elliott burst loss instead of random loss")
     reorder: bool = Field(False, description="let jitter reorder frames (kept in order otherwise)")
-    middlebox: Middlebox | None = Field(None, description="a middlebox on both directions (up/down: one)")
+    middlebox: MiddleboxField = Field(None, description="a middlebox on both directions (up/down: one); a "
+                                      "preset's name (strip-syn, rewrite-payload, ...: MIDDLEBOX_PRESETS) or its fields")
 
 
 class Link(LinkParams):
@@ -366,6 +396,10 @@ class Traffic(_Model):
     protocols: list[Protocol] = Field(default_factory=lambda: ["mptcp", "tcp"], min_length=1)
     repetitions: int = Field(3, ge=1, le=1000)
     parallel: int = Field(1, ge=1, le=128, description="iperf3 parallel streams (-P)")
+    tool: Literal["iperf3", "transfer"] = Field(
+        "iperf3", description="what sends: iperf3, or mptcplab's transfer (mptcplab.transfer), which sends a "
+        "seeded byte stream that both ends hash, so the result says whether the data arrived intact "
+        "(data_intact) -- what a middlebox experiment asks; iperf3 never looks at its data")
     port: int = Field(5201, ge=1024, le=65535)
     expect_subflows: int | None = Field(
         None, ge=1, le=9, description="subflows each MPTCP connection must reach; none = derived"
@@ -847,6 +881,12 @@ class Experiment(_Model):
                             "(one flow: flows: [{src: CLIENT, dst: SERVER}])")
         if self.multi_flow:
             problems += self._single_flow_fields()
+            if tr.tool == "transfer":
+                problems.append("traffic.tool: transfer runs one client/server flow (the flows of a multi-flow "
+                                "test are iperf3); give traffic.client and traffic.server, or tool: iperf3")
+        if tr.tool == "transfer" and tr.parallel != 1:
+            problems.append(f"traffic.parallel: {tr.parallel}: the transfer tool sends one connection; remove "
+                            "parallel or use tool: iperf3")
         problems += self._event_problems()
         for i, name in enumerate(self.capture.interfaces or [] if self.capture else []):
             if name not in self.host_interfaces():

@@ -82,6 +82,32 @@ def iperf3_argv(role: str, protocol: str, mptcp_mode: str, *, port: int, server_
     return argv
 
 
+#: mptcplab's byte-count transfer with digests (see mptcplab.transfer), run as a script.
+TRANSFER = Path(__file__).with_name("transfer.py")
+
+
+def transfer_argv(role: str, protocol: str, *, port: int, server_address: str = "",
+                  duration: float | None = None, nbytes: int | None = None, seed: int = 1,
+                  congestion_control: str | None = None, connect_timeout_ms: int = 5000,
+                  interval: float | None = None) -> list[str]:
+    """The transfer tool's command for one side of one test (MPTCP through the kernel's own
+    socket: no mptcpize). Pure."""
+    argv = [sys.executable, "-I", "-S", str(TRANSFER)]
+    if role == "server":
+        argv += ["recv", "--port", str(port)]
+        if interval is not None:
+            argv += ["--interval", f"{interval:g}"]
+    else:
+        argv += ["send", "--to", server_address, "--port", str(port), "--seed", str(seed),
+                 "--connect-timeout-ms", str(connect_timeout_ms)]
+        argv += ["--bytes", str(nbytes)] if nbytes is not None else ["--duration", f"{duration or 0:g}"]
+        if congestion_control:
+            argv += ["--congestion", congestion_control]
+    if protocol == "mptcp":
+        argv.append("--mptcp")
+    return argv
+
+
 def _wait_listening(run, port: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,7 +118,8 @@ def _wait_listening(run, port: int, timeout: float = 5.0) -> bool:
 
 
 class Iperf3Server:
-    """A one-off iperf3 server in a host for the duration of a ``with`` block: started through
+    """A one-off server (iperf3 -s -1, or the transfer tool's receiver) in a host for the
+    duration of a ``with`` block: started through
     the network (recorded), awaited until it listens, and read (or stopped by PID) at the end.
     ``result`` is its JSON, ``listening`` whether it ever listened, ``stderr`` what it said."""
 
@@ -128,21 +155,27 @@ class Iperf3Server:
 def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duration: float | None,
              nbytes: int | None, parallel: int, congestion_control: str | None,
              time_limit: float, sample_interval: float, connect_timeout_ms: int = 5000,
-             timeline: Any = None) -> TestOutcome:
-    """One iperf3 test from the plan's client to its server, with the subflow sampler running;
-    abandoned after ``time_limit`` seconds (see :func:`mptcplab.routes.time_limit`). A
-    ``timeline`` (mptcplab.timeline) starts counting when the client is started."""
+             timeline: Any = None, tool: str = "iperf3", seed: int = 1) -> TestOutcome:
+    """One test (iperf3, or the transfer tool with ``seed``) from the plan's client to its
+    server, with the subflow sampler running; abandoned after ``time_limit`` seconds (see
+    :func:`mptcplab.routes.time_limit`). A ``timeline`` (mptcplab.timeline) starts counting when
+    the client is started."""
     plan = network.plan
     common = dict(port=port, congestion_control=congestion_control)
-    s_argv = iperf3_argv("server", protocol, mptcp_mode, interval=GOODPUT_INTERVAL_S, **common)
-    c_argv = iperf3_argv("client", protocol, mptcp_mode, server_address=plan.server_address,
-                         duration=duration, nbytes=nbytes, parallel=parallel,
-                         connect_timeout_ms=connect_timeout_ms, **common)
+    if tool == "transfer":
+        s_argv = transfer_argv("server", protocol, port=port, interval=GOODPUT_INTERVAL_S)
+        c_argv = transfer_argv("client", protocol, server_address=plan.server_address, duration=duration,
+                               nbytes=nbytes, seed=seed, connect_timeout_ms=connect_timeout_ms, **common)
+    else:
+        s_argv = iperf3_argv("server", protocol, mptcp_mode, interval=GOODPUT_INTERVAL_S, **common)
+        c_argv = iperf3_argv("client", protocol, mptcp_mode, server_address=plan.server_address,
+                             duration=duration, nbytes=nbytes, parallel=parallel,
+                             connect_timeout_ms=connect_timeout_ms, **common)
     started = time.time()
     outcome = TestOutcome(protocol, None, None, [], started, started)
     with Iperf3Server(network, plan.server, s_argv, port) as srv:
         if not srv.listening:
-            outcome.error = f"iperf3 server did not start listening on port {port}: {srv.stderr.strip()[:300]}"
+            outcome.error = f"{tool} server did not start listening on port {port}: {srv.stderr.strip()[:300]}"
             return outcome
         sampler = Sampler(ss_runner(network.node(plan.client).popen), interval=sample_interval).start()
         monitor = network.spawn(plan.client, PM_MONITOR_ARGV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -155,7 +188,7 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
             out, err = cli.communicate(timeout=time_limit)
         except subprocess.TimeoutExpired:
             out, err = stop(cli)
-            outcome.error = f"iperf3 client did not finish within {time_limit:.0f} s"
+            outcome.error = f"{tool} client did not finish within {time_limit:.0f} s"
         except BaseException:  # interrupted: nothing of this test keeps running
             stop(cli)
             sampler.stop()
@@ -170,9 +203,9 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
         outcome.ended = time.time()
         outcome.client_json = _parse(out)
         if outcome.client_json is None and not outcome.error:
-            outcome.error = f"iperf3 client printed no JSON (exit {cli.returncode}): {err.strip()[:300]}"
+            outcome.error = f"{tool} client printed no JSON (exit {cli.returncode}): {err.strip()[:300]}"
         elif outcome.client_json and outcome.client_json.get("error") and not outcome.error:
-            outcome.error = f"iperf3: {outcome.client_json['error']}"
+            outcome.error = f"{tool}: {outcome.client_json['error']}"
     outcome.server_json = srv.result
     return outcome
 

@@ -1,0 +1,205 @@
+"""A byte-count transfer whose data can be checked end to end (``traffic.tool: transfer``).
+
+iperf3 sends random data and never looks at what arrives, and its server stops reading when the
+client says it is done, so neither a changed byte nor a short read shows. Middlebox experiments
+ask exactly that question -- did the application get what was sent? -- so this tool sends a
+stream drawn from a seeded generator and both ends hash it (SHA-256): the sender what it wrote,
+the receiver what it read. After the sender has written everything it shuts its side down; the
+receiver reads to the end, answers with its byte count and digest on the same connection, and
+closes; so the sender's wall time is the flow completion time and its report holds both digests.
+
+Run as a script (``python -I -S transfer.py``, standard library only, inside a host's namespace,
+started by the runner as an argument list):
+
+    transfer.py recv --port P [--mptcp] [--interval S]
+    transfer.py send --to ADDRESS --port P [--mptcp] (--bytes N | --duration S) [--seed K]
+                     [--congestion ALGO] [--connect-timeout-ms MS]
+
+Each prints one JSON object shaped like iperf3's (``start.connected``, ``intervals[].sum``,
+``end.sum_sent`` / ``end.sum_received``) so the runner reads it the same way, plus a
+``transfer`` object with the digests. MPTCP uses the kernel's own socket (IPPROTO_MPTCP), no
+LD_PRELOAD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import socket
+import sys
+import time
+
+IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
+CHUNK = 64 * 1024
+#: The receiver's summary line is at most this long (a JSON object of three fields).
+SUMMARY_MAX = 4096
+
+
+def stream(seed: int):
+    """The data: CHUNK-byte blocks from a Mersenne Twister seeded with ``seed`` (fast, and the
+    same bytes for the same seed on every machine)."""
+    rng = random.Random(seed)
+    while True:
+        yield rng.randbytes(CHUNK)
+
+
+def expected_digest(seed: int, nbytes: int) -> str:
+    """SHA-256 of the first ``nbytes`` bytes of the stream for ``seed`` (what an intact transfer
+    of that length delivers)."""
+    h, left = hashlib.sha256(), nbytes
+    for block in stream(seed):
+        if left <= 0:
+            break
+        h.update(block[:left])
+        left -= len(block)
+    return h.hexdigest()
+
+
+def _socket(address: str, mptcp: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP if mptcp else 0)
+
+
+def _sum(start: float, end: float, nbytes: int, **extra) -> dict:
+    seconds = max(end - start, 1e-9)
+    return {"start": 0.0, "end": seconds, "seconds": seconds, "bytes": nbytes,
+            "bits_per_second": nbytes * 8 / seconds, **extra}
+
+
+def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -> dict:
+    """Accept one connection, read it to the end hashing every byte, answer with the count and
+    digest, close. Goodput every ``interval`` s from the accept, as iperf3's server reports it."""
+    srv = _socket(address, mptcp)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((address, port))
+    srv.listen(1)
+    conn, peer = srv.accept()  # the listener stays open until the end: MP_JOINs arrive through it
+    t0 = time.monotonic()
+    h, total, intervals = hashlib.sha256(), 0, []
+    mark, mark_bytes = t0, 0
+    error = None
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    try:
+        while True:
+            n = conn.recv_into(buf)
+            now = time.monotonic()
+            while now - mark >= interval:  # close every interval that ended before this read
+                end = mark + interval
+                intervals.append({"sum": {"start": round(mark - t0, 6), "end": round(end - t0, 6),
+                                          "seconds": interval, "bytes": total - mark_bytes,
+                                          "bits_per_second": (total - mark_bytes) * 8 / interval}})
+                mark, mark_bytes = end, total
+            if n == 0:
+                break
+            h.update(view[:n])
+            total += n
+        ended = time.monotonic()
+        digest = h.hexdigest()
+        conn.sendall((json.dumps({"bytes": total, "sha256": digest, "seconds": ended - t0}) + "\n").encode())
+    except OSError as e:
+        ended, digest, error = time.monotonic(), h.hexdigest(), f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()
+        srv.close()
+    if ended > mark:
+        intervals.append({"sum": {"start": round(mark - t0, 6), "end": round(ended - t0, 6),
+                                  "seconds": ended - mark, "bytes": total - mark_bytes,
+                                  "bits_per_second": (total - mark_bytes) * 8 / max(ended - mark, 1e-9)}})
+    out = {"start": {"accepted_connection": {"host": peer[0], "port": peer[1]}}, "intervals": intervals,
+           "end": {"sum_received": _sum(t0, ended, total)},
+           "transfer": {"role": "receiver", "bytes": total, "sha256": digest}}
+    if error:
+        out["error"] = error
+    return out
+
+
+def send(address: str, port: int, mptcp: bool, nbytes: int | None, duration: float | None, seed: int,
+         congestion: str | None, connect_timeout_ms: int) -> dict:
+    """Connect, write ``nbytes`` of the stream (or write for ``duration`` s), shut down the
+    sending side, read the receiver's summary. The report holds what was sent and what arrived."""
+    sock = _socket(address, mptcp)
+    if congestion:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
+    h, sent, error, summary = hashlib.sha256(), 0, None, None
+    sock.settimeout(connect_timeout_ms / 1000)
+    t0 = time.monotonic()
+    try:
+        sock.connect((address, port))
+    except OSError as e:
+        return {"error": f"unable to connect to {address}:{port}: {e}"}
+    sock.settimeout(None)
+    local = sock.getsockname()
+    start = {"connected": [{"local_host": local[0], "local_port": local[1], "remote_host": address,
+                            "remote_port": port}],
+             "test_start": {"protocol": "MPTCP" if mptcp else "TCP", "bytes": nbytes or 0,
+                            "duration": duration or 0}}
+    deadline = t0 + duration if duration else None
+    try:
+        for block in stream(seed):
+            if nbytes is not None:
+                block = block[:nbytes - sent]
+            elif time.monotonic() >= deadline:
+                break
+            if not block:
+                break
+            sock.sendall(block)
+            h.update(block)
+            sent += len(block)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while len(reply) < SUMMARY_MAX:
+            part = sock.recv(SUMMARY_MAX)
+            if not part:
+                break
+            reply += part
+        summary = json.loads(reply.decode()) if reply.strip() else None
+        if summary is None:
+            error = "the receiver closed without its summary (connection reset or cut short)"
+    except (OSError, ValueError) as e:
+        error = f"{type(e).__name__}: {e}"
+    finally:
+        ended = time.monotonic()
+        sock.close()
+    received = summary or {}
+    got = int(received.get("bytes", 0)) if isinstance(received.get("bytes"), int) else 0
+    digest = str(received.get("sha256", ""))
+    out = {"start": start, "intervals": [],
+           "end": {"sum_sent": _sum(t0, ended, sent), "sum_received": _sum(t0, ended, got)},
+           "transfer": {"role": "sender", "seed": seed, "bytes_sent": sent, "sha256_sent": h.hexdigest(),
+                        "bytes_received": got if summary else None, "sha256_received": digest or None,
+                        "intact": bool(summary) and got == sent and digest == h.hexdigest()}}
+    if error:
+        out["error"] = error
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="transfer.py", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="role", required=True)
+    r = sub.add_parser("recv")
+    s = sub.add_parser("send")
+    for q in (r, s):
+        q.add_argument("--port", type=int, required=True)
+        q.add_argument("--mptcp", action="store_true")
+    r.add_argument("--interval", type=float, default=0.1)
+    s.add_argument("--to", required=True)
+    length = s.add_mutually_exclusive_group(required=True)
+    length.add_argument("--bytes", type=int)
+    length.add_argument("--duration", type=float)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--congestion")
+    s.add_argument("--connect-timeout-ms", type=int, default=5000)
+    a = p.parse_args(argv)
+    if a.role == "recv":
+        out = receive(a.port, a.mptcp, a.interval)
+    else:
+        out = send(a.to, a.port, a.mptcp, a.bytes, a.duration, a.seed, a.congestion, a.connect_timeout_ms)
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 1 if "error" in out else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The transfer tool (mptcplab.transfer): a seeded byte stream hashed at both ends, over loopback
+(real TCP and MPTCP sockets of this machine; no namespace), its spec field and its rows."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from mptcplab import transfer
+from mptcplab.plan import make_plan
+from mptcplab.rows import data_columns
+from mptcplab.spec import parse_spec
+from mptcplab.traffic import TRANSFER, _wait_listening, transfer_argv
+from test_events import dual, problems
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mptcp_available() -> bool:
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, transfer.IPPROTO_MPTCP).close()
+        return True
+    except OSError:
+        return False
+
+
+def run_pair(protocol: str, nbytes: int, seed: int) -> tuple[dict, dict]:
+    port = free_port()
+    recv = subprocess.Popen(transfer_argv("server", protocol, port=port, interval=0.1), stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert _wait_listening(lambda argv: subprocess.run(argv, capture_output=True, text=True).stdout, port)
+        send = subprocess.run(transfer_argv("client", protocol, port=port, server_address="127.0.0.1",
+                                            nbytes=nbytes, seed=seed), capture_output=True, text=True, timeout=30)
+        out, _ = recv.communicate(timeout=10)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    return json.loads(send.stdout), json.loads(out)
+
+
+@pytest.mark.parametrize("protocol", ["tcp", pytest.param("mptcp", marks=pytest.mark.skipif(
+    not mptcp_available(), reason="MPTCP sockets are off here (net.mptcp.enabled=0); the root e2e tests cover it"))])
+def test_a_transfer_arrives_whole_and_both_digests_agree(protocol):
+    nbytes = 3_000_001  # not a multiple of the block size
+    client, server = run_pair(protocol, nbytes, seed=7)
+    t = client["transfer"]
+    assert (t["bytes_sent"], t["bytes_received"]) == (nbytes, nbytes)
+    assert t["sha256_sent"] == t["sha256_received"] == transfer.expected_digest(7, nbytes)
+    assert t["intact"] is True and data_columns(client) == {"bytes_sent": nbytes, "bytes_received": nbytes,
+                                                            "data_intact": True}
+    assert server["transfer"]["sha256"] == t["sha256_sent"]
+    # the receiver's goodput series adds up to what it read, in 0.1 s steps from the accept
+    assert sum(iv["sum"]["bytes"] for iv in server["intervals"]) == nbytes
+    assert all(iv["sum"]["end"] > iv["sum"]["start"] for iv in server["intervals"])
+    assert client["end"]["sum_received"]["bytes"] == nbytes and client["start"]["connected"][0]["local_port"] > 0
+
+
+def test_the_stream_depends_on_the_seed_and_a_changed_byte_changes_the_digest():
+    a, b = transfer.expected_digest(1, 100_000), transfer.expected_digest(2, 100_000)
+    assert a != b and transfer.expected_digest(1, 100_000) == a
+    data = bytearray(next(transfer.stream(1)))
+    import hashlib
+
+    assert hashlib.sha256(bytes(data)).hexdigest() == transfer.expected_digest(1, len(data))
+    data[len(data) // 2] ^= 0xFF
+    assert hashlib.sha256(bytes(data)).hexdigest() != transfer.expected_digest(1, len(data))
+
+
+def test_a_refused_connection_is_an_error_and_nothing_intact():
+    port = free_port()  # nothing listens
+    r = subprocess.run(transfer_argv("client", "tcp", port=port, server_address="127.0.0.1", nbytes=10,
+                                     connect_timeout_ms=1000), capture_output=True, text=True, timeout=10)
+    out = json.loads(r.stdout)
+    assert r.returncode == 1 and "unable to connect" in out["error"]
+    assert data_columns(out)["data_intact"] is False and data_columns(None)["data_intact"] is False
+
+
+def test_argv_is_a_list_with_the_script_and_no_shell():
+    argv = transfer_argv("client", "mptcp", port=5201, server_address="10.0.1.2", duration=3, seed=4,
+                         congestion_control="cubic")
+    assert argv[:4] == [sys.executable, "-I", "-S", str(TRANSFER)]
+    assert argv[4:] == ["send", "--to", "10.0.1.2", "--port", "5201", "--seed", "4", "--connect-timeout-ms", "5000",
+                        "--duration", "3", "--congestion", "cubic", "--mptcp"]
+    assert transfer_argv("server", "tcp", port=5300)[4:] == ["recv", "--port", "5300"]
+
+
+def test_the_tool_is_planned_and_refused_where_it_cannot_run():
+    spec = dual({})
+    spec.pop("events")
+    spec["traffic"]["tool"] = "transfer"
+    assert make_plan(parse_spec(spec)).tool == "transfer"
+    spec["traffic"]["parallel"] = 2
+    assert any("traffic.parallel: 2: the transfer tool sends one connection" in p for p in problems(spec))
+    spec["traffic"]["tool"] = "netcat"
+    assert any("traffic.tool: 'netcat' is not allowed" in p or "traffic.tool" in p for p in problems(spec))
