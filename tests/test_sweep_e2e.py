@@ -40,7 +40,14 @@ def test_sweep_changes_links_in_place(tmp_path, no_leftovers):
         assert 0.8 * (10 + second) * 1448 / 1514 <= got <= (10 + second), (got, second)
     assert g[0] < g[1] < g[2]
     meta = json.loads((out / "metadata.json").read_text())
-    assert list(meta["link_stats"]) == ["p001"]  # one network for the whole sweep
+    # one network for the whole sweep, its links changed in place (reconfigure_s); each point's
+    # link statistics are its own: the rate it set, the bytes sent while it ran
+    stats = meta["link_stats"]
+    assert list(stats) == ["p001", "p002", "p003"]
+    second = [list(stats[p].values())[1] for p in ("p001", "p002", "p003")]
+    assert [d["a2b"]["rate"] for d in second] == [2e6, 10e6, 40e6], second
+    sent = [max(d["a2b"]["tx_bytes"], d["b2a"]["tx_bytes"]) for d in second]
+    assert sent[0] < sent[1] < sent[2], sent
     assert meta["timings"]["reconfigure_s"] > 0
     assert sorted(meta["self_checks"]) == ["p001", "p002", "p003"]  # checked again after each change
     assert all(c["ok"] for c in meta["self_checks"].values())

@@ -28,6 +28,7 @@ from pyroute2 import MPTCP, IPRoute
 
 from .capabilities import Capabilities
 from .links import EmuLink, LinkEmulationError
+from .linkmodel import emulator_settings
 from .plan import Plan, PlanHost, flag_names
 from .proc import node_run, offloads, offloads_off
 from .registry import ALIAS_PREFIX, Registry
@@ -184,6 +185,26 @@ class Network:
         self.subflow_limits.pop(h.name, None)
         self.backups = frozenset(i for i in self.backups if not i.startswith(f"{h.name}-eth"))
         self.set_signal_ports(h.name, h.mptcp.signal_ports)
+
+    def reset_blackhole_detection(self, hosts: list[str]) -> None:
+        """Forget the MPTCP firewall-blackhole state of these hosts' namespaces before a test.
+
+        After MPTCP SYNs go unanswered (a middlebox dropping them) Linux 6.12+ turns MPTCP off for
+        new active connections of the namespace for net.mptcp.blackhole_timeout (3600 s, doubling
+        on each repeat): every later test on the kept network would silently run as TCP. Writing
+        the sysctl -- its own value, unchanged -- resets that state (ctrl.c's handler zeroes
+        active_disable_times), so each test starts as on a fresh network."""
+        if not os.path.exists("/proc/sys/net/mptcp/blackhole_timeout"):
+            return
+        for host in hosts:
+            node = self.node(host)
+            r = node_run(node, ["sysctl", "-n", "net.mptcp.blackhole_timeout"])
+            value = r.stdout.strip()
+            if r.returncode != 0 or not value.isdigit():
+                raise NetworkError(f"{host}: cannot read net.mptcp.blackhole_timeout: {r.stderr.strip()}")
+            r = node_run(node, ["sysctl", "-q", "-w", f"net.mptcp.blackhole_timeout={value}"])
+            if r.returncode != 0:
+                raise NetworkError(f"{host}: sysctl failed: {r.stderr.strip()}")
 
     def set_subflow_limit(self, host: str, subflows: int) -> None:
         """The host's limit of extra subflows per connection (add_addr_accepted as planned)."""
@@ -379,6 +400,27 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
+#: Link statistics that are levels, not counts (left as read, never subtracted).
+GAUGES = frozenset({"queued", "max_backlog_pkts", "max_backlog_bytes", "down"})
+
+
+def counted_since(now: dict[str, Any], before: dict[str, Any] | None, keep: set[str]) -> dict[str, Any]:
+    """``now`` with every count (a number not named in ``keep``) less its value in ``before``."""
+    if before is None:
+        return now
+    out: dict[str, Any] = {}
+    for k, v in now.items():
+        was = before.get(k) if isinstance(before, dict) else None
+        if isinstance(v, dict):
+            out[k] = counted_since(v, was if isinstance(was, dict) else None, keep)
+        elif (isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keep
+              and isinstance(was, (int, float)) and not isinstance(was, bool)):
+            out[k] = v - was
+        else:
+            out[k] = v
+    return out
+
+
 class NetworkSession:
     """The network across the points of a sweep: kept, with its links changed in place, when
     the next point differs only in link parameters; torn down and built again otherwise."""
@@ -389,10 +431,11 @@ class NetworkSession:
         self.registry = registry
         self.make_controller = make_controller
         self.network: Network | None = None
-        self.point_id = ""  # the point the running network was built for (its link_stats key)
+        self.point_id = ""  # the point the running network runs (its link_stats key)
         self._spec: dict[str, Any] | None = None  # the experiment the network runs, as data
         self.timings: dict[str, float] = {"reconfigure_s": 0.0}
         self.link_stats: dict[str, Any] = {}
+        self._counted: dict[str, Any] | None = None  # the links' statistics when the last point ended
 
     def ensure(self, point_id: str, exp: Experiment, plan: Plan) -> Network:
         """The running network for this point."""
@@ -403,25 +446,42 @@ class NetworkSession:
             t0 = time.monotonic()
             if self.network.change_links(plan):
                 self.timings["reconfigure_s"] += time.monotonic() - t0
-                self._spec = spec
+                self._spec, self.point_id = spec, point_id
                 return self.network
         self.close()
         net = Network(plan, self.caps, self.registry, shaper=exp.emulation.shaper, seed=exp.emulation.seed,
                       controller=self.make_controller(exp, plan))
         self.network, self.point_id = net, point_id  # a half-built network is torn down by close()
+        self._counted = None
         net.start()
         self._spec = spec
         return net
 
+    def point_done(self, point_id: str) -> None:
+        """Record the links' statistics of the point that just ran (link_stats[point_id]): the
+        emulators count from their start, so on a network kept across points each point gets
+        the counters' growth since the previous one; settings are the point's own."""
+        self.point_id = point_id
+        net = self.network
+        if net is None or net.mininet is None or point_id in self.link_stats:
+            return
+        try:
+            names = [pl.name for pl in net.plan.links]
+            # parallel links share a name (h1-h2 twice): those are told apart by their index
+            now = {(pl.name if names.count(pl.name) == 1 else f"links[{pl.index}]"): net.link(pl.index).stats()
+                   for pl in net.plan.links}
+            settings = set().union(*(emulator_settings(d) for pl in net.plan.links for d in (pl.up, pl.down)))
+            self.link_stats[point_id] = counted_since(now, self._counted, settings | GAUGES)
+            self._counted = now
+        except Exception as e:  # statistics are a courtesy; the run goes on
+            self.link_stats[point_id] = {"error": f"{type(e).__name__}: {e}"}
+
     def close(self) -> None:
+        if self.network is not None:
+            self.point_done(self.point_id)
         net, self.network = self.network, None
         if net is None:
             return
-        try:
-            if net.mininet is not None:
-                self.link_stats[self.point_id] = {pl.name: net.link(pl.index).stats() for pl in net.plan.links}
-        except Exception as e:  # statistics are a courtesy; teardown must happen
-            self.link_stats[self.point_id] = {"error": f"{type(e).__name__}: {e}"}
         net.stop()
         for k in ("build_s", "configure_s", "teardown_s"):
             self.timings[k] = self.timings.get(k, 0.0) + net.timings.get(k, 0.0)

@@ -385,6 +385,7 @@ def run_points(active: ActiveRun, points: list[PointPlan], pox_home: Path | None
                     session.close()
                     progress.advance(task, len(pp.plan.tests))
                     continue
+                session.point_done(pp.point.id)
                 active.commit_point(pp.point.id, out)
         finally:
             session.close()
@@ -610,6 +611,7 @@ def run_one_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed, 
     if test.protocol == "mptcp":
         net.set_signal_ports(plan.server, test.signal_ports)
     use_backups(net, test)
+    net.reset_blackhole_detection([plan.client, plan.server])
     switches = [sw.name for sw in plan.switches]
     pids = {"client": net.node(plan.client).pid, "server": net.node(plan.server).pid}
     flows_before = flow_bytes(switches) if ctl else {}
@@ -672,6 +674,7 @@ def run_flows_test(active: ActiveRun, net: Any, pp: PointPlan, fixed: PointFixed
         net.set_subflow_limit(host, limits.get(host, plan.host(host).mptcp.subflows))
     use_backups(net, test)
     hosts = sorted({h for f in test.flows for h in (f.src, f.dst)})
+    net.reset_blackhole_detection(hosts)
     pids = {h: net.node(h).pid for h in hosts}
     switches = [sw.name for sw in plan.switches]
     ports_before = port_bytes(switches) if net.controller else {}
