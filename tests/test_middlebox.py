@@ -1,5 +1,5 @@
-"""The link emulator's middlebox (linkemu.c: mb_strip, mb_drop_syn, mb_mss, mb_rewrite, mb_split), through its test mode
-``linkemu --filter``: no sockets, no namespace, no root. Frames are crafted with scapy; the expected
+"""The link emulator's middlebox (linkemu.c: mb_strip, mb_drop_syn, mb_mss, mb_rewrite, mb_split,
+mb_isn), through its test mode ``linkemu --filter``: no sockets, no namespace, no root. Frames are crafted with scapy; the expected
 frame of every transform is built independently with scapy too (the MPTCP options replaced by as
 many NOPs, the MSS lowered, the checksum computed by scapy) and compared byte for byte."""
 
@@ -129,8 +129,9 @@ def emu(build):
     return build[0]
 
 
-def run(emu: Path, lines: list[str]) -> list[str]:
-    r = subprocess.run([str(emu), "--filter"], input="".join(line + "\n" for line in lines),
+def run(emu: Path, lines: list[str], seed: int | None = None) -> list[str]:
+    argv = [str(emu), "--filter"] + ([] if seed is None else ["--seed", str(seed)])
+    r = subprocess.run(argv, input="".join(line + "\n" for line in lines),
                        capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 0, r.stderr
     out = r.stdout.splitlines()
@@ -158,14 +159,12 @@ def through(emu: Path, settings: str, frames: list[bytes], direction: str = "a2b
     return results, json.loads(out[-1])[direction]
 
 
-def mb_counters(stats: dict) -> dict:
-    return {k: v for k, v in stats.items() if k in (
-        "mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_mss_clamped", "mb_skipped",
-        "mb_rewritten", "mb_split_frames")}
-
-
 ZERO = {"mb_stripped_frames": 0, "mb_stripped_options": 0, "mb_dropped_syn": 0, "mb_mss_clamped": 0, "mb_skipped": 0,
-        "mb_rewritten": 0, "mb_split_frames": 0}
+        "mb_rewritten": 0, "mb_split_frames": 0, "mb_isn_conns": 0, "mb_isn_rewritten": 0, "mb_isn_evicted": 0}
+
+
+def mb_counters(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if k in ZERO}
 
 
 def test_builds_without_warnings(build):
@@ -508,6 +507,180 @@ def test_new_settings_refuse_bad_values(emu):
         4294967295, 9223372036854775807, 65535)
 
 
+# --------------------------------------------------------------------------- connections (mb_isn)
+
+A_MAC, B_MAC = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+
+
+def tcp(src: str, dst: str, sport: int, dport: int, flags: str, seq: int = 0, ack: int = 0, options=(),
+        payload: bytes = b"", smac: str = A_MAC, dmac: str = B_MAC, ip_kw: dict | None = None) -> bytes:
+    """One segment between any two ends (IPv6 when the addresses are), sequence numbers mod 2^32."""
+    net = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst, **(ip_kw or {}))
+    pkt = Ether(src=smac, dst=dmac) / net / TCP(sport=sport, dport=dport, flags=flags, seq=seq % 2**32,
+                                                ack=ack % 2**32, window=1000, options=list(options))
+    return raw(pkt / Raw(payload) if payload else pkt)
+
+
+def answers(out: list[str]) -> list:
+    """linkemu's answers to frames: bytes for "frame", a tuple for "frames N", else the word."""
+    res = []
+    for a in out:
+        words = a.split()
+        if words[0] == "frame":
+            res.append(bytes.fromhex(words[1]))
+        elif words[0] == "frames":
+            assert len(words) == 2 + int(words[1]), a
+            res.append(tuple(bytes.fromhex(w) for w in words[2:]))
+        else:
+            res.append(a)
+    return res
+
+
+def exchange(emu: Path, settings: list[str], frames: list[tuple[str, bytes]], seed: int | None = None):
+    """(answers to (direction, frame) pairs, stats of both directions)."""
+    out = run(emu, settings + [f"frame {d} {f.hex()}" for d, f in frames] + ["stats"], seed=seed)
+    assert out[:len(settings)] == ["ok"] * len(settings)
+    return answers(out[len(settings):-1]), json.loads(out[-1])
+
+
+def ip_checksum_ok(frame: bytes) -> bool:
+    q = Ether(frame)
+    if IP not in q:
+        return True
+    given = q[IP].chksum
+    del q[IP].chksum
+    return Ether(raw(q))[IP].chksum == given
+
+
+def conversation(c: str, s: str, sport: int, isn: int = 1000, server_isn: int = 7000, dport: int = 5201) -> list:
+    """A connection's first segments, as its ends send them, with the direction each goes
+    (client side a): SYN, SYN/ACK, ACK, 100 bytes, SACK for the second 100 bytes, the first 100."""
+    return [
+        ("a2b", tcp(c, s, sport, dport, "S", isn, options=SYN_OPTS + [MP_CAPABLE])),
+        ("b2a", tcp(s, c, dport, sport, "SA", server_isn, isn + 1, options=SYN_OPTS + [MP_CAPABLE])),
+        ("a2b", tcp(c, s, sport, dport, "A", isn + 1, server_isn + 1, options=TS + [DSS])),
+        ("a2b", tcp(c, s, sport, dport, "PA", isn + 101, server_isn + 1, options=TS + [DSS], payload=b"y" * 100)),
+        ("b2a", tcp(s, c, dport, sport, "A", server_isn + 1, isn + 1,
+                    options=[("NOP", None), ("NOP", None), ("SAck", ((isn + 101) % 2**32, (isn + 201) % 2**32))])),
+        ("a2b", tcp(c, s, sport, dport, "PA", isn + 1, server_isn + 1, options=TS + [DSS], payload=b"x" * 100)),
+    ]
+
+
+def seen_by_the_other_end(frames: list, off: int) -> list:
+    """What the box must make of conversation(): a2b sequence numbers + off, b2a ack and SACK - off,
+    every other field and option as sent (the client's acks and the server's seq untouched)."""
+    out = []
+    for d, f in frames:
+        p = Ether(f)
+        if d == "a2b":
+            p[TCP].seq = (p[TCP].seq + off) % 2**32
+        else:
+            p[TCP].ack = (p[TCP].ack + off) % 2**32 if "A" in str(p[TCP].flags) else p[TCP].ack
+            p[TCP].options = [(k, tuple((e + off) % 2**32 for e in v)) if k == "SAck" else (k, v)
+                              for k, v in p[TCP].options]
+        del p[TCP].chksum
+        out.append(raw(p))
+    return out
+
+
+def test_isn_is_shifted_one_way_and_shifted_back_the_other(emu):
+    """The box sees the server's view (ack = client ISN + off + 1): it must give the client its own back."""
+    frames = conversation("10.0.0.1", "10.0.1.1", 40000)
+    # the offset the box draws first (the same seed every run)
+    (syn,), _ = exchange(emu, ["set a2b mb_isn=1"], frames[:1], seed=3)
+    off = (Ether(syn)[TCP].seq - 1000) % 2**32
+    assert off != 0
+    # the server's segments as it sends them: acknowledging the shifted numbers
+    server_view = seen_by_the_other_end(frames, off)
+    sent = [(d, server_view[i] if d == "b2a" else f) for i, (d, f) in enumerate(frames)]
+    out, stats = exchange(emu, ["set a2b mb_isn=1"], sent, seed=3)
+    for (d, f), got, theirs, (_, ours) in zip(sent, out, server_view, frames):
+        assert got == (theirs if d == "a2b" else ours), (d, Ether(f)[TCP].flags)
+        assert checksum_ok(got) and ip_checksum_ok(got)
+    a2b, b2a = stats["a2b"], stats["b2a"]
+    assert mb_counters(a2b) == dict(ZERO, mb_isn_conns=1, mb_isn_rewritten=6)   # 4 shifted, 2 shifted back
+    assert mb_counters(b2a) == ZERO and (a2b["mb_isn"], b2a["mb_isn"]) == (1, 0)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_every_connection_gets_its_own_offset_and_others_pass_untouched(emu, v6):
+    c, s = ("fd00::1", "fd00::2") if v6 else ("10.0.0.1", "10.0.1.1")
+    first = [f for d, f in conversation(c, s, 40000) if d == "a2b"]
+    second = [f for d, f in conversation(c, s, 40001, isn=2**32 - 50) if d == "a2b"]   # wraps
+    others = [tcp(c, s, 40002, 5201, "PA", 5, 6, TS, b"no SYN seen"),             # connection before the box
+              tcp(s, c, 5201, 40002, "A", 6, 5, TS),
+              tcp(c, s, 40000, 5202, "PA", 1001, 1, TS, b"other port"),
+              tcp(s, c, 5201, 40001, "S", 9, 0, SYN_OPTS)]                            # a SYN the other way
+    frames = ([("a2b", f) for f in first + second] + [("a2b" if i % 2 == 0 else "b2a", f)
+                                                      for i, f in enumerate(others)])
+    out, stats = exchange(emu, ["set a2b mb_isn=1"], frames)
+    offs = []
+    for fs, got in ((first, out[:4]), (second, out[4:8])):
+        off = (Ether(got[0])[TCP].seq - Ether(fs[0])[TCP].seq) % 2**32
+        offs.append(off)
+        for f, g in zip(fs, got):   # the same offset on every segment of the connection
+            assert (Ether(g)[TCP].seq - Ether(f)[TCP].seq) % 2**32 == off
+            p = Ether(f)
+            p[TCP].seq = (p[TCP].seq + off) % 2**32
+            del p[TCP].chksum
+            assert g == raw(p) and checksum_ok(g)
+    assert 0 not in offs and offs[0] != offs[1]
+    assert out[8:] == others
+    # the reverse direction's SYN starts nothing: mb_isn is on a2b only
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_isn_conns=2, mb_isn_rewritten=8)
+
+
+def test_isn_offsets_follow_the_seed_and_a_retransmitted_syn_keeps_its_offset(emu):
+    syn = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1000, options=SYN_OPTS)
+    again = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1000, options=SYN_OPTS)
+    reused = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 123456, options=SYN_OPTS)   # a new ISN: new connection
+
+    def offsets(seed):
+        out, stats = exchange(emu, ["set a2b mb_isn=1"], [("a2b", syn), ("a2b", again), ("a2b", reused)], seed=seed)
+        seqs = [Ether(f)[TCP].seq for f in out]
+        return ((seqs[0] - 1000) % 2**32, (seqs[1] - 1000) % 2**32, (seqs[2] - 123456) % 2**32), stats["a2b"]
+
+    (o1, o2, o3), stats = offsets(7)
+    assert o1 == o2 and o3 != o1
+    assert stats["mb_isn_conns"] == 2 and stats["mb_isn_rewritten"] == 3
+    assert offsets(7)[0] == (o1, o2, o3)          # reproducible
+    assert offsets(8)[0][0] != o1                 # and the seed's
+
+
+def test_isn_table_evicts_the_least_recently_used(emu):
+    """4096 connections fit; the 4097th evicts the oldest unused one, whose segments then pass as sent."""
+    syns = [("a2b", tcp("10.0.0.1", "10.0.1.1", 1000 + i, 5201, "S", i, options=[("MSS", 1460)]))
+            for i in range(4097)]
+    first_data = tcp("10.0.0.1", "10.0.1.1", 1000, 5201, "PA", 1, 1, payload=b"late")
+    second_data = tcp("10.0.0.1", "10.0.1.1", 1001, 5201, "PA", 2, 1, payload=b"kept")
+    # connection 1001 used again before the 4097th SYN: connection 1000 is the oldest then
+    touch = ("a2b", tcp("10.0.0.1", "10.0.1.1", 1001, 5201, "A", 2, 1))
+    out, stats = exchange(emu, ["set a2b mb_isn=1"], syns[:4096] + [touch] + syns[4096:] +
+                          [("a2b", first_data), ("a2b", second_data)])
+    assert out[-2] == first_data
+    assert out[-1] != second_data and Ether(out[-1])[TCP].seq != 2
+    assert (stats["a2b"]["mb_isn_conns"], stats["a2b"]["mb_isn_evicted"]) == (4097, 1)
+
+
+def test_isn_skipped_frames_are_not_translated(emu):
+    syn = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1000, options=SYN_OPTS)
+    fragment = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "PA", 1001, 1, payload=b"x", ip_kw={"flags": "MF"})
+    out, stats = exchange(emu, ["set a2b mb_isn=1"], [("a2b", syn), ("a2b", fragment)])
+    assert out[1] == fragment
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_isn_conns=1, mb_isn_rewritten=1, mb_skipped=1)
+
+
+def test_isn_keeps_a_bad_checksum_bad(emu):
+    syn = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1000, options=SYN_OPTS)
+    p = Ether(tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "PA", 1001, 1, payload=b"x"))
+    p[TCP].chksum ^= 0x0101
+    bad = raw(p)
+    out, _ = exchange(emu, ["set a2b mb_isn=1"], [("a2b", syn), ("a2b", bad)])
+    given_in, right_in = tcp_checksum(bad)
+    given_out, right_out = tcp_checksum(out[1])
+    assert given_out != right_out and (right_out - given_out) % 0xFFFF == (right_in - given_in) % 0xFFFF
+
+
 # --------------------------------------------------------------------------- left alone
 
 MALFORMED = {
@@ -540,7 +713,7 @@ NOT_TCP = {
     "runt": b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08",
 }
 
-EVERYTHING = "mb_strip=all mb_drop_syn=1 mb_mss=500 mb_rewrite=1 mb_split=1"
+EVERYTHING = "mb_strip=all mb_drop_syn=1 mb_mss=500 mb_rewrite=1 mb_split=1 mb_isn=1"
 
 
 def test_skipped_frames_are_left_alone_and_counted(emu):
@@ -595,7 +768,8 @@ OLD_KEYS = ["rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "drop_loss", "drop_que
             "limit_pkts", "limit_bytes"]
 NEW_KEYS = ["mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_mss_clamped", "mb_skipped",
             "mb_strip", "mb_drop_syn", "mb_mss",
-            "mb_rewritten", "mb_split_frames", "mb_rewrite", "mb_rewrite_after", "mb_split"]
+            "mb_rewritten", "mb_split_frames", "mb_rewrite", "mb_rewrite_after", "mb_split",
+            "mb_isn_conns", "mb_isn_rewritten", "mb_isn_evicted", "mb_isn"]
 
 
 def test_stats_keys_keep_their_order(emu):

@@ -61,13 +61,31 @@ def test_payload_rewriting_and_splitting_are_planned_and_passed_to_the_emulator(
     assert (down0["mb_rewrite"], down0["mb_rewrite_after"], down0["mb_split"]) == ("0", "0", "0")
     assert (up1["mb_split"], up1["mb_strip"], up1["mb_rewrite"]) == ("500", "add_addr", "0")
     # the new keys come last, after the first slice's, and are off without a middlebox
-    assert list(none)[-6:] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split"]
+    assert list(none)[-7:-1] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split"]
     assert (none["mb_rewrite"], none["mb_rewrite_after"], none["mb_split"]) == ("0", "0", "0")
     # rewrite_after alone rewrites nothing: no middlebox
     alone = make_plan(parse_spec(with_boxes(l0={"middlebox": {"rewrite_after": 5}}))).links[0]
     assert not alone.up.middlebox() and choose_backend("auto", alone.up, alone.down, netem=True) == "netem"
     assert middlebox_text(l0.up) == "rewrite payload (1 in 3 data segments after 10)"
     assert middlebox_text(l1.down) == "strip MPTCP (add-addr), split segments > 500 B"
+
+
+def test_translating_middleboxes_are_planned_and_passed_to_the_emulator():
+    spec = with_boxes(l0={"up": {"middlebox": {"randomize_isn": True}}})
+    l0, l2 = (make_plan(parse_spec(spec)).links[i] for i in (0, 2))
+    assert l0.up.randomize_isn and not l0.down.randomize_isn
+    assert l0.up.middlebox() and not l0.down.middlebox()
+    assert choose_backend("auto", l0.up, l0.down, netem=True) == "userspace"
+    with pytest.raises(Exception, match="cannot emulate a middlebox"):
+        choose_backend("netem", l0.up, l0.down, netem=True)
+    up, down, none = (emulator_settings(d) for d in (l0.up, l0.down, l2.up))
+    assert (up["mb_isn"], down["mb_isn"], none["mb_isn"]) == ("1", "0", "0")
+    assert middlebox_text(l0.up) == "randomise ISNs" and middlebox_text(l0.down) == "-"
+    assert l0.up.as_dict()["randomize_isn"] is True      # metadata.json's link description
+    # a set event cannot bring one
+    spec["events"] = {"at": [{"at": 1, "link": "h1-s1", "action": "set",
+                              "params": {"middlebox": {"randomize_isn": True}}}]}
+    assert any("params.middlebox: a middlebox is part of the link as built" in p for p in problems(spec))
 
 
 def test_dss_checksums_are_a_host_setting_of_the_plan():

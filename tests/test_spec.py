@@ -156,3 +156,30 @@ def test_non_finite_numbers_are_refused(value):
     out = problems(d)
     assert any(p.startswith("topology.links[0].bw") for p in out) and \
         any(p.startswith("emulation.rtt_tolerance_ms") for p in out), out
+
+
+# --------------------------------------------------------------------------- middleboxes
+
+
+def with_box(box: dict, where: str = "link") -> dict:
+    """base() with a middlebox on link 0 (where: link, up or down)."""
+    d = base()
+    link = d["topology"]["links"][0]
+    if where == "link":
+        link["middlebox"] = box
+    else:
+        link[where] = {"middlebox": box}
+    return d
+
+
+def test_middlebox_translations_load():
+    exp = parse_spec(with_box({"randomize_isn": True}, "up"))
+    assert exp.topology.links[0].up.middlebox.randomize_isn is True
+    assert parse_spec(with_box({})).topology.links[0].middlebox.randomize_isn is False
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("randomize_isn", "sometimes", "topology.links[0].middlebox.randomize_isn: Input should be a valid boolean"),
+])
+def test_bad_middlebox_values_name_the_field(field, value, says):
+    assert any(p.startswith(says) for p in problems(with_box({field: value}))), problems(with_box({field: value}))

@@ -80,6 +80,8 @@ def middlebox_text(d: Any) -> str:
         parts.append(f"rewrite payload (1 in {d.rewrite_every} data segments{after})")
     if d.split_at:
         parts.append(f"split segments > {d.split_at} B")
+    if d.randomize_isn:
+        parts.append("randomise ISNs")
     return ", ".join(parts) or "-"
 
 

@@ -122,6 +122,11 @@ class Middlebox(_Model):
         "then the rest; same TCP options in both), as segmentation offload and some proxies do: both "
         "halves carry the same DSS option, whose mapping covers them both, so MPTCP must reassemble "
         "data whose mapping spans segments")
+    randomize_isn: bool = Field(
+        False, description="randomise initial sequence numbers, as many firewalls do: every TCP connection whose "
+        "SYN passes in this direction gets a random offset (drawn from the run's seed) added to its sequence "
+        "numbers here and taken off the acknowledgments and SACK blocks coming back. MPTCP must not notice: "
+        "a DSS mapping's subflow sequence number is relative to the subflow's ISN (RFC 8684 section 3.3)")
 
 
 class DirectionParams(_Model):

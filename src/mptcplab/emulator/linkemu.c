@@ -17,7 +17,7 @@
  *   "set a2b|b2a|both k=v..": rate (bit/s), delay_us, jitter_us, loss (0..1), limit_pkts,
  *                             limit_bytes, reorder (0/1), ge_p ge_r ge_h ge_k (0..1, 0 = off),
  *                             and the middlebox's mb_strip, mb_drop_syn, mb_mss, mb_rewrite,
- *                             mb_rewrite_after, mb_split (below)
+ *                             mb_rewrite_after, mb_split, mb_isn (below)
  *   "down" / "up":           drop everything (and flush queues) / forward again
  *   "stats":                 prints one JSON line of counters
  *   "quit" or EOF:           exits (its namespace, and with it the link, goes away)
@@ -48,7 +48,22 @@
  *       so that a corrupt segment still leaves corrupt. Both frames then go through the link model
  *       (loss, queue, delay) one after the other, so tx_pkts can exceed rx_pkts. Segments split are
  *       counted in mb_split_frames.
- * In that order: drop, strip, clamp, rewrite, split. Changes to options and payload update the
+ *   mb_isn=0|1: randomise initial sequence numbers, as many firewalls do: every TCP connection whose
+ *       SYN (without ACK) passes in this direction gets a random 32-bit offset, which is added to the
+ *       sequence number of its segments in this direction, and taken off the acknowledgment number
+ *       (ACK set) and the edges of SACK blocks of its segments in the other direction, so both ends
+ *       keep their own view. A repeated SYN with the same ISN (a retransmission) keeps its offset;
+ *       one with another ISN is a new connection. The offsets come from a random stream of their
+ *       own, seeded by --seed. Connections (keyed by the 4-tuple, IPv4 and IPv6) are held in a
+ *       table of 4096; a new one evicts the least recently used (mb_isn_evicted), whose segments
+ *       then pass untranslated. mb_isn_conns counts offsets drawn, mb_isn_rewritten segments
+ *       changed in either direction. MPTCP must not notice: a DSS mapping's subflow sequence number
+ *       is relative to the subflow's ISN (RFC 8684 section 3.3), and nothing else in its options
+ *       carries a TCP sequence number.
+ * In that order: drop; the other direction's translations undone (mb_isn's offset off ack and
+ * SACK), then this direction's made (mb_isn); strip, clamp, rewrite, split. Dropping first means a
+ * refused SYN creates no state; the translations come before the option and payload functions so
+ * that those see the segment as it leaves. Changes to options and payload update the
  * TCP checksum incrementally (RFC 1624), so a segment that arrived with a bad checksum leaves with
  * one (checksum offloads are off on these veths, so the checksum in the frame is the real one).
  * Not inspected, passed untouched and counted as mb_skipped: IPv4 with IP options, IP fragments, a
@@ -56,10 +71,10 @@
  * the segment, a malformed option list (a length of 0 or 1, or one running past the header).
  * Frames that arrive while the link is down are dropped before the middlebox sees them.
  *
- * Test mode, "linkemu --filter": the middlebox alone -- no namespace, no sockets, no clock. Lines on
+ * Test mode, "linkemu --filter [--seed N]": the middlebox alone -- no namespace, no sockets, no clock. Lines on
  * stdin: the commands above (set, stats, quit), and "frame a2b|b2a <hex>", answered with one line:
- * "frame <hex>" (the frame as it leaves the middlebox), "frames 2 <hex> <hex>" (mb_split made two,
- * in the order they leave) or "drop". No loss, queue or delay.
+ * "frame <hex>" (the frame as it leaves the middlebox), "frames N <hex>..." (N > 1 frames, in the
+ * order they leave: mb_split made two) or "drop". No loss, queue or delay.
  *
  * Build: cc -O2 -o linkemu linkemu.c -lm   (Linux >= 4.20 for PACKET_IGNORE_OUTGOING)
  */
@@ -101,6 +116,56 @@ struct pkt {
 
 struct backlog_ent { uint64_t tx_end; uint32_t len; };
 
+/* A TCP connection's 4-tuple as the segments of one direction carry it (IPv4 addresses in the
+ * first 4 bytes of src and dst). Zeroed before it is filled: keys are hashed and compared as bytes. */
+struct ckey {
+	uint8_t v6, pad;
+	uint16_t sport, dport; /* network order */
+	uint8_t src[16], dst[16];
+};
+
+#define CT_SIZE    4096u /* connections a table holds: the least recently used one is evicted */
+#define CT_BUCKETS 8192u /* a power of two */
+
+/* One connection the box translates (ISN randomisation or NAT), in the table of the direction its
+ * SYN passed. */
+struct conn {
+	struct ckey k[2];      /* k[0]: the tuple as the segments leave (after the direction's NAT);
+	                          NAT only, k[1]: as they arrive (the private address and port) */
+	uint32_t chain[2];     /* the next entry in k[i]'s bucket: index + 1, 0 = none */
+	uint32_t newer, older; /* the LRU list: index + 1, 0 = none */
+	uint32_t isn, off;     /* ISN: the SYN's sequence number as it arrived, the offset added */
+};
+
+struct ctable {
+	struct conn *c;        /* CT_SIZE entries, allocated on first use */
+	uint32_t n;
+	int nat;               /* two keys per entry, ports allocated */
+	uint32_t bucket[2][CT_BUCKETS]; /* index + 1 */
+	uint32_t newest, oldest;        /* index + 1 */
+	uint64_t evicted;
+	uint16_t next_port;             /* NAT: where the search for a free public port starts */
+	uint8_t ports[8192];            /* NAT: public ports in use, a bit each */
+};
+
+/* One frame, looked at by parse(). */
+enum { SEG_OTHER, SEG_ARP, SEG_SKIP, SEG_TCP };
+struct seg {
+	uint32_t l3;           /* the IP (or ARP) header's offset in the frame */
+	unsigned char *ip, *th;
+	int v6;
+	uint32_t seglen, hl;   /* TCP header and payload; TCP header */
+	uint8_t mptcp[20], sack[20], mss; /* offsets of those options in the TCP header (mss: 0 = none) */
+	int n_mptcp, n_sack;
+};
+
+/* What leaves the middlebox for one frame that arrived. */
+struct mb_out {
+	int n;                 /* frames that go on, in this order (0: dropped, or held) */
+	unsigned char *f[3];
+	uint32_t len[3];
+};
+
 struct dir {
 	const char *name;
 	int rx, tx;
@@ -121,6 +186,8 @@ struct dir {
 	uint64_t mb_rewrite_after;
 	uint32_t mb_split;    /* payload bytes; 0 = off */
 	uint64_t mb_data_segs; /* data segments seen while mb_rewrite is on */
+	int mb_isn;           /* randomise the ISN of connections whose SYN passes here */
+	struct ctable isn_ct;
 	/* state */
 	uint64_t next_free, last_dep, seq;
 	struct pkt **heap; size_t heap_n, heap_cap;
@@ -130,11 +197,13 @@ struct dir {
 	uint64_t max_backlog_pkts, max_backlog_bytes;
 	uint64_t mb_stripped_frames, mb_stripped_options, mb_dropped_syn, mb_mss_clamped, mb_skipped;
 	uint64_t mb_rewritten, mb_split_frames;
+	uint64_t mb_isn_conns, mb_isn_rewritten;
 };
 
 static struct dir dirs[2];
 static int link_down;
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t isn_rng = 0x9E3779B97F4A7C15ull; /* mb_isn's offsets: a stream of its own */
 
 static uint64_t now_ns(void)
 {
@@ -247,6 +316,7 @@ static const char *const mb_names[] = {"all", "syn", "join", "add_addr"}; /* bit
 #define OPT_EOL   0
 #define OPT_NOP   1
 #define OPT_MSS   2
+#define OPT_SACK  5
 #define OPT_MPTCP 30
 #define MPTCP_MP_JOIN  1
 #define MPTCP_ADD_ADDR 3
@@ -283,6 +353,7 @@ static void mb_name(unsigned mode, char *out, size_t size)
 #define TH_SYN 0x02
 #define TH_RST 0x04
 #define TH_PSH 0x08
+#define TH_ACK 0x10
 #define TH_URG 0x20
 #define TH_CWR 0x80
 
@@ -379,64 +450,83 @@ static void split_segment(unsigned char *f, uint32_t *len, unsigned char *f2, ui
 	tcp_checksum_set(ip2, v6, th2, hl + rest);
 }
 
-/* Direction d's middlebox on one frame f of *len bytes, changed in place. Returns how many frames
- * leave: 0 (dropped), 1 (f, *len bytes) or 2 (mb_split: f, then f2 of *len2 bytes; f2 has room
- * for FRAME_MAX). */
-static int middlebox(struct dir *d, unsigned char *f, uint32_t *len, unsigned char *f2, uint32_t *len2)
+static int seg_sums_ok(const struct seg *s)
 {
-	if (!d->mb_strip && !d->mb_drop_syn && !d->mb_mss && !d->mb_rewrite && !d->mb_split)
-		return 1;
-	uint32_t off = 14, seglen;
-	if (*len < off)
-		return 1;
+	return tcp_sum(s->ip, s->v6, s->th, s->seglen) == 0xffff &&
+	       (s->v6 || csum_fold(csum_add(0, s->ip, 20)) == 0xffff);
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	p[0] = v >> 24;
+	p[1] = (v >> 16) & 0xff;
+	p[2] = (v >> 8) & 0xff;
+	p[3] = v & 0xff;
+}
+
+/* The frame f of len bytes, looked at: SEG_TCP (s filled: headers, the option list checked, where
+ * the MPTCP, MSS and SACK options are), SEG_ARP (s->l3 only), SEG_SKIP (TCP the box may not
+ * inspect: see the header comment) or SEG_OTHER. */
+static int parse(unsigned char *f, uint32_t len, struct seg *s)
+{
+	uint32_t off = 14;
+	s->n_mptcp = s->n_sack = 0;
+	s->mss = 0;
+	if (len < off)
+		return SEG_OTHER;
 	unsigned type = f[12] << 8 | f[13];
 	for (int tags = 0; tags < 2 && (type == 0x8100 || type == 0x88a8); tags++) {
-		if (*len < off + 4)
-			return 1;
+		if (len < off + 4)
+			return SEG_OTHER;
 		type = f[off + 2] << 8 | f[off + 3];
 		off += 4;
 	}
+	s->l3 = off;
+	if (type == 0x0806)
+		return SEG_ARP;
 	unsigned char *ip = f + off, *th;
-	uint32_t avail = *len - off;
+	uint32_t avail = len - off, seglen;
 	int v6 = type == 0x86dd;
 	if (type == 0x0800) {
 		if (avail < 20 || ip[0] >> 4 != 4 || ip[9] != 6)
-			return 1;
+			return SEG_OTHER;
 		uint32_t tot = ip[2] << 8 | ip[3];
 		/* IP options, a fragment (MF or an offset), shorter than its IP length: not inspected */
 		if ((ip[0] & 15) != 5 || (ip[6] & 0x3f) || ip[7] || tot > avail || tot < 40)
-			goto skip;
+			return SEG_SKIP;
 		th = ip + 20;
 		seglen = tot - 20;
 	} else if (v6) {
 		if (avail < 40 || ip[0] >> 4 != 6)
-			return 1;
+			return SEG_OTHER;
 		unsigned nh = ip[6];
 		uint32_t plen = ip[4] << 8 | ip[5], at = 40;
 		/* Extension headers are walked only to learn whether TCP is behind them. */
 		while (nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60) {
 			if (avail < at + 8)
-				goto skip;
+				return SEG_SKIP;
 			uint32_t n = nh == 44 ? 8 : nh == 51 ? (ip[at + 1] + 2u) * 4 : (ip[at + 1] + 1u) * 8;
 			nh = ip[at];
 			at += n;
 		}
 		if (nh != 6)
-			return 1;
+			return SEG_OTHER;
 		if (at != 40 || plen < 20 || 40 + plen > avail)
-			goto skip;
+			return SEG_SKIP;
 		th = ip + 40;
 		seglen = plen;
 	} else {
-		return 1;
+		return SEG_OTHER;
 	}
 	uint32_t hl = (th[12] >> 4) * 4u;
 	if (hl < 20 || hl > seglen)
-		goto skip;
-	int syn = th[13] & TH_SYN;
+		return SEG_SKIP;
 	/* Parse the whole option list first: a malformed one is left alone. */
-	uint8_t mptcp[20], mss = 0;
-	int n_mptcp = 0;
 	for (uint32_t i = 20; i < hl;) {
 		if (th[i] == OPT_EOL)
 			break;
@@ -445,32 +535,247 @@ static int middlebox(struct dir *d, unsigned char *f, uint32_t *len, unsigned ch
 			continue;
 		}
 		if (i + 1 >= hl || th[i + 1] < 2 || i + th[i + 1] > hl)
-			goto skip;
+			return SEG_SKIP;
 		if (th[i] == OPT_MPTCP)
-			mptcp[n_mptcp++] = (uint8_t)i;
-		else if (th[i] == OPT_MSS && th[i + 1] == 4 && !mss)
-			mss = (uint8_t)i;
+			s->mptcp[s->n_mptcp++] = (uint8_t)i;
+		else if (th[i] == OPT_MSS && th[i + 1] == 4 && !s->mss)
+			s->mss = (uint8_t)i;
+		else if (th[i] == OPT_SACK)
+			s->sack[s->n_sack++] = (uint8_t)i;
 		i += th[i + 1];
 	}
-	if (d->mb_drop_syn && syn && n_mptcp) {
-		d->mb_dropped_syn++;
-		return 0;
+	s->ip = ip;
+	s->th = th;
+	s->v6 = v6;
+	s->seglen = seglen;
+	s->hl = hl;
+	return SEG_TCP;
+}
+
+/* ---------------------------------------------------------------- connection tables (ISN, NAT) */
+
+static uint32_t ct_hash(const struct ckey *k)
+{
+	const uint8_t *p = (const uint8_t *)k;
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < sizeof(*k); i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h & (CT_BUCKETS - 1);
+}
+
+/* The segment's 4-tuple, or (reversed) that of the opposite direction's segments. */
+static void seg_key(const struct seg *s, struct ckey *k, int reversed)
+{
+	size_t n = s->v6 ? 16 : 4;
+	const unsigned char *src = s->ip + (s->v6 ? 8 : 12), *dst = src + n;
+	memset(k, 0, sizeof(*k));
+	k->v6 = (uint8_t)s->v6;
+	memcpy(reversed ? k->dst : k->src, src, n);
+	memcpy(reversed ? k->src : k->dst, dst, n);
+	memcpy(reversed ? &k->dport : &k->sport, s->th, 2);
+	memcpy(reversed ? &k->sport : &k->dport, s->th + 2, 2);
+}
+
+static void lru_unlink(struct ctable *t, uint32_t i)
+{
+	struct conn *c = &t->c[i - 1];
+	if (c->newer)
+		t->c[c->newer - 1].older = c->older;
+	else
+		t->newest = c->older;
+	if (c->older)
+		t->c[c->older - 1].newer = c->newer;
+	else
+		t->oldest = c->newer;
+	c->newer = c->older = 0;
+}
+
+static void lru_push(struct ctable *t, uint32_t i)
+{
+	struct conn *c = &t->c[i - 1];
+	c->older = t->newest;
+	c->newer = 0;
+	if (t->newest)
+		t->c[t->newest - 1].newer = i;
+	else
+		t->oldest = i;
+	t->newest = i;
+}
+
+/* The entry whose key `which` is k (made the most recently used), or NULL. */
+static struct conn *ct_find(struct ctable *t, int which, const struct ckey *k)
+{
+	if (!t->c)
+		return NULL;
+	for (uint32_t i = t->bucket[which][ct_hash(k)]; i; i = t->c[i - 1].chain[which])
+		if (!memcmp(&t->c[i - 1].k[which], k, sizeof(*k))) {
+			lru_unlink(t, i);
+			lru_push(t, i);
+			return &t->c[i - 1];
+		}
+	return NULL;
+}
+
+static void port_mark(struct ctable *t, uint16_t port, int used)
+{
+	if (used)
+		t->ports[port / 8] |= (uint8_t)(1u << (port % 8));
+	else
+		t->ports[port / 8] &= (uint8_t)~(1u << (port % 8));
+}
+
+/* A new entry, the most recently used, under k0 (and k1 in a NAT's table); when the table is full
+ * the least recently used entry makes room (a NAT's public port freed), counted in t->evicted. */
+static struct conn *ct_add(struct ctable *t, const struct ckey *k0, const struct ckey *k1)
+{
+	uint32_t i, nkeys = t->nat ? 2 : 1;
+	if (!t->c && !(t->c = calloc(CT_SIZE, sizeof(*t->c))))
+		die("calloc");
+	if (t->n < CT_SIZE) {
+		i = ++t->n;
+	} else {
+		i = t->oldest;
+		lru_unlink(t, i);
+		for (uint32_t w = 0; w < nkeys; w++) {
+			uint32_t *p = &t->bucket[w][ct_hash(&t->c[i - 1].k[w])];
+			while (*p != i)
+				p = &t->c[*p - 1].chain[w];
+			*p = t->c[i - 1].chain[w];
+		}
+		if (t->nat)
+			port_mark(t, ntohs(t->c[i - 1].k[0].sport), 0);
+		t->evicted++;
 	}
+	struct conn *c = &t->c[i - 1];
+	memset(c, 0, sizeof(*c));
+	c->k[0] = *k0;
+	if (k1)
+		c->k[1] = *k1;
+	for (uint32_t w = 0; w < nkeys; w++) {
+		uint32_t h = ct_hash(&c->k[w]);
+		c->chain[w] = t->bucket[w][h];
+		t->bucket[w][h] = i;
+	}
+	lru_push(t, i);
+	return c;
+}
+
+/* ---------------------------------------------------------------- ISN randomisation */
+
+/* Offsets come from a stream of their own (splitmix64, seeded like the loss generator by --seed):
+ * turning mb_isn on does not change which frames the loss model drops. */
+static uint32_t isn_draw(void)
+{
+	uint64_t z = (isn_rng += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+
+/* Direction d randomises ISNs, s is one of its segments: shift the sequence number of a connection
+ * whose SYN passed here. A SYN starts a connection (a new offset) unless it repeats the ISN of the
+ * entry it finds (a retransmitted SYN keeps its offset). */
+static void isn_out(struct dir *d, struct seg *s)
+{
+	struct ckey k;
+	unsigned char *th = s->th;
+	uint32_t seq = get32(th + 4);
+	seg_key(s, &k, 0);
+	struct conn *c = ct_find(&d->isn_ct, 0, &k);
+	if ((th[13] & (TH_SYN | TH_ACK)) == TH_SYN && (!c || c->isn != seq)) {
+		if (!c)
+			c = ct_add(&d->isn_ct, &k, NULL);
+		c->isn = seq;
+		do
+			c->off = isn_draw();
+		while (!c->off);
+		d->mb_isn_conns++;
+	}
+	if (!c)
+		return;
+	uint16_t was = csum_fold(csum_add(0, th + 4, 4));
+	put32(th + 4, seq + c->off);
+	csum_update(th + 16, was, csum_fold(csum_add(0, th + 4, 4)));
+	d->mb_isn_rewritten++;
+}
+
+/* Direction o randomises ISNs, s goes the other way: take the offset off the acknowledgment
+ * number (when ACK is set) and off the edges of SACK blocks, so that the sender's view stays its own. */
+static void isn_back(struct dir *o, struct seg *s)
+{
+	struct ckey k;
+	unsigned char *th = s->th;
+	seg_key(s, &k, 1);
+	struct conn *c = ct_find(&o->isn_ct, 0, &k);
+	if (!c || (!(th[13] & TH_ACK) && !s->n_sack))
+		return;
+	/* seq, ack and the options: one sum, 16-bit words aligned with the header's */
+	uint16_t was = csum_fold(csum_add(csum_add(0, th + 4, 8), th + 20, s->hl - 20));
+	if (th[13] & TH_ACK)
+		put32(th + 8, get32(th + 8) - c->off);
+	for (int k = 0; k < s->n_sack; k++) {
+		unsigned char *o = th + s->sack[k];
+		for (uint32_t e = 2; e + 4 <= o[1]; e += 4)
+			put32(o + e, get32(o + e) - c->off);
+	}
+	csum_update(th + 16, was, csum_fold(csum_add(csum_add(0, th + 4, 8), th + 20, s->hl - 20)));
+	o->mb_isn_rewritten++;
+}
+
+/* ---------------------------------------------------------------- the middlebox: all of it */
+
+static int mb_on(const struct dir *d)
+{
+	return d->mb_strip || d->mb_drop_syn || d->mb_mss || d->mb_rewrite || d->mb_split || d->mb_isn;
+}
+
+/* Direction d's middlebox (and what the other direction's ISN randomisation and NAT undo) on one
+ * frame f of len bytes, changed in place: *out says what leaves (see struct mb_out). */
+static void middlebox(struct dir *d, unsigned char *f, uint32_t len, struct mb_out *out)
+{
+	static unsigned char second[FRAME_MAX];
+	struct dir *o = &dirs[d == &dirs[0]];
+	memset(out, 0, sizeof(*out));
+	out->n = 1;
+	out->f[0] = f;
+	out->len[0] = len;
+	if (!mb_on(d) && !o->mb_isn)
+		return;
+	struct seg s;
+	int kind = parse(f, len, &s);
+	if (kind == SEG_SKIP)
+		d->mb_skipped++;
+	if (kind != SEG_TCP)
+		return;
+	unsigned char *th = s.th;
+	uint32_t hl = s.hl;
+	int syn = th[13] & TH_SYN;
+	if (d->mb_drop_syn && syn && s.n_mptcp) {
+		d->mb_dropped_syn++;
+		out->n = 0;
+		return;
+	}
+	/* The other direction's translations undone in reverse order, then this one's made. */
+	if (o->mb_isn)
+		isn_back(o, &s);
+	if (d->mb_isn)
+		isn_out(d, &s);
+
 	uint16_t before = csum_fold(csum_add(0, th + 20, hl - 20));
 	unsigned stripped = 0, clamped = 0;
-	for (int k = 0; k < n_mptcp; k++) {
-		unsigned char *o = th + mptcp[k];
-		int sub = o[1] > 2 ? o[2] >> 4 : -1;
+	for (int k = 0; k < s.n_mptcp; k++) {
+		unsigned char *opt = th + s.mptcp[k];
+		int sub = opt[1] > 2 ? opt[2] >> 4 : -1;
 		if ((d->mb_strip & MB_ALL) || ((d->mb_strip & MB_SYN) && syn) ||
 		    ((d->mb_strip & MB_JOIN) && sub == MPTCP_MP_JOIN) ||
 		    ((d->mb_strip & MB_ADD_ADDR) && sub == MPTCP_ADD_ADDR)) {
-			memset(o, OPT_NOP, o[1]);
+			memset(opt, OPT_NOP, opt[1]);
 			stripped++;
 		}
 	}
-	if (d->mb_mss && syn && mss && (uint32_t)(th[mss + 2] << 8 | th[mss + 3]) > d->mb_mss) {
-		th[mss + 2] = d->mb_mss >> 8;
-		th[mss + 3] = d->mb_mss & 0xff;
+	if (d->mb_mss && syn && s.mss && (uint32_t)(th[s.mss + 2] << 8 | th[s.mss + 3]) > d->mb_mss) {
+		th[s.mss + 2] = d->mb_mss >> 8;
+		th[s.mss + 3] = d->mb_mss & 0xff;
 		clamped = 1;
 	}
 	if (stripped || clamped) /* m and m': the sums of the options before and after */
@@ -481,9 +786,9 @@ static int middlebox(struct dir *d, unsigned char *f, uint32_t *len, unsigned ch
 	}
 	d->mb_mss_clamped += clamped;
 
-	uint32_t plen = seglen - hl;
+	uint32_t plen = s.seglen - hl;
 	if (!plen || (th[13] & (TH_SYN | TH_RST)))
-		return 1; /* not a data segment */
+		return; /* not a data segment */
 	unsigned char *payload = th + hl;
 	if (d->mb_rewrite && ++d->mb_data_segs > d->mb_rewrite_after &&
 	    (d->mb_data_segs - d->mb_rewrite_after) % d->mb_rewrite == 0) {
@@ -494,16 +799,13 @@ static int middlebox(struct dir *d, unsigned char *f, uint32_t *len, unsigned ch
 		csum_update(th + 16, was, (uint16_t)(payload[at] << shift));
 		d->mb_rewritten++;
 	}
-	if (d->mb_split && plen > d->mb_split && !(th[13] & TH_URG) && tcp_sum(ip, v6, th, seglen) == 0xffff &&
-	    (v6 || csum_fold(csum_add(0, ip, 20)) == 0xffff)) {
-		split_segment(f, len, f2, len2, ip, v6, th, hl, plen, d->mb_split);
+	int last = out->n - 1;
+	if (d->mb_split && plen > d->mb_split && !(th[13] & TH_URG) && seg_sums_ok(&s)) {
+		split_segment(f, &out->len[last], second, &out->len[last + 1], s.ip, s.v6, th, hl, plen, d->mb_split);
+		out->f[last + 1] = second;
+		out->n++;
 		d->mb_split_frames++;
-		return 2;
 	}
-	return 1;
-skip:
-	d->mb_skipped++;
-	return 1;
 }
 
 /* ---------------------------------------------------------------- the model */
@@ -565,19 +867,16 @@ static void enqueue(struct dir *d, const unsigned char *frame, uint32_t len, uin
 
 static void arrive(struct dir *d, unsigned char *frame, uint32_t len, uint64_t now)
 {
-	static unsigned char second[FRAME_MAX];
-	uint32_t len2 = 0;
+	struct mb_out out;
 	d->rx_pkts++;
 	d->rx_bytes += len;
 	if (link_down) {
 		d->drop_down++;
 		return;
 	}
-	int n = middlebox(d, frame, &len, second, &len2);
-	if (n >= 1)
-		enqueue(d, frame, len, now);
-	if (n == 2)
-		enqueue(d, second, len2, now);
+	middlebox(d, frame, len, &out);
+	for (int i = 0; i < out.n; i++)
+		enqueue(d, out.f[i], out.len[i], now);
 }
 
 static void depart(struct dir *d, uint64_t now)
@@ -661,6 +960,13 @@ static int set_param(struct dir *d, const char *k, const char *v)
 		d->mb_rewrite_after = (uint64_t)n;
 		return 0;
 	}
+	if (!strcmp(k, "mb_isn")) {
+		int64_t n = count_value(v, 1);
+		if (n < 0)
+			return -2;
+		d->mb_isn = (int)n;
+		return 0;
+	}
 	if (!strcmp(k, "mb_strip")) {
 		int mode = mb_parse(v);
 		if (mode < 0)
@@ -710,7 +1016,10 @@ static void print_stats(void)
 		       d->mb_stripped_frames, d->mb_stripped_options, d->mb_dropped_syn, d->mb_mss_clamped, d->mb_skipped, mode,
 		       d->mb_drop_syn, d->mb_mss);
 		printf(",\"mb_rewritten\":%" PRIu64 ",\"mb_split_frames\":%" PRIu64 ",\"mb_rewrite\":%u,\"mb_rewrite_after\":%" PRIu64
-		       ",\"mb_split\":%u}", d->mb_rewritten, d->mb_split_frames, d->mb_rewrite, d->mb_rewrite_after, d->mb_split);
+		       ",\"mb_split\":%u", d->mb_rewritten, d->mb_split_frames, d->mb_rewrite, d->mb_rewrite_after, d->mb_split);
+		printf(",\"mb_isn_conns\":%" PRIu64 ",\"mb_isn_rewritten\":%" PRIu64 ",\"mb_isn_evicted\":%" PRIu64
+		       ",\"mb_isn\":%d", d->mb_isn_conns, d->mb_isn_rewritten, d->isn_ct.evicted, d->mb_isn);
+		printf("}");
 	}
 	printf(",\"down\":%d}\n", link_down);
 	fflush(stdout);
@@ -770,7 +1079,7 @@ static int unhex(const char *hex, unsigned char *out, size_t n)
 /* The middlebox alone, on frames given as hex on stdin: see the header comment. */
 static int filter_main(void)
 {
-	static unsigned char frame[FRAME_MAX], second[FRAME_MAX];
+	static unsigned char frame[FRAME_MAX];
 	char *line = NULL;
 	size_t cap = 0;
 	while (getline(&line, &cap, stdin) > 0) {
@@ -788,21 +1097,32 @@ static int filter_main(void)
 		if (!d || !n || n % 2 || n / 2 > FRAME_MAX || unhex(hex, frame, n / 2) < 0) {
 			printf("error: frame a2b|b2a <hex>\n");
 		} else {
-			uint32_t len = (uint32_t)(n / 2), len2 = 0;
-			int out = middlebox(d, frame, &len, second, &len2);
-			printf("%s", out == 0 ? "drop" : out == 1 ? "frame " : "frames 2 ");
-			for (uint32_t i = 0; out && i < len; i++)
-				printf("%02x", frame[i]);
-			if (out == 2)
-				printf(" ");
-			for (uint32_t i = 0; out == 2 && i < len2; i++)
-				printf("%02x", second[i]);
+			struct mb_out out;
+			middlebox(d, frame, (uint32_t)(n / 2), &out);
+			if (!out.n)
+				printf("drop");
+			else if (out.n == 1)
+				printf("frame ");
+			else
+				printf("frames %d ", out.n);
+			for (int k = 0; k < out.n; k++) {
+				for (uint32_t i = 0; i < out.len[k]; i++)
+					printf("%02x", out.f[k][i]);
+				printf("%s", k + 1 < out.n ? " " : "");
+			}
 			printf("\n");
 		}
 		fflush(stdout);
 	}
 	free(line);
 	return 0;
+}
+
+/* Both random streams (the link model's, mb_isn's) from one seed: a run is reproducible. */
+static void seed(uint64_t s)
+{
+	rng_state = s | 1;
+	isn_rng = s;
 }
 
 static void write_file(const char *path, const char *text)
@@ -815,8 +1135,15 @@ int main(int argc, char **argv)
 {
 	dirs[0].name = "a2b";
 	dirs[1].name = "b2a";
-	if (argc == 2 && !strcmp(argv[1], "--filter"))
+	if (argc > 1 && !strcmp(argv[1], "--filter")) {
+		if (argc == 4 && !strcmp(argv[2], "--seed"))
+			seed(strtoull(argv[3], NULL, 0));
+		else if (argc != 2) {
+			fprintf(stderr, "linkemu: --filter [--seed N]\n");
+			return 2;
+		}
 		return filter_main();
+	}
 	/* Our own network namespace: the link's middle lives and dies with this process. */
 	if (argc > 1 && !strcmp(argv[1], "--no-netns")) {
 		argc--; argv++;
@@ -828,7 +1155,7 @@ int main(int argc, char **argv)
 	write_file("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
 	const char *ifa = "a", *ifb = "b";
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--seed") && i + 1 < argc) rng_state = strtoull(argv[++i], NULL, 0) | 1;
+		if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed(strtoull(argv[++i], NULL, 0));
 		else if (!strcmp(argv[i], "--ifa") && i + 1 < argc) ifa = argv[++i];
 		else if (!strcmp(argv[i], "--ifb") && i + 1 < argc) ifb = argv[++i];
 		else { fprintf(stderr, "linkemu: unknown argument %s\n", argv[i]); return 2; }
