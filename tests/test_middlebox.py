@@ -1,5 +1,5 @@
 """The link emulator's middlebox (linkemu.c: mb_strip, mb_drop_syn, mb_mss, mb_rewrite, mb_split,
-mb_isn), through its test mode ``linkemu --filter``: no sockets, no namespace, no root. Frames are crafted with scapy; the expected
+mb_isn, mb_nat), through its test mode ``linkemu --filter``: no sockets, no namespace, no root. Frames are crafted with scapy; the expected
 frame of every transform is built independently with scapy too (the MPTCP options replaced by as
 many NOPs, the MSS lowered, the checksum computed by scapy) and compared byte for byte."""
 
@@ -160,7 +160,8 @@ def through(emu: Path, settings: str, frames: list[bytes], direction: str = "a2b
 
 
 ZERO = {"mb_stripped_frames": 0, "mb_stripped_options": 0, "mb_dropped_syn": 0, "mb_mss_clamped": 0, "mb_skipped": 0,
-        "mb_rewritten": 0, "mb_split_frames": 0, "mb_isn_conns": 0, "mb_isn_rewritten": 0, "mb_isn_evicted": 0}
+        "mb_rewritten": 0, "mb_split_frames": 0, "mb_isn_conns": 0, "mb_isn_rewritten": 0, "mb_isn_evicted": 0,
+        "mb_nat_conns": 0, "mb_nat_rewritten": 0, "mb_nat_unknown": 0, "mb_nat_arp": 0, "mb_nat_evicted": 0}
 
 
 def mb_counters(stats: dict) -> dict:
@@ -522,12 +523,15 @@ def tcp(src: str, dst: str, sport: int, dport: int, flags: str, seq: int = 0, ac
 
 
 def answers(out: list[str]) -> list:
-    """linkemu's answers to frames: bytes for "frame", a tuple for "frames N", else the word."""
+    """linkemu's answers to frames: bytes for "frame", a tuple for "frames N", ("reply", bytes), else
+    the word."""
     res = []
     for a in out:
         words = a.split()
         if words[0] == "frame":
             res.append(bytes.fromhex(words[1]))
+        elif words[0] == "reply":
+            res.append(("reply", bytes.fromhex(words[1])))
         elif words[0] == "frames":
             assert len(words) == 2 + int(words[1]), a
             res.append(tuple(bytes.fromhex(w) for w in words[2:]))
@@ -681,6 +685,141 @@ def test_isn_keeps_a_bad_checksum_bad(emu):
     assert given_out != right_out and (right_out - given_out) % 0xFFFF == (right_in - given_in) % 0xFFFF
 
 
+# --------------------------------------------------------------------------- mb_nat
+
+PRIV, SERVER, PUBLIC, ASKER_MAC = "10.0.0.1", "10.0.1.1", "10.0.1.100", "02:00:00:00:00:bb"
+
+
+def natted(frame: bytes, src: str | None = None, sport: int | None = None, dst: str | None = None,
+           dport: int | None = None) -> bytes:
+    """The frame with addresses and ports replaced, both checksums computed by scapy."""
+    p = Ether(frame)
+    for layer, field, value in ((IP, "src", src), (TCP, "sport", sport), (IP, "dst", dst), (TCP, "dport", dport)):
+        if value is not None:
+            setattr(p[layer], field, value)
+    del p[IP].chksum
+    del p[TCP].chksum
+    return raw(p)
+
+
+def arp_request(target: str, smac: str = ASKER_MAC, sip: str = SERVER) -> bytes:
+    return raw(Ether(src=smac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=smac, psrc=sip, pdst=target))
+
+
+def test_nat_translates_both_ways_and_gives_each_connection_a_port(emu):
+    add_addr = tcp(PRIV, SERVER, 40000, 5201, "A", 1001, 7001, TS + [DSS, ADD_ADDR])   # a private address inside
+    frames = [
+        ("a2b", tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS + [MP_CAPABLE])),
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20000, "SA", 7000, 1001, SYN_OPTS + [MP_CAPABLE], smac=B_MAC, dmac=A_MAC)),
+        ("a2b", tcp(PRIV, SERVER, 40000, 5201, "PA", 1001, 7001, TS + [DSS], b"hello")),
+        ("a2b", add_addr),
+        ("a2b", tcp(PRIV, SERVER, 40001, 5201, "S", 5000, options=SYN_OPTS + [MP_JOIN_SYN])),   # the second
+        ("a2b", tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS + [MP_CAPABLE])),    # repeated SYN
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20001, "SA", 9000, 5001, SYN_OPTS, smac=B_MAC, dmac=A_MAC)),
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20000, "A", 7001, 1006, TS + [DSS], smac=B_MAC, dmac=A_MAC)),
+    ]
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], frames)
+    expected = [natted(frames[0][1], src=PUBLIC, sport=20000), natted(frames[1][1], dst=PRIV, dport=40000),
+                natted(frames[2][1], src=PUBLIC, sport=20000), natted(frames[3][1], src=PUBLIC, sport=20000),
+                natted(frames[4][1], src=PUBLIC, sport=20001), natted(frames[5][1], src=PUBLIC, sport=20000),
+                natted(frames[6][1], dst=PRIV, dport=40001), natted(frames[7][1], dst=PRIV, dport=40000)]
+    for (d, f), got, want in zip(frames, out, expected):
+        assert got == want, (d, Ether(f)[TCP].sport, Ether(f)[TCP].dport)
+        assert checksum_ok(got) and ip_checksum_ok(got)
+    # MPTCP options are not a NAT's business: ADD_ADDR still names the private address
+    assert Ether(out[3])[TCP].options == Ether(add_addr)[TCP].options
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_nat_conns=2, mb_nat_rewritten=8)
+    assert stats["a2b"]["mb_nat"] == PUBLIC and stats["b2a"]["mb_nat"] == "off"
+    assert mb_counters(stats["b2a"]) == ZERO
+
+
+def test_nat_drops_what_matches_no_connection_and_passes_the_rest(emu):
+    syn = tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS)
+    dropped = [
+        ("a2b", tcp(PRIV, SERVER, 40005, 5201, "PA", 1, 1, TS, b"no SYN seen")),    # outbound, unknown
+        ("a2b", tcp(PRIV, SERVER, 40006, 5201, "SA", 1, 1, SYN_OPTS)),              # a SYN/ACK starts nothing
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20099, "A", 1, 1)),                       # to an unused public port
+        ("b2a", tcp(SERVER, PUBLIC, 5202, 20000, "A", 1, 1)),                       # from another server port
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20050, "S", 1, 0, SYN_OPTS)),             # a SYN in from outside
+    ]
+    passed = [
+        ("b2a", tcp(SERVER, PRIV, 5201, 40000, "A", 1, 1)),                         # not to the public address
+        ("a2b", raw(Ether() / IP(src=PRIV, dst=SERVER) / UDP(sport=5, dport=6))),  # not TCP
+        ("a2b", raw(Ether() / IP(src=PRIV, dst=SERVER) / ICMP())),
+        ("b2a", raw(Ether() / IP(src=SERVER, dst=PUBLIC) / ICMP(type=3, code=3))),  # ICMP errors: not translated
+        ("a2b", tcp("fd00::1", "fd00::2", 40000, 5201, "PA", 1, 1, TS, b"IPv6")),   # IPv4 only
+    ]
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], [("a2b", syn)] + dropped + passed)
+    assert out[1:1 + len(dropped)] == ["drop"] * len(dropped)
+    assert out[1 + len(dropped):] == [f for _, f in passed]
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_nat_conns=1, mb_nat_rewritten=1, mb_nat_unknown=len(dropped))
+
+
+def test_nat_answers_arp_for_the_public_address_with_the_mac_behind_it(emu):
+    syn = tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS, smac=A_MAC)
+    other = arp_request(SERVER, smac=A_MAC, sip=PRIV)
+    frames = [("b2a", arp_request(PUBLIC)),          # nothing learned yet: passes on
+              ("a2b", syn),
+              ("b2a", arp_request(PUBLIC)),          # answered
+              ("b2a", arp_request("10.0.1.7")),     # another address: passes
+              ("a2b", other),                        # the private side's own ARP: passes
+              ("a2b", arp_request(PUBLIC))]         # from the private side: not the NAT's to answer
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], frames)
+    assert out[0] == frames[0][1] and out[3:] == [f for _, f in frames[3:]]
+    want = raw(Ether(src=A_MAC, dst=ASKER_MAC) /
+               ARP(op=2, hwsrc=A_MAC, psrc=PUBLIC, hwdst=ASKER_MAC, pdst=SERVER))
+    assert out[2] == ("reply", want)
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_nat_conns=1, mb_nat_rewritten=1, mb_nat_arp=1)
+
+
+def test_nat_answers_arp_behind_a_vlan_tag_keeping_padding(emu):
+    syn = tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS)
+    ask = raw(Ether(src=ASKER_MAC, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=5) /
+              ARP(op=1, hwsrc=ASKER_MAC, psrc=SERVER, pdst=PUBLIC)) + b"\x00" * 14
+    out, _ = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], [("a2b", syn), ("b2a", ask)])
+    want = raw(Ether(src=A_MAC, dst=ASKER_MAC) / Dot1Q(vlan=5) /
+               ARP(op=2, hwsrc=A_MAC, psrc=PUBLIC, hwdst=ASKER_MAC, pdst=SERVER)) + b"\x00" * 14
+    assert out[1] == ("reply", want)
+
+
+def test_nat_and_isn_together_are_undone_in_reverse_order(emu):
+    """NAT, then ISN on the way out (the ISN table keyed by the public tuple); on the way back the
+    ISN shift comes off first, then the address: the client sees its own numbers and address."""
+    syn = tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS)
+    (out_syn,), _ = exchange(emu, [f"set a2b mb_nat={PUBLIC} mb_isn=1"], [("a2b", syn)], seed=5)
+    off = (Ether(out_syn)[TCP].seq - 1000) % 2**32
+    assert out_syn == natted(tcp(PRIV, SERVER, 40000, 5201, "S", 1000 + off, options=SYN_OPTS), src=PUBLIC,
+                             sport=20000)
+    synack = tcp(SERVER, PUBLIC, 5201, 20000, "SA", 7000, 1001 + off, SYN_OPTS, smac=B_MAC, dmac=A_MAC)
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC} mb_isn=1"], [("a2b", syn), ("b2a", synack)], seed=5)
+    back = natted(tcp(SERVER, PUBLIC, 5201, 20000, "SA", 7000, 1001, SYN_OPTS, smac=B_MAC, dmac=A_MAC),
+                  dst=PRIV, dport=40000)
+    assert out[1] == back and checksum_ok(out[1]) and ip_checksum_ok(out[1])
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_nat_conns=1, mb_nat_rewritten=2, mb_isn_conns=1,
+                                             mb_isn_rewritten=2)
+
+
+def test_nat_table_evicts_the_least_recently_used(emu):
+    syns = [("a2b", tcp(PRIV, SERVER, 1000 + i, 5201, "S", i, options=[("MSS", 1460)])) for i in range(4097)]
+    late = ("a2b", tcp(PRIV, SERVER, 1000, 5201, "PA", 1, 1, payload=b"late"))
+    back = ("b2a", tcp(SERVER, PUBLIC, 5201, 20000, "A", 1, 2))
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], syns + [late, back])
+    assert Ether(out[4096])[TCP].sport == 24096
+    assert out[-2:] == ["drop", "drop"]
+    s = stats["a2b"]
+    assert (s["mb_nat_conns"], s["mb_nat_evicted"], s["mb_nat_unknown"]) == (4097, 1, 2)
+
+
+def test_nat_refuses_bad_addresses(emu):
+    out = run(emu, ["set a2b mb_nat=10.0.0", "set a2b mb_nat=0.0.0.0", "set a2b mb_nat=fd00::1",
+                    "set a2b mb_nat=10.0.0.1x", "set a2b mb_nat=", "set b2a mb_nat=192.0.2.1",
+                    "set b2a mb_nat=off", "set a2b mb_nat=192.0.2.9", "stats"])
+    assert out[:5] == [f"error: bad value mb_nat={v}" for v in ("10.0.0", "0.0.0.0", "fd00::1", "10.0.0.1x", "")]
+    assert out[5:8] == ["ok", "ok", "ok"]
+    stats = json.loads(out[8])
+    assert (stats["a2b"]["mb_nat"], stats["b2a"]["mb_nat"]) == ("192.0.2.9", "off")
+
+
 # --------------------------------------------------------------------------- left alone
 
 MALFORMED = {
@@ -769,7 +908,8 @@ OLD_KEYS = ["rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "drop_loss", "drop_que
 NEW_KEYS = ["mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_mss_clamped", "mb_skipped",
             "mb_strip", "mb_drop_syn", "mb_mss",
             "mb_rewritten", "mb_split_frames", "mb_rewrite", "mb_rewrite_after", "mb_split",
-            "mb_isn_conns", "mb_isn_rewritten", "mb_isn_evicted", "mb_isn"]
+            "mb_isn_conns", "mb_isn_rewritten", "mb_isn_evicted", "mb_isn",
+            "mb_nat_conns", "mb_nat_rewritten", "mb_nat_unknown", "mb_nat_arp", "mb_nat_evicted", "mb_nat"]
 
 
 def test_stats_keys_keep_their_order(emu):

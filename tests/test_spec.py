@@ -176,10 +176,18 @@ def test_middlebox_translations_load():
     exp = parse_spec(with_box({"randomize_isn": True}, "up"))
     assert exp.topology.links[0].up.middlebox.randomize_isn is True
     assert parse_spec(with_box({})).topology.links[0].middlebox.randomize_isn is False
+    box = parse_spec(with_box({"nat": "10.0.1.100"}, "down")).topology.links[0].down.middlebox
+    assert str(box.nat) == "10.0.1.100"
 
 
 @pytest.mark.parametrize("field,value,says", [
     ("randomize_isn", "sometimes", "topology.links[0].middlebox.randomize_isn: Input should be a valid boolean"),
+    ("nat", "10.0.0", "topology.links[0].middlebox.nat: Input is not a valid IPv4 address"),
+    ("nat", "fd00::1", "topology.links[0].middlebox.nat: Input is not a valid IPv4 address"),
+    ("nat", "0.0.0.0", "topology.links[0].middlebox.nat: 0.0.0.0 cannot be a host's address"),
+    ("nat", "224.0.0.1", "topology.links[0].middlebox.nat: 224.0.0.1 cannot be a host's address"),
+    ("nat", "127.0.0.1", "topology.links[0].middlebox.nat: 127.0.0.1 cannot be a host's address"),
+    ("nat", "10.0.0.1; reboot", "topology.links[0].middlebox.nat: Input is not a valid IPv4 address"),
 ])
 def test_bad_middlebox_values_name_the_field(field, value, says):
     assert any(p.startswith(says) for p in problems(with_box({field: value}))), problems(with_box({field: value}))

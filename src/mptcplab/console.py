@@ -82,6 +82,8 @@ def middlebox_text(d: Any) -> str:
         parts.append(f"split segments > {d.split_at} B")
     if d.randomize_isn:
         parts.append("randomise ISNs")
+    if d.nat:
+        parts.append(f"NAT to {d.nat}")
     return ", ".join(parts) or "-"
 
 

@@ -80,13 +80,14 @@ class Direction:
     rewrite_after: int = 0           # ... after this many data segments
     split_at: int | None = None      # data segments longer than this (payload bytes) split in two
     randomize_isn: bool = False      # connections whose SYN passes here get a random sequence number offset
+    nat: str | None = None           # source NAT to this IPv4 address (connections whose SYN passes here)
 
     # ------------------------------------------------------------------ what it needs
 
     def middlebox(self) -> bool:
         """Does a middlebox act on this direction?"""
         return (self.strip_mptcp != "none" or self.drop_mptcp_syn or bool(self.clamp_mss)
-                or bool(self.rewrite_every) or bool(self.split_at) or self.randomize_isn)
+                or bool(self.rewrite_every) or bool(self.split_at) or self.randomize_isn or bool(self.nat))
 
     def needs_netem(self) -> bool:
         """Delay, jitter or loss: htb alone cannot do it."""
@@ -173,7 +174,8 @@ def _middlebox(value: Any) -> dict[str, Any]:
             "rewrite_every": int(m["rewrite_payload_every"]) if m.get("rewrite_payload_every") else None,
             "rewrite_after": int(m.get("rewrite_after") or 0),
             "split_at": int(m["split_at"]) if m.get("split_at") else None,
-            "randomize_isn": bool(m.get("randomize_isn"))}
+            "randomize_isn": bool(m.get("randomize_isn")),
+            "nat": str(m["nat"]) if m.get("nat") else None}
 
 
 def directions(params: Mapping[str, Any], up: Mapping[str, Any] | None = None,
@@ -294,4 +296,5 @@ def emulator_settings(d: Direction) -> dict[str, str]:
         "mb_rewrite_after": str(d.rewrite_after or 0),
         "mb_split": str(d.split_at or 0),
         "mb_isn": "1" if d.randomize_isn else "0",
+        "mb_nat": d.nat or "off",
     }

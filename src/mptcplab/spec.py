@@ -99,6 +99,12 @@ class BurstLoss(_Model):
     loss_good: LossPercent = Field(0.0, description="loss rate while in the good state")
 
 
+def _public_nat(a: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+    if a.is_unspecified or a.is_multicast or a.is_loopback or a == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{a} cannot be a host's address (unspecified, multicast, loopback or broadcast)")
+    return a
+
+
 class Middlebox(_Model):
     """A box in the path that rewrites TCP segments passing in this direction (the user-space
     link emulator does it, on every kernel): what MPTCP meets in the wild."""
@@ -127,6 +133,13 @@ class Middlebox(_Model):
         "SYN passes in this direction gets a random offset (drawn from the run's seed) added to its sequence "
         "numbers here and taken off the acknowledgments and SACK blocks coming back. MPTCP must not notice: "
         "a DSS mapping's subflow sequence number is relative to the subflow's ISN (RFC 8684 section 3.3)")
+    nat: Annotated[ipaddress.IPv4Address, AfterValidator(_public_nat)] | None = Field(
+        None, description="source NAT to this IPv4 address: IPv4 TCP connections whose SYN passes in this "
+        "direction leave from it and from a port the box allocates (20000 up), replies are translated back, "
+        "segments matching no connection dropped, and ARP for the address answered with the MAC address of "
+        "the host behind. MPTCP options are left alone, as real NATs leave them: ADD_ADDR and MP_JOIN then "
+        "name private addresses (segments to other addresses than this one pass untranslated: whether the private "
+        "address is reachable is the topology's business)")
 
 
 class DirectionParams(_Model):

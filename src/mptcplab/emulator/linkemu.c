@@ -17,7 +17,7 @@
  *   "set a2b|b2a|both k=v..": rate (bit/s), delay_us, jitter_us, loss (0..1), limit_pkts,
  *                             limit_bytes, reorder (0/1), ge_p ge_r ge_h ge_k (0..1, 0 = off),
  *                             and the middlebox's mb_strip, mb_drop_syn, mb_mss, mb_rewrite,
- *                             mb_rewrite_after, mb_split, mb_isn (below)
+ *                             mb_rewrite_after, mb_split, mb_isn, mb_nat (below)
  *   "down" / "up":           drop everything (and flush queues) / forward again
  *   "stats":                 prints one JSON line of counters
  *   "quit" or EOF:           exits (its namespace, and with it the link, goes away)
@@ -60,10 +60,32 @@
  *       changed in either direction. MPTCP must not notice: a DSS mapping's subflow sequence number
  *       is relative to the subflow's ISN (RFC 8684 section 3.3), and nothing else in its options
  *       carries a TCP sequence number.
+ *   mb_nat=A|off: source NAT to the IPv4 address A, as a home router does. An IPv4 TCP connection
+ *       whose SYN (without ACK) passes in this direction gets a public port, allocated from 20000
+ *       up (a fresh one per connection, unique in the direction's table); its segments here leave
+ *       from A and that port, and segments the other way to A and that port get the private address
+ *       and port back. IPv4 header and TCP checksums are updated incrementally (the TCP pseudo header
+ *       holds the address). As a real NAT: a segment here of a connection it does not know (no SYN
+ *       seen: a SYN/ACK, a late segment, a connection evicted) is dropped, and so is a segment the
+ *       other way to A that matches no connection; both counted in mb_nat_unknown. Not translated,
+ *       passed as they are: IPv6, other protocols than TCP (ICMP errors about translated segments
+ *       included), segments the other way to addresses other than A. MPTCP options are left alone,
+ *       as real NATs leave them: ADD_ADDR and MP_JOIN keep naming private addresses. ARP: a request
+ *       for A arriving the other way is answered by the box -- "A is at" the source MAC address of
+ *       the last frame it translated (the host behind the NAT), the reply sent back out the side
+ *       the request came from (through this direction's link model), the request going no further;
+ *       until a frame has been translated, requests pass on unanswered. Without that a host on the
+ *       other side's L2 segment could not find A. The table holds 4096 connections, the least
+ *       recently used evicted (mb_nat_evicted, its port freed). Counted: mb_nat_conns, mb_nat_rewritten
+ *       (segments translated either way), mb_nat_unknown, mb_nat_arp (requests answered); all in
+ *       the stats of the direction that has mb_nat.
  * In that order: drop; the other direction's translations undone (mb_isn's offset off ack and
- * SACK), then this direction's made (mb_isn); strip, clamp, rewrite, split. Dropping first means a
- * refused SYN creates no state; the translations come before the option and payload functions so
- * that those see the segment as it leaves. Changes to options and payload update the
+ * SACK, then mb_nat's address), then this direction's made (mb_nat, then mb_isn); strip, clamp,
+ * rewrite, split. Dropping first means a refused SYN creates no state. The way back undoes in the
+ * reverse order of the way out, so each function meets the numbers it made (mb_isn's table is keyed
+ * by the tuple after NAT). The translations come before the option and payload functions so that
+ * those see the segment as it leaves. Skipped frames (below) are not translated. Changes to
+ * options and payload update the
  * TCP checksum incrementally (RFC 1624), so a segment that arrived with a bad checksum leaves with
  * one (checksum offloads are off on these veths, so the checksum in the frame is the real one).
  * Not inspected, passed untouched and counted as mb_skipped: IPv4 with IP options, IP fragments, a
@@ -74,7 +96,9 @@
  * Test mode, "linkemu --filter [--seed N]": the middlebox alone -- no namespace, no sockets, no clock. Lines on
  * stdin: the commands above (set, stats, quit), and "frame a2b|b2a <hex>", answered with one line:
  * "frame <hex>" (the frame as it leaves the middlebox), "frames N <hex>..." (N > 1 frames, in the
- * order they leave: mb_split made two) or "drop". No loss, queue or delay.
+ * order they leave: mb_split made two), "drop", or "reply <hex>": the frame was consumed and the box
+ * sends this one back out the side it came from (mb_nat's ARP reply; in a "frame b2a" line, it
+ * would leave on side b). No loss, queue or delay.
  *
  * Build: cc -O2 -o linkemu linkemu.c -lm   (Linux >= 4.20 for PACKET_IGNORE_OUTGOING)
  */
@@ -126,6 +150,7 @@ struct ckey {
 
 #define CT_SIZE    4096u /* connections a table holds: the least recently used one is evicted */
 #define CT_BUCKETS 8192u /* a power of two */
+#define NAT_PORT_MIN 20000 /* public ports are allocated from here up */
 
 /* One connection the box translates (ISN randomisation or NAT), in the table of the direction its
  * SYN passed. */
@@ -164,6 +189,8 @@ struct mb_out {
 	int n;                 /* frames that go on, in this order (0: dropped, or held) */
 	unsigned char *f[3];
 	uint32_t len[3];
+	unsigned char *reply; /* a frame back out where this one came from (an ARP reply), or NULL */
+	uint32_t reply_len;
 };
 
 struct dir {
@@ -188,6 +215,11 @@ struct dir {
 	uint64_t mb_data_segs; /* data segments seen while mb_rewrite is on */
 	int mb_isn;           /* randomise the ISN of connections whose SYN passes here */
 	struct ctable isn_ct;
+	int mb_nat;           /* source NAT to nat_addr for IPv4 connections whose SYN passes here */
+	uint8_t nat_addr[4];
+	uint8_t nat_mac[6];   /* the host behind the NAT: the source of the last frame translated */
+	int nat_mac_known;
+	struct ctable nat_ct;
 	/* state */
 	uint64_t next_free, last_dep, seq;
 	struct pkt **heap; size_t heap_n, heap_cap;
@@ -198,6 +230,7 @@ struct dir {
 	uint64_t mb_stripped_frames, mb_stripped_options, mb_dropped_syn, mb_mss_clamped, mb_skipped;
 	uint64_t mb_rewritten, mb_split_frames;
 	uint64_t mb_isn_conns, mb_isn_rewritten;
+	uint64_t mb_nat_conns, mb_nat_rewritten, mb_nat_unknown, mb_nat_arp;
 };
 
 static struct dir dirs[2];
@@ -722,27 +755,136 @@ static void isn_back(struct dir *o, struct seg *s)
 	o->mb_isn_rewritten++;
 }
 
+/* ---------------------------------------------------------------- NAT */
+
+/* A free public port, from NAT_PORT_MIN up, wrapping (the table holds fewer connections than there
+ * are ports: one is always free). */
+static uint16_t nat_port_alloc(struct ctable *t)
+{
+	for (;;) {
+		uint16_t p = t->next_port < NAT_PORT_MIN ? NAT_PORT_MIN : t->next_port;
+		t->next_port = p == 65535 ? NAT_PORT_MIN : p + 1;
+		if (!(t->ports[p / 8] & (1u << (p % 8)))) {
+			port_mark(t, p, 1);
+			return p;
+		}
+	}
+}
+
+/* An IPv4 address and the TCP port beside it in the segment become to_addr, to_port (network
+ * order): the IPv4 header checksum and the TCP checksum (its pseudo header holds the address)
+ * updated incrementally. */
+static void nat_rewrite(struct seg *s, unsigned char *addr, unsigned char *port, const uint8_t *to_addr,
+			uint16_t to_port)
+{
+	uint16_t ip_was = csum_fold(csum_add(0, addr, 4)), tcp_was = csum_fold(csum_add(ip_was, port, 2));
+	memcpy(addr, to_addr, 4);
+	memcpy(port, &to_port, 2);
+	uint16_t ip_now = csum_fold(csum_add(0, addr, 4)), tcp_now = csum_fold(csum_add(ip_now, port, 2));
+	csum_update(s->ip + 10, ip_was, ip_now);
+	csum_update(s->th + 16, tcp_was, tcp_now);
+}
+
+/* Direction d NATs, s is one of its segments (IPv4 only): the source becomes the public address and
+ * the connection's public port. A SYN (without ACK) of an unknown connection makes an entry; any
+ * other segment of an unknown connection is dropped, as a NAT does (no mapping to use). Returns 0 to
+ * drop. */
+static int nat_out(struct dir *d, const unsigned char *f, struct seg *s)
+{
+	if (s->v6)
+		return 1;
+	struct ckey k;
+	seg_key(s, &k, 0);
+	struct conn *c = ct_find(&d->nat_ct, 1, &k);
+	if (!c) {
+		if ((s->th[13] & (TH_SYN | TH_ACK)) != TH_SYN) {
+			d->mb_nat_unknown++;
+			return 0;
+		}
+		struct ckey pub = k;
+		memcpy(pub.src, d->nat_addr, 4);
+		pub.sport = htons(nat_port_alloc(&d->nat_ct));
+		c = ct_add(&d->nat_ct, &pub, &k);
+		d->mb_nat_conns++;
+	}
+	memcpy(d->nat_mac, f + 6, 6); /* who is behind the NAT: what ARP for the public address gets */
+	d->nat_mac_known = 1;
+	nat_rewrite(s, s->ip + 12, s->th, c->k[0].src, c->k[0].sport);
+	d->mb_nat_rewritten++;
+	return 1;
+}
+
+/* Direction o NATs, s goes the other way: a segment to the public address gets the private address
+ * and port of its connection back; one that matches no connection is dropped. Segments to other
+ * addresses pass. Returns -1 to drop, 1 if translated, 0 if not the NAT's. */
+static int nat_in(struct dir *o, struct seg *s)
+{
+	if (s->v6 || memcmp(s->ip + 16, o->nat_addr, 4))
+		return 0;
+	struct ckey k;
+	seg_key(s, &k, 1);
+	struct conn *c = ct_find(&o->nat_ct, 0, &k);
+	if (!c) {
+		o->mb_nat_unknown++;
+		return -1;
+	}
+	nat_rewrite(s, s->ip + 16, s->th + 2, c->k[1].src, c->k[1].sport);
+	o->mb_nat_rewritten++;
+	return 1;
+}
+
+/* Direction o NATs, f (len bytes, ARP at l3) came the other way: if it asks who has the public
+ * address and a MAC address behind the NAT is known, the reply -- from that MAC, so that the
+ * segments to the public address go where the NAT can take them -- is written to r. Returns 1 then. */
+static int nat_arp(struct dir *o, const unsigned char *f, uint32_t len, uint32_t l3, unsigned char *r,
+		   uint32_t *rlen)
+{
+	const unsigned char *a = f + l3;
+	if (!o->nat_mac_known || len < l3 + 28)
+		return 0;
+	if (a[0] != 0 || a[1] != 1 || a[2] != 0x08 || a[3] != 0 || a[4] != 6 || a[5] != 4 || a[6] != 0 || a[7] != 1 ||
+	    memcmp(a + 24, o->nat_addr, 4))
+		return 0; /* not Ethernet/IPv4, not a request, not for the public address */
+	memcpy(r, f, len);
+	memcpy(r, f + 6, 6);          /* to the asker */
+	memcpy(r + 6, o->nat_mac, 6);
+	unsigned char *b = r + l3;
+	b[7] = 2;                     /* reply */
+	memcpy(b + 8, o->nat_mac, 6); /* sender: the public address is at the private host's MAC */
+	memcpy(b + 14, o->nat_addr, 4);
+	memcpy(b + 18, a + 8, 6);     /* target: the asker */
+	memcpy(b + 24, a + 14, 4);
+	*rlen = len;
+	o->mb_nat_arp++;
+	return 1;
+}
+
 /* ---------------------------------------------------------------- the middlebox: all of it */
 
 static int mb_on(const struct dir *d)
 {
-	return d->mb_strip || d->mb_drop_syn || d->mb_mss || d->mb_rewrite || d->mb_split || d->mb_isn;
+	return d->mb_strip || d->mb_drop_syn || d->mb_mss || d->mb_rewrite || d->mb_split || d->mb_isn || d->mb_nat;
 }
 
 /* Direction d's middlebox (and what the other direction's ISN randomisation and NAT undo) on one
  * frame f of len bytes, changed in place: *out says what leaves (see struct mb_out). */
 static void middlebox(struct dir *d, unsigned char *f, uint32_t len, struct mb_out *out)
 {
-	static unsigned char second[FRAME_MAX];
+	static unsigned char second[FRAME_MAX], reply[FRAME_MAX];
 	struct dir *o = &dirs[d == &dirs[0]];
 	memset(out, 0, sizeof(*out));
 	out->n = 1;
 	out->f[0] = f;
 	out->len[0] = len;
-	if (!mb_on(d) && !o->mb_isn)
+	if (!mb_on(d) && !o->mb_isn && !o->mb_nat)
 		return;
 	struct seg s;
 	int kind = parse(f, len, &s);
+	if (kind == SEG_ARP && o->mb_nat && nat_arp(o, f, len, s.l3, reply, &out->reply_len)) {
+		out->n = 0; /* answered: the request goes no further */
+		out->reply = reply;
+		return;
+	}
 	if (kind == SEG_SKIP)
 		d->mb_skipped++;
 	if (kind != SEG_TCP)
@@ -756,8 +898,17 @@ static void middlebox(struct dir *d, unsigned char *f, uint32_t len, struct mb_o
 		return;
 	}
 	/* The other direction's translations undone in reverse order, then this one's made. */
+	int back = 0;
 	if (o->mb_isn)
 		isn_back(o, &s);
+	if (o->mb_nat && (back = nat_in(o, &s)) < 0) {
+		out->n = 0;
+		return;
+	}
+	if (d->mb_nat && !back && !nat_out(d, f, &s)) {
+		out->n = 0;
+		return;
+	}
 	if (d->mb_isn)
 		isn_out(d, &s);
 
@@ -877,6 +1028,8 @@ static void arrive(struct dir *d, unsigned char *frame, uint32_t len, uint64_t n
 	middlebox(d, frame, len, &out);
 	for (int i = 0; i < out.n; i++)
 		enqueue(d, out.f[i], out.len[i], now);
+	if (out.reply) /* back to where the frame came from: the other direction's model */
+		enqueue(&dirs[d == &dirs[0]], out.reply, out.reply_len, now);
 }
 
 static void depart(struct dir *d, uint64_t now)
@@ -967,6 +1120,18 @@ static int set_param(struct dir *d, const char *k, const char *v)
 		d->mb_isn = (int)n;
 		return 0;
 	}
+	if (!strcmp(k, "mb_nat")) {
+		struct in_addr a;
+		if (!strcmp(v, "off")) {
+			d->mb_nat = 0;
+			return 0;
+		}
+		if (inet_pton(AF_INET, v, &a) != 1 || a.s_addr == 0)
+			return -2;
+		memcpy(d->nat_addr, &a, 4);
+		d->mb_nat = 1;
+		return 0;
+	}
 	if (!strcmp(k, "mb_strip")) {
 		int mode = mb_parse(v);
 		if (mode < 0)
@@ -1019,6 +1184,12 @@ static void print_stats(void)
 		       ",\"mb_split\":%u", d->mb_rewritten, d->mb_split_frames, d->mb_rewrite, d->mb_rewrite_after, d->mb_split);
 		printf(",\"mb_isn_conns\":%" PRIu64 ",\"mb_isn_rewritten\":%" PRIu64 ",\"mb_isn_evicted\":%" PRIu64
 		       ",\"mb_isn\":%d", d->mb_isn_conns, d->mb_isn_rewritten, d->isn_ct.evicted, d->mb_isn);
+		char nat[INET_ADDRSTRLEN] = "off";
+		if (d->mb_nat)
+			inet_ntop(AF_INET, d->nat_addr, nat, sizeof(nat));
+		printf(",\"mb_nat_conns\":%" PRIu64 ",\"mb_nat_rewritten\":%" PRIu64 ",\"mb_nat_unknown\":%" PRIu64
+		       ",\"mb_nat_arp\":%" PRIu64 ",\"mb_nat_evicted\":%" PRIu64 ",\"mb_nat\":\"%s\"", d->mb_nat_conns,
+		       d->mb_nat_rewritten, d->mb_nat_unknown, d->mb_nat_arp, d->nat_ct.evicted, nat);
 		printf("}");
 	}
 	printf(",\"down\":%d}\n", link_down);
@@ -1099,7 +1270,11 @@ static int filter_main(void)
 		} else {
 			struct mb_out out;
 			middlebox(d, frame, (uint32_t)(n / 2), &out);
-			if (!out.n)
+			if (out.reply) {
+				printf("reply ");
+				for (uint32_t i = 0; i < out.reply_len; i++)
+					printf("%02x", out.reply[i]);
+			} else if (!out.n)
 				printf("drop");
 			else if (out.n == 1)
 				printf("frame ");
@@ -1135,6 +1310,7 @@ int main(int argc, char **argv)
 {
 	dirs[0].name = "a2b";
 	dirs[1].name = "b2a";
+	dirs[0].nat_ct.nat = dirs[1].nat_ct.nat = 1;
 	if (argc > 1 && !strcmp(argv[1], "--filter")) {
 		if (argc == 4 && !strcmp(argv[2], "--seed"))
 			seed(strtoull(argv[3], NULL, 0));
