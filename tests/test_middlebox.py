@@ -1,7 +1,8 @@
 """The link emulator's middlebox (linkemu.c: mb_strip, mb_drop_syn, mb_mss, mb_rewrite, mb_split,
-mb_isn, mb_nat), through its test mode ``linkemu --filter``: no sockets, no namespace, no root. Frames are crafted with scapy; the expected
-frame of every transform is built independently with scapy too (the MPTCP options replaced by as
-many NOPs, the MSS lowered, the checksum computed by scapy) and compared byte for byte."""
+mb_isn, mb_nat, mb_coalesce), through its test mode ``linkemu --filter``: no sockets, no namespace,
+no root. Frames are crafted with scapy; the expected frame of every transform is built
+independently with scapy too (the MPTCP options replaced by as many NOPs, the MSS lowered, the
+checksum computed by scapy) and compared byte for byte."""
 
 from __future__ import annotations
 
@@ -161,7 +162,8 @@ def through(emu: Path, settings: str, frames: list[bytes], direction: str = "a2b
 
 ZERO = {"mb_stripped_frames": 0, "mb_stripped_options": 0, "mb_dropped_syn": 0, "mb_mss_clamped": 0, "mb_skipped": 0,
         "mb_rewritten": 0, "mb_split_frames": 0, "mb_isn_conns": 0, "mb_isn_rewritten": 0, "mb_isn_evicted": 0,
-        "mb_nat_conns": 0, "mb_nat_rewritten": 0, "mb_nat_unknown": 0, "mb_nat_arp": 0, "mb_nat_evicted": 0}
+        "mb_nat_conns": 0, "mb_nat_rewritten": 0, "mb_nat_unknown": 0, "mb_nat_arp": 0, "mb_nat_evicted": 0,
+        "mb_coalesced": 0}
 
 
 def mb_counters(stats: dict) -> dict:
@@ -514,11 +516,12 @@ A_MAC, B_MAC = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
 
 def tcp(src: str, dst: str, sport: int, dport: int, flags: str, seq: int = 0, ack: int = 0, options=(),
-        payload: bytes = b"", smac: str = A_MAC, dmac: str = B_MAC, ip_kw: dict | None = None) -> bytes:
+        payload: bytes = b"", smac: str = A_MAC, dmac: str = B_MAC, ip_kw: dict | None = None,
+        window: int = 1000) -> bytes:
     """One segment between any two ends (IPv6 when the addresses are), sequence numbers mod 2^32."""
     net = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst, **(ip_kw or {}))
     pkt = Ether(src=smac, dst=dmac) / net / TCP(sport=sport, dport=dport, flags=flags, seq=seq % 2**32,
-                                                ack=ack % 2**32, window=1000, options=list(options))
+                                                ack=ack % 2**32, window=window, options=list(options))
     return raw(pkt / Raw(payload) if payload else pkt)
 
 
@@ -820,6 +823,107 @@ def test_nat_refuses_bad_addresses(emu):
     assert (stats["a2b"]["mb_nat"], stats["b2a"]["mb_nat"]) == ("192.0.2.9", "off")
 
 
+# --------------------------------------------------------------------------- mb_coalesce
+
+DSS_2 = (30, bytes([0x20, 0x05]) + b"\x00\x00\x10\x00" + b"\x00\x00\x20\x00" + b"\x00\x00\x00\x01" +
+         b"\x00\xc8")   # data ACK + a mapping of 200 bytes: 20 bytes
+
+
+def data(seq: int, payload: bytes, flags: str = "PA", ack: int = 7001, window: int = 1000,
+         options=(*TS, DSS), sport: int = 40000, v6: bool = False) -> bytes:
+    c, s = ("fd00::1", "fd00::2") if v6 else ("10.0.0.1", "10.0.1.1")
+    return tcp(c, s, sport, 5201, flags, seq, ack, list(options), payload, window=window)
+
+
+def sums_ok(frame: bytes) -> bool:
+    return checksum_ok(frame) and ip_checksum_ok(frame)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_coalesce_merges_contiguous_segments_keeping_the_first_ones_options(emu, v6):
+    first = data(1001, b"a" * 100, "A", v6=v6)
+    second = data(1101, b"b" * 200, "PA", ack=7005, window=2000, options=TS + [DSS_2], v6=v6)
+    third = data(1301, b"c" * 50, "A", ack=7009, v6=v6)
+    out = run(emu, ["set a2b mb_coalesce=400"] + [f"frame a2b {f.hex()}" for f in (first, second, third)] +
+              ["flush a2b", "flush a2b", "stats"])
+    assert out[:6] == ["ok", "held", "held", "held", out[4], "none"]
+    merged = bytes.fromhex(out[4].split()[1])
+    # the first's headers and options (its DSS mapping alone), all payloads, the latest ack and window, PSH
+    assert merged == data(1001, b"a" * 100 + b"b" * 200 + b"c" * 50, "PA", ack=7009, window=1000, v6=v6)
+    assert sums_ok(merged)
+    stats = json.loads(out[6])["a2b"]
+    assert mb_counters(stats) == dict(ZERO, mb_coalesced=2)
+    assert (stats["mb_coalesce"], stats["mb_coalesce_hold_us"]) == (400, 1000)
+
+
+def test_coalesce_takes_the_latest_ack_and_window_and_drops_padding(emu):
+    short = data(1, b"ab", "A", options=[])
+    assert len(short) < 60
+    out = run(emu, ["set a2b mb_coalesce=100", f"frame a2b {(short + bytes(60 - len(short))).hex()}",
+                    f"frame a2b {data(3, b'cd', 'A', ack=8000, window=77, options=[]).hex()}", "flush a2b"])
+    assert out[1:3] == ["held", "held"]
+    merged = bytes.fromhex(out[3].split()[1])
+    assert merged == data(1, b"abcd", "A", ack=8000, window=77, options=[]) and sums_ok(merged)
+
+
+def test_coalesce_lets_both_leave_in_order_when_they_cannot_merge(emu):
+    held = data(1001, b"a" * 100)
+    cases = {
+        "a gap": data(1201, b"b" * 10),
+        "a retransmission": data(1001, b"a" * 100),
+        "too long together": data(1101, b"b" * 201),
+        "a pure ack": data(1101, b"", "A"),
+        "FIN": data(1101, b"b" * 10, "FPA"),
+        "RST": data(1101, b"", "RA"),
+        "URG": data(1101, b"b" * 10, "PAU"),
+    }
+    for name, new in cases.items():
+        out = run(emu, ["set a2b mb_coalesce=300", f"frame a2b {held.hex()}", f"frame a2b {new.hex()}", "flush a2b"])
+        assert out[1] == "held", name
+        assert out[2] == f"frames 2 {held.hex()} {new.hex()}", name
+        assert out[3] == "none", name
+
+
+def test_coalesce_does_not_hold_what_it_could_not_merge(emu):
+    bad = Ether(data(1, b"x" * 10))
+    bad[TCP].chksum ^= 0xFF
+    passing = [data(1, b"x" * 300), data(1, b"x" * 301), data(1, b"", "A"), data(1, b"x", "FPA"), raw(bad),
+               tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1, options=SYN_OPTS),
+               raw(Ether() / IP() / UDP() / Raw(b"x")), data(1, b"x", v6=True)[:-1]]   # truncated: skipped
+    out, stats = through(emu, "mb_coalesce=300", passing)
+    assert out == passing
+    assert mb_counters(stats) == dict(ZERO, mb_skipped=1)
+
+
+def test_coalesce_holds_one_segment_and_lets_other_connections_pass(emu):
+    mine, other = data(1001, b"a" * 10), data(5, b"z" * 10, sport=41000)
+    out = run(emu, ["set a2b mb_coalesce=300", f"frame a2b {mine.hex()}", f"frame a2b {other.hex()}",
+                    f"frame b2a {data(1011, b'b' * 10).hex()}",    # the other direction: its own box, off
+                    f"frame a2b {data(1011, b'b' * 10).hex()}", "flush a2b", "flush b2a"])
+    assert out[1:4] == ["held", f"frame {other.hex()}", f"frame {data(1011, b'b' * 10).hex()}"]
+    assert out[4] == "held" and out[5] == f"frame {data(1001, b'a' * 10 + b'b' * 10).hex()}" and out[6] == "none"
+
+
+def test_coalesce_comes_before_split(emu):
+    """The held segment leaves as it is (merged or not); the segment that made it leave is split."""
+    held, big = segment("PA", TS + [DSS], b"a" * 10, seq=1001), segment("PA", TS + [DSS], b"b" * 100, seq=2000)
+    out = run(emu, ["set a2b mb_coalesce=50 mb_split=60", f"frame a2b {held.hex()}", f"frame a2b {big.hex()}"])
+    words = out[2].split()
+    assert words[:2] == ["frames", "3"] and words[2] == held.hex()
+    assert_split(big, (bytes.fromhex(words[3]), bytes.fromhex(words[4])), 60)
+
+
+def test_coalesce_settings_refuse_bad_values(emu):
+    out = run(emu, ["set a2b mb_coalesce=65001", "set a2b mb_coalesce=-1", "set a2b mb_coalesce_hold_us=0",
+                    "set a2b mb_coalesce_hold_us=1000001", "set a2b mb_coalesce=65000 mb_coalesce_hold_us=250",
+                    "flush c2d", "flush", "stats"])
+    assert out[:4] == ["error: bad value mb_coalesce=65001", "error: bad value mb_coalesce=-1",
+                       "error: bad value mb_coalesce_hold_us=0", "error: bad value mb_coalesce_hold_us=1000001"]
+    assert out[4] == "ok" and out[5].startswith("error: flush") and out[6].startswith("error")
+    stats = json.loads(out[7])
+    assert (stats["a2b"]["mb_coalesce"], stats["a2b"]["mb_coalesce_hold_us"]) == (65000, 250)
+
+
 # --------------------------------------------------------------------------- left alone
 
 MALFORMED = {
@@ -909,7 +1013,8 @@ NEW_KEYS = ["mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_m
             "mb_strip", "mb_drop_syn", "mb_mss",
             "mb_rewritten", "mb_split_frames", "mb_rewrite", "mb_rewrite_after", "mb_split",
             "mb_isn_conns", "mb_isn_rewritten", "mb_isn_evicted", "mb_isn",
-            "mb_nat_conns", "mb_nat_rewritten", "mb_nat_unknown", "mb_nat_arp", "mb_nat_evicted", "mb_nat"]
+            "mb_nat_conns", "mb_nat_rewritten", "mb_nat_unknown", "mb_nat_arp", "mb_nat_evicted", "mb_nat",
+            "mb_coalesced", "mb_coalesce", "mb_coalesce_hold_us"]
 
 
 def test_stats_keys_keep_their_order(emu):

@@ -178,6 +178,8 @@ def test_middlebox_translations_load():
     assert parse_spec(with_box({})).topology.links[0].middlebox.randomize_isn is False
     box = parse_spec(with_box({"nat": "10.0.1.100"}, "down")).topology.links[0].down.middlebox
     assert str(box.nat) == "10.0.1.100"
+    box = parse_spec(with_box({"coalesce_up_to": 1200, "coalesce_hold": "500us"})).topology.links[0].middlebox
+    assert (box.coalesce_up_to, box.coalesce_hold) == (1200, 0.5)
 
 
 @pytest.mark.parametrize("field,value,says", [
@@ -188,6 +190,11 @@ def test_middlebox_translations_load():
     ("nat", "224.0.0.1", "topology.links[0].middlebox.nat: 224.0.0.1 cannot be a host's address"),
     ("nat", "127.0.0.1", "topology.links[0].middlebox.nat: 127.0.0.1 cannot be a host's address"),
     ("nat", "10.0.0.1; reboot", "topology.links[0].middlebox.nat: Input is not a valid IPv4 address"),
+    ("coalesce_up_to", 1, "topology.links[0].middlebox.coalesce_up_to: 1 is not between 2 and 1400 bytes"),
+    ("coalesce_up_to", 1401, "topology.links[0].middlebox.coalesce_up_to: 1401 is not between 2 and 1400 bytes"),
+    ("coalesce_up_to", "lots", "topology.links[0].middlebox.coalesce_up_to: Input should be a valid integer"),
+    ("coalesce_hold", "2s", "topology.links[0].middlebox.coalesce_hold: 2000 is not between 0.001 and 1000 ms"),
+    ("coalesce_hold", 0, "topology.links[0].middlebox.coalesce_hold: 0 is not between 0.001 and 1000 ms"),
 ])
 def test_bad_middlebox_values_name_the_field(field, value, says):
     assert any(p.startswith(says) for p in problems(with_box({field: value}))), problems(with_box({field: value}))

@@ -84,6 +84,8 @@ def middlebox_text(d: Any) -> str:
         parts.append("randomise ISNs")
     if d.nat:
         parts.append(f"NAT to {d.nat}")
+    if d.coalesce_up_to:
+        parts.append(f"coalesce segments up to {d.coalesce_up_to} B (hold {d.coalesce_hold:g} ms)")
     return ", ".join(parts) or "-"
 
 

@@ -140,6 +140,17 @@ class Middlebox(_Model):
         "the host behind. MPTCP options are left alone, as real NATs leave them: ADD_ADDR and MP_JOIN then "
         "name private addresses (segments to other addresses than this one pass untranslated: whether the private "
         "address is reachable is the topology's business)")
+    coalesce_up_to: Annotated[int, AfterValidator(_between(2, 1400, " bytes"))] | None = Field(
+        None, description="coalesce segments, as receive offload and some proxies do: a data segment shorter than "
+        "this is held briefly, and the next segments of its connection, if contiguous, are merged into it while "
+        "the payload fits. The merged segment keeps the first one's TCP options, so the second one's DSS mapping "
+        "is lost and the merged data is not fully covered by a mapping (RFC 8684 sections 3.3.5 and 3.7). At "
+        "most 1400 so that a merged frame fits the links' 1500-byte MTU with any headers (IPv6, 60 bytes of TCP "
+        "header): bulk transfers' full-size segments are not merged -- clamp the MSS to make them small")
+    coalesce_hold: Annotated[float, BeforeValidator(_duration_ms),
+                             AfterValidator(_between(0.001, 1000, " ms"))] = Field(
+        1.0, description="how long a segment is held at most waiting for the next one (ms or e.g. '500us'); with "
+        "coalesce_up_to only")
 
 
 class DirectionParams(_Model):

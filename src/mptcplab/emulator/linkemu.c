@@ -17,7 +17,8 @@
  *   "set a2b|b2a|both k=v..": rate (bit/s), delay_us, jitter_us, loss (0..1), limit_pkts,
  *                             limit_bytes, reorder (0/1), ge_p ge_r ge_h ge_k (0..1, 0 = off),
  *                             and the middlebox's mb_strip, mb_drop_syn, mb_mss, mb_rewrite,
- *                             mb_rewrite_after, mb_split, mb_isn, mb_nat (below)
+ *                             mb_rewrite_after, mb_split, mb_isn, mb_nat, mb_coalesce,
+ *                             mb_coalesce_hold_us (below)
  *   "down" / "up":           drop everything (and flush queues) / forward again
  *   "stats":                 prints one JSON line of counters
  *   "quit" or EOF:           exits (its namespace, and with it the link, goes away)
@@ -79,26 +80,47 @@
  *       recently used evicted (mb_nat_evicted, its port freed). Counted: mb_nat_conns, mb_nat_rewritten
  *       (segments translated either way), mb_nat_unknown, mb_nat_arp (requests answered); all in
  *       the stats of the direction that has mb_nat.
+ *   mb_coalesce=N: coalesce segments (0 = off), as receive offload and some proxies do. A data
+ *       segment (payload, none of SYN, FIN, RST, URG; TCP and IPv4 checksums right) with less than
+ *       N payload bytes is held; while it is, the next segments of its connection in this direction
+ *       are merged into it if contiguous (sequence number = the held one's + its payload length),
+ *       data segments too, and the merged payload stays <= N: the merged segment keeps the FIRST
+ *       segment's headers and TCP options (so a later segment's DSS mapping is lost and the merged
+ *       data is not all covered by a mapping -- what RFC 8684 sections 3.3.5 and 3.7 worry about),
+ *       takes the latest acknowledgment number and window, PSH if any had it; IP length, IPv4
+ *       checksum (the ID stays the first's) and TCP checksum are computed afresh; Ethernet padding
+ *       is dropped. Counted: mb_coalesced (segments merged away). One segment is held per direction:
+ *       segments of other connections pass meanwhile. The held segment leaves (into the link model)
+ *       when a segment of its connection arrives that cannot be merged -- the held one first, then
+ *       that one, which is not held in turn -- or when it has been held mb_coalesce_hold_us
+ *       microseconds (default 1000, 1..1000000) since its first segment arrived: the main loop wakes
+ *       for that as for a departure. It leaves as it is (not split by mb_split). A merged frame
+ *       longer than the interface's MTU cannot be sent (tx_err): keep N below MTU - headers.
  * In that order: drop; the other direction's translations undone (mb_isn's offset off ack and
  * SACK, then mb_nat's address), then this direction's made (mb_nat, then mb_isn); strip, clamp,
- * rewrite, split. Dropping first means a refused SYN creates no state. The way back undoes in the
+ * rewrite, coalesce, split. Dropping first means a refused SYN creates no state. The way back undoes in the
  * reverse order of the way out, so each function meets the numbers it made (mb_isn's table is keyed
  * by the tuple after NAT). The translations come before the option and payload functions so that
- * those see the segment as it leaves. Skipped frames (below) are not translated. Changes to
+ * those see the segment as it leaves; coalescing comes last but for split, so that it merges
+ * segments as they would leave, and what it releases is not cut again. Skipped frames (below)
+ * are neither translated nor held. Changes to
  * options and payload update the
  * TCP checksum incrementally (RFC 1624), so a segment that arrived with a bad checksum leaves with
  * one (checksum offloads are off on these veths, so the checksum in the frame is the real one).
  * Not inspected, passed untouched and counted as mb_skipped: IPv4 with IP options, IP fragments, a
  * frame shorter than its IP length, TCP behind IPv6 extension headers, a TCP header longer than
  * the segment, a malformed option list (a length of 0 or 1, or one running past the header).
- * Frames that arrive while the link is down are dropped before the middlebox sees them.
+ * Frames that arrive while the link is down are dropped before the middlebox sees them ("down"
+ * drops a held segment too).
  *
- * Test mode, "linkemu --filter [--seed N]": the middlebox alone -- no namespace, no sockets, no clock. Lines on
- * stdin: the commands above (set, stats, quit), and "frame a2b|b2a <hex>", answered with one line:
+ * Test mode, "linkemu --filter [--seed N]": the middlebox alone -- no namespace, no sockets, no
+ * clock. Lines on stdin: the commands above (set, stats, quit), and "frame a2b|b2a <hex>", answered with one line:
  * "frame <hex>" (the frame as it leaves the middlebox), "frames N <hex>..." (N > 1 frames, in the
  * order they leave: mb_split made two), "drop", or "reply <hex>": the frame was consumed and the box
  * sends this one back out the side it came from (mb_nat's ARP reply; in a "frame b2a" line, it
- * would leave on side b). No loss, queue or delay.
+ * would leave on side b), or "held" (mb_coalesce holds it, alone or merged: nothing leaves now).
+ * "flush a2b|b2a" (test mode only) lets the held segment leave instead of a timer: answered
+ * "frame <hex>", or "none" when nothing is held. No loss, queue or delay.
  *
  * Build: cc -O2 -o linkemu linkemu.c -lm   (Linux >= 4.20 for PACKET_IGNORE_OUTGOING)
  */
@@ -191,6 +213,7 @@ struct mb_out {
 	uint32_t len[3];
 	unsigned char *reply; /* a frame back out where this one came from (an ARP reply), or NULL */
 	uint32_t reply_len;
+	int held;             /* mb_coalesce: 1 the frame is held now, 2 merged into the held one */
 };
 
 struct dir {
@@ -220,6 +243,13 @@ struct dir {
 	uint8_t nat_mac[6];   /* the host behind the NAT: the source of the last frame translated */
 	int nat_mac_known;
 	struct ctable nat_ct;
+	uint32_t mb_coalesce;  /* merged payload bytes at most; 0 = off */
+	uint64_t mb_hold_ns;   /* how long a segment is held at most */
+	unsigned char *held;   /* the segment held (FRAME_MAX bytes, allocated on first use) */
+	uint32_t held_len, held_l3, held_hl, held_plen, held_seq; /* held_len 0: none */
+	int held_v6;
+	struct ckey held_key;
+	uint64_t held_at;      /* when the first of its segments arrived */
 	/* state */
 	uint64_t next_free, last_dep, seq;
 	struct pkt **heap; size_t heap_n, heap_cap;
@@ -231,6 +261,7 @@ struct dir {
 	uint64_t mb_rewritten, mb_split_frames;
 	uint64_t mb_isn_conns, mb_isn_rewritten;
 	uint64_t mb_nat_conns, mb_nat_rewritten, mb_nat_unknown, mb_nat_arp;
+	uint64_t mb_coalesced;
 };
 
 static struct dir dirs[2];
@@ -859,11 +890,71 @@ static int nat_arp(struct dir *o, const unsigned char *f, uint32_t len, uint32_t
 	return 1;
 }
 
+/* ---------------------------------------------------------------- coalescing */
+
+enum { CO_PASS, CO_HELD, CO_MERGED, CO_RELEASE };
+
+/* Direction d coalesces (or still holds a segment from when it did); s, in frame f, is one of its
+ * segments as the other functions left it. One segment is held at a time: a data segment (payload,
+ * no SYN/FIN/RST/URG, checksums right) shorter than mb_coalesce bytes waits for the next segment of
+ * its connection. If that one is contiguous, a data segment too, and the payloads together fit, it
+ * is merged in (CO_MERGED); otherwise the held segment leaves first, then it (CO_RELEASE).
+ * Segments of other connections pass (CO_PASS) and the held one waits on. */
+static int coalesce(struct dir *d, unsigned char *f, struct seg *s)
+{
+	unsigned char *th = s->th;
+	uint32_t plen = s->seglen - s->hl;
+	int data = plen && !(th[13] & (TH_SYN | TH_FIN | TH_RST | TH_URG)) && seg_sums_ok(s);
+	struct ckey k;
+	seg_key(s, &k, 0);
+	if (d->held_len) {
+		if (memcmp(&k, &d->held_key, sizeof(k)))
+			return CO_PASS;
+		if (!data || get32(th + 4) != d->held_seq + d->held_plen || d->held_plen + plen > d->mb_coalesce)
+			return CO_RELEASE;
+		/* The first segment's headers and TCP options (its DSS mapping, which then covers only its
+		 * own bytes), both payloads; the latest acknowledgment and window; PSH if either had it. */
+		unsigned char *hip = d->held + d->held_l3, *hth = hip + (d->held_v6 ? 40 : 20);
+		memcpy(d->held + d->held_len, th + s->hl, plen);
+		d->held_len += plen;
+		d->held_plen += plen;
+		uint32_t seglen = d->held_hl + d->held_plen;
+		if (d->held_v6) {
+			hip[4] = seglen >> 8;
+			hip[5] = seglen & 0xff;
+		} else {
+			hip[2] = (20 + seglen) >> 8;
+			hip[3] = (20 + seglen) & 0xff;
+			ipv4_checksum_set(hip);
+		}
+		memcpy(hth + 8, th + 8, 4);
+		memcpy(hth + 14, th + 14, 2);
+		hth[13] |= th[13] & (TH_ACK | TH_PSH);
+		tcp_checksum_set(hip, d->held_v6, hth, seglen);
+		d->mb_coalesced++;
+		return CO_MERGED;
+	}
+	if (!data || plen >= d->mb_coalesce)
+		return CO_PASS;
+	if (!d->held && !(d->held = malloc(FRAME_MAX)))
+		die("malloc");
+	d->held_len = (uint32_t)(th + s->seglen - f); /* Ethernet padding left behind */
+	memcpy(d->held, f, d->held_len);
+	d->held_l3 = (uint32_t)(s->ip - f);
+	d->held_v6 = s->v6;
+	d->held_hl = s->hl;
+	d->held_plen = plen;
+	d->held_seq = get32(th + 4);
+	d->held_key = k;
+	return CO_HELD;
+}
+
 /* ---------------------------------------------------------------- the middlebox: all of it */
 
 static int mb_on(const struct dir *d)
 {
-	return d->mb_strip || d->mb_drop_syn || d->mb_mss || d->mb_rewrite || d->mb_split || d->mb_isn || d->mb_nat;
+	return d->mb_strip || d->mb_drop_syn || d->mb_mss || d->mb_rewrite || d->mb_split || d->mb_isn || d->mb_nat ||
+	       d->mb_coalesce || d->held_len;
 }
 
 /* Direction d's middlebox (and what the other direction's ISN randomisation and NAT undo) on one
@@ -938,10 +1029,9 @@ static void middlebox(struct dir *d, unsigned char *f, uint32_t len, struct mb_o
 	d->mb_mss_clamped += clamped;
 
 	uint32_t plen = s.seglen - hl;
-	if (!plen || (th[13] & (TH_SYN | TH_RST)))
-		return; /* not a data segment */
+	int data = plen && !(th[13] & (TH_SYN | TH_RST));
 	unsigned char *payload = th + hl;
-	if (d->mb_rewrite && ++d->mb_data_segs > d->mb_rewrite_after &&
+	if (data && d->mb_rewrite && ++d->mb_data_segs > d->mb_rewrite_after &&
 	    (d->mb_data_segs - d->mb_rewrite_after) % d->mb_rewrite == 0) {
 		/* hl is a multiple of 4: the byte's place in its 16-bit word is that of its offset */
 		uint32_t at = plen / 2, shift = at & 1 ? 0 : 8;
@@ -950,8 +1040,24 @@ static void middlebox(struct dir *d, unsigned char *f, uint32_t len, struct mb_o
 		csum_update(th + 16, was, (uint16_t)(payload[at] << shift));
 		d->mb_rewritten++;
 	}
+	if (d->mb_coalesce || d->held_len) {
+		int c = coalesce(d, f, &s);
+		if (c == CO_HELD || c == CO_MERGED) {
+			out->held = c == CO_HELD ? 1 : 2;
+			out->n = 0;
+			return;
+		}
+		if (c == CO_RELEASE) { /* the held segment leaves first; f goes on (and may be split) */
+			out->f[0] = d->held;
+			out->len[0] = d->held_len;
+			out->f[1] = f;
+			out->len[1] = len;
+			out->n = 2;
+			d->held_len = 0;
+		}
+	}
 	int last = out->n - 1;
-	if (d->mb_split && plen > d->mb_split && !(th[13] & TH_URG) && seg_sums_ok(&s)) {
+	if (data && d->mb_split && plen > d->mb_split && !(th[13] & TH_URG) && seg_sums_ok(&s)) {
 		split_segment(f, &out->len[last], second, &out->len[last + 1], s.ip, s.v6, th, hl, plen, d->mb_split);
 		out->f[last + 1] = second;
 		out->n++;
@@ -1016,6 +1122,15 @@ static void enqueue(struct dir *d, const unsigned char *frame, uint32_t len, uin
 	heap_push(d, p);
 }
 
+/* The held segment (mb_coalesce) into the link model once it has waited long enough. */
+static void coalesce_expire(struct dir *d, uint64_t now)
+{
+	if (d->held_len && now >= d->held_at + d->mb_hold_ns) {
+		enqueue(d, d->held, d->held_len, now);
+		d->held_len = 0;
+	}
+}
+
 static void arrive(struct dir *d, unsigned char *frame, uint32_t len, uint64_t now)
 {
 	struct mb_out out;
@@ -1025,7 +1140,10 @@ static void arrive(struct dir *d, unsigned char *frame, uint32_t len, uint64_t n
 		d->drop_down++;
 		return;
 	}
+	coalesce_expire(d, now);
 	middlebox(d, frame, len, &out);
+	if (out.held == 1)
+		d->held_at = now;
 	for (int i = 0; i < out.n; i++)
 		enqueue(d, out.f[i], out.len[i], now);
 	if (out.reply) /* back to where the frame came from: the other direction's model */
@@ -1050,6 +1168,7 @@ static void flush(struct dir *d)
 {
 	while (d->heap_n)
 		free(heap_pop(d));
+	d->held_len = 0;
 	d->bl_n = d->bl_head = 0;
 	d->bl_bytes = 0;
 	d->next_free = d->last_dep = 0;
@@ -1104,6 +1223,20 @@ static int set_param(struct dir *d, const char *k, const char *v)
 		if (n < 0)
 			return -2;
 		*(!strcmp(k, "mb_split") ? &d->mb_split : &d->mb_rewrite) = (uint32_t)n;
+		return 0;
+	}
+	if (!strcmp(k, "mb_coalesce")) {
+		int64_t n = count_value(v, 65000);
+		if (n < 0)
+			return -2;
+		d->mb_coalesce = (uint32_t)n;
+		return 0;
+	}
+	if (!strcmp(k, "mb_coalesce_hold_us")) {
+		int64_t n = count_value(v, 1000000);
+		if (n < 1)
+			return -2;
+		d->mb_hold_ns = (uint64_t)n * 1000;
 		return 0;
 	}
 	if (!strcmp(k, "mb_rewrite_after")) {
@@ -1190,6 +1323,8 @@ static void print_stats(void)
 		printf(",\"mb_nat_conns\":%" PRIu64 ",\"mb_nat_rewritten\":%" PRIu64 ",\"mb_nat_unknown\":%" PRIu64
 		       ",\"mb_nat_arp\":%" PRIu64 ",\"mb_nat_evicted\":%" PRIu64 ",\"mb_nat\":\"%s\"", d->mb_nat_conns,
 		       d->mb_nat_rewritten, d->mb_nat_unknown, d->mb_nat_arp, d->nat_ct.evicted, nat);
+		printf(",\"mb_coalesced\":%" PRIu64 ",\"mb_coalesce\":%u,\"mb_coalesce_hold_us\":%" PRIu64, d->mb_coalesced,
+		       d->mb_coalesce, d->mb_hold_ns / 1000);
 		printf("}");
 	}
 	printf(",\"down\":%d}\n", link_down);
@@ -1254,6 +1389,23 @@ static int filter_main(void)
 	char *line = NULL;
 	size_t cap = 0;
 	while (getline(&line, &cap, stdin) > 0) {
+		if (!strncmp(line, "flush ", 6)) {
+			char *which = strtok(line + 6, " \t\r\n");
+			struct dir *d = !which ? NULL : !strcmp(which, "a2b") ? &dirs[0] : !strcmp(which, "b2a") ? &dirs[1] : NULL;
+			if (!d)
+				printf("error: flush a2b|b2a\n");
+			else if (!d->held_len)
+				printf("none\n");
+			else {
+				printf("frame ");
+				for (uint32_t i = 0; i < d->held_len; i++)
+					printf("%02x", d->held[i]);
+				printf("\n");
+				d->held_len = 0;
+			}
+			fflush(stdout);
+			continue;
+		}
 		if (strncmp(line, "frame ", 6)) {
 			if (command(line))
 				break;
@@ -1274,6 +1426,8 @@ static int filter_main(void)
 				printf("reply ");
 				for (uint32_t i = 0; i < out.reply_len; i++)
 					printf("%02x", out.reply[i]);
+			} else if (out.held) {
+				printf("held");
 			} else if (!out.n)
 				printf("drop");
 			else if (out.n == 1)
@@ -1311,6 +1465,7 @@ int main(int argc, char **argv)
 	dirs[0].name = "a2b";
 	dirs[1].name = "b2a";
 	dirs[0].nat_ct.nat = dirs[1].nat_ct.nat = 1;
+	dirs[0].mb_hold_ns = dirs[1].mb_hold_ns = 1000000;
 	if (argc > 1 && !strcmp(argv[1], "--filter")) {
 		if (argc == 4 && !strcmp(argv[2], "--seed"))
 			seed(strtoull(argv[3], NULL, 0));
@@ -1425,13 +1580,19 @@ int main(int argc, char **argv)
 			}
 		}
 		uint64_t t = now_ns();
+		coalesce_expire(&dirs[0], t);
+		coalesce_expire(&dirs[1], t);
 		depart(&dirs[0], t);
 		depart(&dirs[1], t);
-		/* Arm the timer for the next departure. */
+		/* Arm the timer for the next departure, or the end of a hold. */
 		uint64_t next = 0;
-		for (int i = 0; i < 2; i++)
+		for (int i = 0; i < 2; i++) {
 			if (dirs[i].heap_n && (!next || dirs[i].heap[0]->dep < next))
 				next = dirs[i].heap[0]->dep;
+			uint64_t release = dirs[i].held_at + dirs[i].mb_hold_ns;
+			if (dirs[i].held_len && (!next || release < next))
+				next = release;
+		}
 		if (next && next != armed) {
 			struct itimerspec its = {0};
 			its.it_value.tv_sec = next / 1000000000ull;
