@@ -1390,7 +1390,7 @@ static int filter_main(void)
 	size_t cap = 0;
 	while (getline(&line, &cap, stdin) > 0) {
 		if (!strncmp(line, "flush ", 6)) {
-			char *which = strtok(line + 6, " \t\r\n");
+			char *fsave, *which = strtok_r(line + 6, " \t\r\n", &fsave);
 			struct dir *d = !which ? NULL : !strcmp(which, "a2b") ? &dirs[0] : !strcmp(which, "b2a") ? &dirs[1] : NULL;
 			if (!d)
 				printf("error: flush a2b|b2a\n");
