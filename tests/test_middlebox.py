@@ -1,7 +1,8 @@
-"""The link emulator's middlebox (linkemu.c: mb_strip, mb_drop_syn, mb_mss, mb_rewrite, mb_split), through its test mode
-``linkemu --filter``: no sockets, no namespace, no root. Frames are crafted with scapy; the expected
-frame of every transform is built independently with scapy too (the MPTCP options replaced by as
-many NOPs, the MSS lowered, the checksum computed by scapy) and compared byte for byte."""
+"""The link emulator's middlebox (linkemu.c: mb_strip, mb_drop_syn, mb_mss, mb_rewrite, mb_split,
+mb_isn, mb_nat, mb_coalesce), through its test mode ``linkemu --filter``: no sockets, no namespace,
+no root. Frames are crafted with scapy; the expected frame of every transform is built
+independently with scapy too (the MPTCP options replaced by as many NOPs, the MSS lowered, the
+checksum computed by scapy) and compared byte for byte."""
 
 from __future__ import annotations
 
@@ -129,8 +130,9 @@ def emu(build):
     return build[0]
 
 
-def run(emu: Path, lines: list[str]) -> list[str]:
-    r = subprocess.run([str(emu), "--filter"], input="".join(line + "\n" for line in lines),
+def run(emu: Path, lines: list[str], seed: int | None = None) -> list[str]:
+    argv = [str(emu), "--filter"] + ([] if seed is None else ["--seed", str(seed)])
+    r = subprocess.run(argv, input="".join(line + "\n" for line in lines),
                        capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 0, r.stderr
     out = r.stdout.splitlines()
@@ -158,14 +160,14 @@ def through(emu: Path, settings: str, frames: list[bytes], direction: str = "a2b
     return results, json.loads(out[-1])[direction]
 
 
-def mb_counters(stats: dict) -> dict:
-    return {k: v for k, v in stats.items() if k in (
-        "mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_mss_clamped", "mb_skipped",
-        "mb_rewritten", "mb_split_frames")}
-
-
 ZERO = {"mb_stripped_frames": 0, "mb_stripped_options": 0, "mb_dropped_syn": 0, "mb_mss_clamped": 0, "mb_skipped": 0,
-        "mb_rewritten": 0, "mb_split_frames": 0}
+        "mb_rewritten": 0, "mb_split_frames": 0, "mb_isn_conns": 0, "mb_isn_rewritten": 0, "mb_isn_evicted": 0,
+        "mb_nat_conns": 0, "mb_nat_rewritten": 0, "mb_nat_unknown": 0, "mb_nat_arp": 0, "mb_nat_evicted": 0,
+        "mb_coalesced": 0}
+
+
+def mb_counters(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if k in ZERO}
 
 
 def test_builds_without_warnings(build):
@@ -508,6 +510,420 @@ def test_new_settings_refuse_bad_values(emu):
         4294967295, 9223372036854775807, 65535)
 
 
+# --------------------------------------------------------------------------- connections (mb_isn)
+
+A_MAC, B_MAC = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+
+
+def tcp(src: str, dst: str, sport: int, dport: int, flags: str, seq: int = 0, ack: int = 0, options=(),
+        payload: bytes = b"", smac: str = A_MAC, dmac: str = B_MAC, ip_kw: dict | None = None,
+        window: int = 1000) -> bytes:
+    """One segment between any two ends (IPv6 when the addresses are), sequence numbers mod 2^32."""
+    net = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst, **(ip_kw or {}))
+    pkt = Ether(src=smac, dst=dmac) / net / TCP(sport=sport, dport=dport, flags=flags, seq=seq % 2**32,
+                                                ack=ack % 2**32, window=window, options=list(options))
+    return raw(pkt / Raw(payload) if payload else pkt)
+
+
+def answers(out: list[str]) -> list:
+    """linkemu's answers to frames: bytes for "frame", a tuple for "frames N", ("reply", bytes), else
+    the word."""
+    res = []
+    for a in out:
+        words = a.split()
+        if words[0] == "frame":
+            res.append(bytes.fromhex(words[1]))
+        elif words[0] == "reply":
+            res.append(("reply", bytes.fromhex(words[1])))
+        elif words[0] == "frames":
+            assert len(words) == 2 + int(words[1]), a
+            res.append(tuple(bytes.fromhex(w) for w in words[2:]))
+        else:
+            res.append(a)
+    return res
+
+
+def exchange(emu: Path, settings: list[str], frames: list[tuple[str, bytes]], seed: int | None = None):
+    """(answers to (direction, frame) pairs, stats of both directions)."""
+    out = run(emu, settings + [f"frame {d} {f.hex()}" for d, f in frames] + ["stats"], seed=seed)
+    assert out[:len(settings)] == ["ok"] * len(settings)
+    return answers(out[len(settings):-1]), json.loads(out[-1])
+
+
+def ip_checksum_ok(frame: bytes) -> bool:
+    q = Ether(frame)
+    if IP not in q:
+        return True
+    given = q[IP].chksum
+    del q[IP].chksum
+    return Ether(raw(q))[IP].chksum == given
+
+
+def conversation(c: str, s: str, sport: int, isn: int = 1000, server_isn: int = 7000, dport: int = 5201) -> list:
+    """A connection's first segments, as its ends send them, with the direction each goes
+    (client side a): SYN, SYN/ACK, ACK, 100 bytes, SACK for the second 100 bytes, the first 100."""
+    return [
+        ("a2b", tcp(c, s, sport, dport, "S", isn, options=SYN_OPTS + [MP_CAPABLE])),
+        ("b2a", tcp(s, c, dport, sport, "SA", server_isn, isn + 1, options=SYN_OPTS + [MP_CAPABLE])),
+        ("a2b", tcp(c, s, sport, dport, "A", isn + 1, server_isn + 1, options=TS + [DSS])),
+        ("a2b", tcp(c, s, sport, dport, "PA", isn + 101, server_isn + 1, options=TS + [DSS], payload=b"y" * 100)),
+        ("b2a", tcp(s, c, dport, sport, "A", server_isn + 1, isn + 1,
+                    options=[("NOP", None), ("NOP", None), ("SAck", ((isn + 101) % 2**32, (isn + 201) % 2**32))])),
+        ("a2b", tcp(c, s, sport, dport, "PA", isn + 1, server_isn + 1, options=TS + [DSS], payload=b"x" * 100)),
+    ]
+
+
+def seen_by_the_other_end(frames: list, off: int) -> list:
+    """What the box must make of conversation(): a2b sequence numbers + off, b2a ack and SACK - off,
+    every other field and option as sent (the client's acks and the server's seq untouched)."""
+    out = []
+    for d, f in frames:
+        p = Ether(f)
+        if d == "a2b":
+            p[TCP].seq = (p[TCP].seq + off) % 2**32
+        else:
+            p[TCP].ack = (p[TCP].ack + off) % 2**32 if "A" in str(p[TCP].flags) else p[TCP].ack
+            p[TCP].options = [(k, tuple((e + off) % 2**32 for e in v)) if k == "SAck" else (k, v)
+                              for k, v in p[TCP].options]
+        del p[TCP].chksum
+        out.append(raw(p))
+    return out
+
+
+def test_isn_is_shifted_one_way_and_shifted_back_the_other(emu):
+    """The box sees the server's view (ack = client ISN + off + 1): it must give the client its own back."""
+    frames = conversation("10.0.0.1", "10.0.1.1", 40000)
+    # the offset the box draws first (the same seed every run)
+    (syn,), _ = exchange(emu, ["set a2b mb_isn=1"], frames[:1], seed=3)
+    off = (Ether(syn)[TCP].seq - 1000) % 2**32
+    assert off != 0
+    # the server's segments as it sends them: acknowledging the shifted numbers
+    server_view = seen_by_the_other_end(frames, off)
+    sent = [(d, server_view[i] if d == "b2a" else f) for i, (d, f) in enumerate(frames)]
+    out, stats = exchange(emu, ["set a2b mb_isn=1"], sent, seed=3)
+    for (d, f), got, theirs, (_, ours) in zip(sent, out, server_view, frames):
+        assert got == (theirs if d == "a2b" else ours), (d, Ether(f)[TCP].flags)
+        assert checksum_ok(got) and ip_checksum_ok(got)
+    a2b, b2a = stats["a2b"], stats["b2a"]
+    assert mb_counters(a2b) == dict(ZERO, mb_isn_conns=1, mb_isn_rewritten=6)   # 4 shifted, 2 shifted back
+    assert mb_counters(b2a) == ZERO and (a2b["mb_isn"], b2a["mb_isn"]) == (1, 0)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_every_connection_gets_its_own_offset_and_others_pass_untouched(emu, v6):
+    c, s = ("fd00::1", "fd00::2") if v6 else ("10.0.0.1", "10.0.1.1")
+    first = [f for d, f in conversation(c, s, 40000) if d == "a2b"]
+    second = [f for d, f in conversation(c, s, 40001, isn=2**32 - 50) if d == "a2b"]   # wraps
+    others = [tcp(c, s, 40002, 5201, "PA", 5, 6, TS, b"no SYN seen"),             # connection before the box
+              tcp(s, c, 5201, 40002, "A", 6, 5, TS),
+              tcp(c, s, 40000, 5202, "PA", 1001, 1, TS, b"other port"),
+              tcp(s, c, 5201, 40001, "S", 9, 0, SYN_OPTS)]                            # a SYN the other way
+    frames = ([("a2b", f) for f in first + second] + [("a2b" if i % 2 == 0 else "b2a", f)
+                                                      for i, f in enumerate(others)])
+    out, stats = exchange(emu, ["set a2b mb_isn=1"], frames)
+    offs = []
+    for fs, got in ((first, out[:4]), (second, out[4:8])):
+        off = (Ether(got[0])[TCP].seq - Ether(fs[0])[TCP].seq) % 2**32
+        offs.append(off)
+        for f, g in zip(fs, got):   # the same offset on every segment of the connection
+            assert (Ether(g)[TCP].seq - Ether(f)[TCP].seq) % 2**32 == off
+            p = Ether(f)
+            p[TCP].seq = (p[TCP].seq + off) % 2**32
+            del p[TCP].chksum
+            assert g == raw(p) and checksum_ok(g)
+    assert 0 not in offs and offs[0] != offs[1]
+    assert out[8:] == others
+    # the reverse direction's SYN starts nothing: mb_isn is on a2b only
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_isn_conns=2, mb_isn_rewritten=8)
+
+
+def test_isn_offsets_follow_the_seed_and_a_retransmitted_syn_keeps_its_offset(emu):
+    syn = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1000, options=SYN_OPTS)
+    again = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1000, options=SYN_OPTS)
+    reused = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 123456, options=SYN_OPTS)   # a new ISN: new connection
+
+    def offsets(seed):
+        out, stats = exchange(emu, ["set a2b mb_isn=1"], [("a2b", syn), ("a2b", again), ("a2b", reused)], seed=seed)
+        seqs = [Ether(f)[TCP].seq for f in out]
+        return ((seqs[0] - 1000) % 2**32, (seqs[1] - 1000) % 2**32, (seqs[2] - 123456) % 2**32), stats["a2b"]
+
+    (o1, o2, o3), stats = offsets(7)
+    assert o1 == o2 and o3 != o1
+    assert stats["mb_isn_conns"] == 2 and stats["mb_isn_rewritten"] == 3
+    assert offsets(7)[0] == (o1, o2, o3)          # reproducible
+    assert offsets(8)[0][0] != o1                 # and the seed's
+
+
+def test_isn_table_evicts_the_least_recently_used(emu):
+    """4096 connections fit; the 4097th evicts the oldest unused one, whose segments then pass as sent."""
+    syns = [("a2b", tcp("10.0.0.1", "10.0.1.1", 1000 + i, 5201, "S", i, options=[("MSS", 1460)]))
+            for i in range(4097)]
+    first_data = tcp("10.0.0.1", "10.0.1.1", 1000, 5201, "PA", 1, 1, payload=b"late")
+    second_data = tcp("10.0.0.1", "10.0.1.1", 1001, 5201, "PA", 2, 1, payload=b"kept")
+    # connection 1001 used again before the 4097th SYN: connection 1000 is the oldest then
+    touch = ("a2b", tcp("10.0.0.1", "10.0.1.1", 1001, 5201, "A", 2, 1))
+    out, stats = exchange(emu, ["set a2b mb_isn=1"], syns[:4096] + [touch] + syns[4096:] +
+                          [("a2b", first_data), ("a2b", second_data)])
+    assert out[-2] == first_data
+    assert out[-1] != second_data and Ether(out[-1])[TCP].seq != 2
+    assert (stats["a2b"]["mb_isn_conns"], stats["a2b"]["mb_isn_evicted"]) == (4097, 1)
+
+
+def test_isn_skipped_frames_are_not_translated(emu):
+    syn = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1000, options=SYN_OPTS)
+    fragment = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "PA", 1001, 1, payload=b"x", ip_kw={"flags": "MF"})
+    out, stats = exchange(emu, ["set a2b mb_isn=1"], [("a2b", syn), ("a2b", fragment)])
+    assert out[1] == fragment
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_isn_conns=1, mb_isn_rewritten=1, mb_skipped=1)
+
+
+def test_isn_keeps_a_bad_checksum_bad(emu):
+    syn = tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1000, options=SYN_OPTS)
+    p = Ether(tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "PA", 1001, 1, payload=b"x"))
+    p[TCP].chksum ^= 0x0101
+    bad = raw(p)
+    out, _ = exchange(emu, ["set a2b mb_isn=1"], [("a2b", syn), ("a2b", bad)])
+    given_in, right_in = tcp_checksum(bad)
+    given_out, right_out = tcp_checksum(out[1])
+    assert given_out != right_out and (right_out - given_out) % 0xFFFF == (right_in - given_in) % 0xFFFF
+
+
+# --------------------------------------------------------------------------- mb_nat
+
+PRIV, SERVER, PUBLIC, ASKER_MAC = "10.0.0.1", "10.0.1.1", "10.0.1.100", "02:00:00:00:00:bb"
+
+
+def natted(frame: bytes, src: str | None = None, sport: int | None = None, dst: str | None = None,
+           dport: int | None = None) -> bytes:
+    """The frame with addresses and ports replaced, both checksums computed by scapy."""
+    p = Ether(frame)
+    for layer, field, value in ((IP, "src", src), (TCP, "sport", sport), (IP, "dst", dst), (TCP, "dport", dport)):
+        if value is not None:
+            setattr(p[layer], field, value)
+    del p[IP].chksum
+    del p[TCP].chksum
+    return raw(p)
+
+
+def arp_request(target: str, smac: str = ASKER_MAC, sip: str = SERVER) -> bytes:
+    return raw(Ether(src=smac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=smac, psrc=sip, pdst=target))
+
+
+def test_nat_translates_both_ways_and_gives_each_connection_a_port(emu):
+    add_addr = tcp(PRIV, SERVER, 40000, 5201, "A", 1001, 7001, TS + [DSS, ADD_ADDR])   # a private address inside
+    frames = [
+        ("a2b", tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS + [MP_CAPABLE])),
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20000, "SA", 7000, 1001, SYN_OPTS + [MP_CAPABLE], smac=B_MAC, dmac=A_MAC)),
+        ("a2b", tcp(PRIV, SERVER, 40000, 5201, "PA", 1001, 7001, TS + [DSS], b"hello")),
+        ("a2b", add_addr),
+        ("a2b", tcp(PRIV, SERVER, 40001, 5201, "S", 5000, options=SYN_OPTS + [MP_JOIN_SYN])),   # the second
+        ("a2b", tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS + [MP_CAPABLE])),    # repeated SYN
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20001, "SA", 9000, 5001, SYN_OPTS, smac=B_MAC, dmac=A_MAC)),
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20000, "A", 7001, 1006, TS + [DSS], smac=B_MAC, dmac=A_MAC)),
+    ]
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], frames)
+    expected = [natted(frames[0][1], src=PUBLIC, sport=20000), natted(frames[1][1], dst=PRIV, dport=40000),
+                natted(frames[2][1], src=PUBLIC, sport=20000), natted(frames[3][1], src=PUBLIC, sport=20000),
+                natted(frames[4][1], src=PUBLIC, sport=20001), natted(frames[5][1], src=PUBLIC, sport=20000),
+                natted(frames[6][1], dst=PRIV, dport=40001), natted(frames[7][1], dst=PRIV, dport=40000)]
+    for (d, f), got, want in zip(frames, out, expected):
+        assert got == want, (d, Ether(f)[TCP].sport, Ether(f)[TCP].dport)
+        assert checksum_ok(got) and ip_checksum_ok(got)
+    # MPTCP options are not a NAT's business: ADD_ADDR still names the private address
+    assert Ether(out[3])[TCP].options == Ether(add_addr)[TCP].options
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_nat_conns=2, mb_nat_rewritten=8)
+    assert stats["a2b"]["mb_nat"] == PUBLIC and stats["b2a"]["mb_nat"] == "off"
+    assert mb_counters(stats["b2a"]) == ZERO
+
+
+def test_nat_drops_what_matches_no_connection_and_passes_the_rest(emu):
+    syn = tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS)
+    dropped = [
+        ("a2b", tcp(PRIV, SERVER, 40005, 5201, "PA", 1, 1, TS, b"no SYN seen")),    # outbound, unknown
+        ("a2b", tcp(PRIV, SERVER, 40006, 5201, "SA", 1, 1, SYN_OPTS)),              # a SYN/ACK starts nothing
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20099, "A", 1, 1)),                       # to an unused public port
+        ("b2a", tcp(SERVER, PUBLIC, 5202, 20000, "A", 1, 1)),                       # from another server port
+        ("b2a", tcp(SERVER, PUBLIC, 5201, 20050, "S", 1, 0, SYN_OPTS)),             # a SYN in from outside
+    ]
+    passed = [
+        ("b2a", tcp(SERVER, PRIV, 5201, 40000, "A", 1, 1)),                         # not to the public address
+        ("a2b", raw(Ether() / IP(src=PRIV, dst=SERVER) / UDP(sport=5, dport=6))),  # not TCP
+        ("a2b", raw(Ether() / IP(src=PRIV, dst=SERVER) / ICMP())),
+        ("b2a", raw(Ether() / IP(src=SERVER, dst=PUBLIC) / ICMP(type=3, code=3))),  # ICMP errors: not translated
+        ("a2b", tcp("fd00::1", "fd00::2", 40000, 5201, "PA", 1, 1, TS, b"IPv6")),   # IPv4 only
+    ]
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], [("a2b", syn)] + dropped + passed)
+    assert out[1:1 + len(dropped)] == ["drop"] * len(dropped)
+    assert out[1 + len(dropped):] == [f for _, f in passed]
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_nat_conns=1, mb_nat_rewritten=1, mb_nat_unknown=len(dropped))
+
+
+def test_nat_answers_arp_for_the_public_address_with_the_mac_behind_it(emu):
+    syn = tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS, smac=A_MAC)
+    other = arp_request(SERVER, smac=A_MAC, sip=PRIV)
+    frames = [("b2a", arp_request(PUBLIC)),          # nothing learned yet: passes on
+              ("a2b", syn),
+              ("b2a", arp_request(PUBLIC)),          # answered
+              ("b2a", arp_request("10.0.1.7")),     # another address: passes
+              ("a2b", other),                        # the private side's own ARP: passes
+              ("a2b", arp_request(PUBLIC))]         # from the private side: not the NAT's to answer
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], frames)
+    assert out[0] == frames[0][1] and out[3:] == [f for _, f in frames[3:]]
+    want = raw(Ether(src=A_MAC, dst=ASKER_MAC) /
+               ARP(op=2, hwsrc=A_MAC, psrc=PUBLIC, hwdst=ASKER_MAC, pdst=SERVER))
+    assert out[2] == ("reply", want)
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_nat_conns=1, mb_nat_rewritten=1, mb_nat_arp=1)
+
+
+def test_nat_answers_arp_behind_a_vlan_tag_keeping_padding(emu):
+    syn = tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS)
+    ask = raw(Ether(src=ASKER_MAC, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=5) /
+              ARP(op=1, hwsrc=ASKER_MAC, psrc=SERVER, pdst=PUBLIC)) + b"\x00" * 14
+    out, _ = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], [("a2b", syn), ("b2a", ask)])
+    want = raw(Ether(src=A_MAC, dst=ASKER_MAC) / Dot1Q(vlan=5) /
+               ARP(op=2, hwsrc=A_MAC, psrc=PUBLIC, hwdst=ASKER_MAC, pdst=SERVER)) + b"\x00" * 14
+    assert out[1] == ("reply", want)
+
+
+def test_nat_and_isn_together_are_undone_in_reverse_order(emu):
+    """NAT, then ISN on the way out (the ISN table keyed by the public tuple); on the way back the
+    ISN shift comes off first, then the address: the client sees its own numbers and address."""
+    syn = tcp(PRIV, SERVER, 40000, 5201, "S", 1000, options=SYN_OPTS)
+    (out_syn,), _ = exchange(emu, [f"set a2b mb_nat={PUBLIC} mb_isn=1"], [("a2b", syn)], seed=5)
+    off = (Ether(out_syn)[TCP].seq - 1000) % 2**32
+    assert out_syn == natted(tcp(PRIV, SERVER, 40000, 5201, "S", 1000 + off, options=SYN_OPTS), src=PUBLIC,
+                             sport=20000)
+    synack = tcp(SERVER, PUBLIC, 5201, 20000, "SA", 7000, 1001 + off, SYN_OPTS, smac=B_MAC, dmac=A_MAC)
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC} mb_isn=1"], [("a2b", syn), ("b2a", synack)], seed=5)
+    back = natted(tcp(SERVER, PUBLIC, 5201, 20000, "SA", 7000, 1001, SYN_OPTS, smac=B_MAC, dmac=A_MAC),
+                  dst=PRIV, dport=40000)
+    assert out[1] == back and checksum_ok(out[1]) and ip_checksum_ok(out[1])
+    assert mb_counters(stats["a2b"]) == dict(ZERO, mb_nat_conns=1, mb_nat_rewritten=2, mb_isn_conns=1,
+                                             mb_isn_rewritten=2)
+
+
+def test_nat_table_evicts_the_least_recently_used(emu):
+    syns = [("a2b", tcp(PRIV, SERVER, 1000 + i, 5201, "S", i, options=[("MSS", 1460)])) for i in range(4097)]
+    late = ("a2b", tcp(PRIV, SERVER, 1000, 5201, "PA", 1, 1, payload=b"late"))
+    back = ("b2a", tcp(SERVER, PUBLIC, 5201, 20000, "A", 1, 2))
+    out, stats = exchange(emu, [f"set a2b mb_nat={PUBLIC}"], syns + [late, back])
+    assert Ether(out[4096])[TCP].sport == 24096
+    assert out[-2:] == ["drop", "drop"]
+    s = stats["a2b"]
+    assert (s["mb_nat_conns"], s["mb_nat_evicted"], s["mb_nat_unknown"]) == (4097, 1, 2)
+
+
+def test_nat_refuses_bad_addresses(emu):
+    out = run(emu, ["set a2b mb_nat=10.0.0", "set a2b mb_nat=0.0.0.0", "set a2b mb_nat=fd00::1",
+                    "set a2b mb_nat=10.0.0.1x", "set a2b mb_nat=", "set b2a mb_nat=192.0.2.1",
+                    "set b2a mb_nat=off", "set a2b mb_nat=192.0.2.9", "stats"])
+    assert out[:5] == [f"error: bad value mb_nat={v}" for v in ("10.0.0", "0.0.0.0", "fd00::1", "10.0.0.1x", "")]
+    assert out[5:8] == ["ok", "ok", "ok"]
+    stats = json.loads(out[8])
+    assert (stats["a2b"]["mb_nat"], stats["b2a"]["mb_nat"]) == ("192.0.2.9", "off")
+
+
+# --------------------------------------------------------------------------- mb_coalesce
+
+DSS_2 = (30, bytes([0x20, 0x05]) + b"\x00\x00\x10\x00" + b"\x00\x00\x20\x00" + b"\x00\x00\x00\x01" +
+         b"\x00\xc8")   # data ACK + a mapping of 200 bytes: 20 bytes
+
+
+def data(seq: int, payload: bytes, flags: str = "PA", ack: int = 7001, window: int = 1000,
+         options=(*TS, DSS), sport: int = 40000, v6: bool = False) -> bytes:
+    c, s = ("fd00::1", "fd00::2") if v6 else ("10.0.0.1", "10.0.1.1")
+    return tcp(c, s, sport, 5201, flags, seq, ack, list(options), payload, window=window)
+
+
+def sums_ok(frame: bytes) -> bool:
+    return checksum_ok(frame) and ip_checksum_ok(frame)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_coalesce_merges_contiguous_segments_keeping_the_first_ones_options(emu, v6):
+    first = data(1001, b"a" * 100, "A", v6=v6)
+    second = data(1101, b"b" * 200, "PA", ack=7005, window=2000, options=TS + [DSS_2], v6=v6)
+    third = data(1301, b"c" * 50, "A", ack=7009, v6=v6)
+    out = run(emu, ["set a2b mb_coalesce=400"] + [f"frame a2b {f.hex()}" for f in (first, second, third)] +
+              ["flush a2b", "flush a2b", "stats"])
+    assert out[:6] == ["ok", "held", "held", "held", out[4], "none"]
+    merged = bytes.fromhex(out[4].split()[1])
+    # the first's headers and options (its DSS mapping alone), all payloads, the latest ack and window, PSH
+    assert merged == data(1001, b"a" * 100 + b"b" * 200 + b"c" * 50, "PA", ack=7009, window=1000, v6=v6)
+    assert sums_ok(merged)
+    stats = json.loads(out[6])["a2b"]
+    assert mb_counters(stats) == dict(ZERO, mb_coalesced=2)
+    assert (stats["mb_coalesce"], stats["mb_coalesce_hold_us"]) == (400, 1000)
+
+
+def test_coalesce_takes_the_latest_ack_and_window_and_drops_padding(emu):
+    short = data(1, b"ab", "A", options=[])
+    assert len(short) < 60
+    out = run(emu, ["set a2b mb_coalesce=100", f"frame a2b {(short + bytes(60 - len(short))).hex()}",
+                    f"frame a2b {data(3, b'cd', 'A', ack=8000, window=77, options=[]).hex()}", "flush a2b"])
+    assert out[1:3] == ["held", "held"]
+    merged = bytes.fromhex(out[3].split()[1])
+    assert merged == data(1, b"abcd", "A", ack=8000, window=77, options=[]) and sums_ok(merged)
+
+
+def test_coalesce_lets_both_leave_in_order_when_they_cannot_merge(emu):
+    held = data(1001, b"a" * 100)
+    cases = {
+        "a gap": data(1201, b"b" * 10),
+        "a retransmission": data(1001, b"a" * 100),
+        "too long together": data(1101, b"b" * 201),
+        "a pure ack": data(1101, b"", "A"),
+        "FIN": data(1101, b"b" * 10, "FPA"),
+        "RST": data(1101, b"", "RA"),
+        "URG": data(1101, b"b" * 10, "PAU"),
+    }
+    for name, new in cases.items():
+        out = run(emu, ["set a2b mb_coalesce=300", f"frame a2b {held.hex()}", f"frame a2b {new.hex()}", "flush a2b"])
+        assert out[1] == "held", name
+        assert out[2] == f"frames 2 {held.hex()} {new.hex()}", name
+        assert out[3] == "none", name
+
+
+def test_coalesce_does_not_hold_what_it_could_not_merge(emu):
+    bad = Ether(data(1, b"x" * 10))
+    bad[TCP].chksum ^= 0xFF
+    passing = [data(1, b"x" * 300), data(1, b"x" * 301), data(1, b"", "A"), data(1, b"x", "FPA"), raw(bad),
+               tcp("10.0.0.1", "10.0.1.1", 40000, 5201, "S", 1, options=SYN_OPTS),
+               raw(Ether() / IP() / UDP() / Raw(b"x")), data(1, b"x", v6=True)[:-1]]   # truncated: skipped
+    out, stats = through(emu, "mb_coalesce=300", passing)
+    assert out == passing
+    assert mb_counters(stats) == dict(ZERO, mb_skipped=1)
+
+
+def test_coalesce_holds_one_segment_and_lets_other_connections_pass(emu):
+    mine, other = data(1001, b"a" * 10), data(5, b"z" * 10, sport=41000)
+    out = run(emu, ["set a2b mb_coalesce=300", f"frame a2b {mine.hex()}", f"frame a2b {other.hex()}",
+                    f"frame b2a {data(1011, b'b' * 10).hex()}",    # the other direction: its own box, off
+                    f"frame a2b {data(1011, b'b' * 10).hex()}", "flush a2b", "flush b2a"])
+    assert out[1:4] == ["held", f"frame {other.hex()}", f"frame {data(1011, b'b' * 10).hex()}"]
+    assert out[4] == "held" and out[5] == f"frame {data(1001, b'a' * 10 + b'b' * 10).hex()}" and out[6] == "none"
+
+
+def test_coalesce_comes_before_split(emu):
+    """The held segment leaves as it is (merged or not); the segment that made it leave is split."""
+    held, big = segment("PA", TS + [DSS], b"a" * 10, seq=1001), segment("PA", TS + [DSS], b"b" * 100, seq=2000)
+    out = run(emu, ["set a2b mb_coalesce=50 mb_split=60", f"frame a2b {held.hex()}", f"frame a2b {big.hex()}"])
+    words = out[2].split()
+    assert words[:2] == ["frames", "3"] and words[2] == held.hex()
+    assert_split(big, (bytes.fromhex(words[3]), bytes.fromhex(words[4])), 60)
+
+
+def test_coalesce_settings_refuse_bad_values(emu):
+    out = run(emu, ["set a2b mb_coalesce=65001", "set a2b mb_coalesce=-1", "set a2b mb_coalesce_hold_us=0",
+                    "set a2b mb_coalesce_hold_us=1000001", "set a2b mb_coalesce=65000 mb_coalesce_hold_us=250",
+                    "flush c2d", "flush", "stats"])
+    assert out[:4] == ["error: bad value mb_coalesce=65001", "error: bad value mb_coalesce=-1",
+                       "error: bad value mb_coalesce_hold_us=0", "error: bad value mb_coalesce_hold_us=1000001"]
+    assert out[4] == "ok" and out[5].startswith("error: flush") and out[6].startswith("error")
+    stats = json.loads(out[7])
+    assert (stats["a2b"]["mb_coalesce"], stats["a2b"]["mb_coalesce_hold_us"]) == (65000, 250)
+
+
 # --------------------------------------------------------------------------- left alone
 
 MALFORMED = {
@@ -540,7 +956,7 @@ NOT_TCP = {
     "runt": b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08",
 }
 
-EVERYTHING = "mb_strip=all mb_drop_syn=1 mb_mss=500 mb_rewrite=1 mb_split=1"
+EVERYTHING = "mb_strip=all mb_drop_syn=1 mb_mss=500 mb_rewrite=1 mb_split=1 mb_isn=1"
 
 
 def test_skipped_frames_are_left_alone_and_counted(emu):
@@ -595,7 +1011,10 @@ OLD_KEYS = ["rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "drop_loss", "drop_que
             "limit_pkts", "limit_bytes"]
 NEW_KEYS = ["mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_mss_clamped", "mb_skipped",
             "mb_strip", "mb_drop_syn", "mb_mss",
-            "mb_rewritten", "mb_split_frames", "mb_rewrite", "mb_rewrite_after", "mb_split"]
+            "mb_rewritten", "mb_split_frames", "mb_rewrite", "mb_rewrite_after", "mb_split",
+            "mb_isn_conns", "mb_isn_rewritten", "mb_isn_evicted", "mb_isn",
+            "mb_nat_conns", "mb_nat_rewritten", "mb_nat_unknown", "mb_nat_arp", "mb_nat_evicted", "mb_nat",
+            "mb_coalesced", "mb_coalesce", "mb_coalesce_hold_us"]
 
 
 def test_stats_keys_keep_their_order(emu):

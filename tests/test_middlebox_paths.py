@@ -61,13 +61,44 @@ def test_payload_rewriting_and_splitting_are_planned_and_passed_to_the_emulator(
     assert (down0["mb_rewrite"], down0["mb_rewrite_after"], down0["mb_split"]) == ("0", "0", "0")
     assert (up1["mb_split"], up1["mb_strip"], up1["mb_rewrite"]) == ("500", "add_addr", "0")
     # the new keys come last, after the first slice's, and are off without a middlebox
-    assert list(none)[-6:] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split"]
+    assert list(none)[-10:] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split",
+                               "mb_isn", "mb_nat", "mb_coalesce", "mb_coalesce_hold_us"]
     assert (none["mb_rewrite"], none["mb_rewrite_after"], none["mb_split"]) == ("0", "0", "0")
     # rewrite_after alone rewrites nothing: no middlebox
     alone = make_plan(parse_spec(with_boxes(l0={"middlebox": {"rewrite_after": 5}}))).links[0]
     assert not alone.up.middlebox() and choose_backend("auto", alone.up, alone.down, netem=True) == "netem"
     assert middlebox_text(l0.up) == "rewrite payload (1 in 3 data segments after 10)"
     assert middlebox_text(l1.down) == "strip MPTCP (add-addr), split segments > 500 B"
+
+
+def test_translating_middleboxes_are_planned_and_passed_to_the_emulator():
+    spec = with_boxes(l0={"up": {"middlebox": {"randomize_isn": True, "nat": "10.0.1.100"}}},
+                      l1={"middlebox": {"coalesce_up_to": 1200, "coalesce_hold": "250us"}})
+    l0, l1, l2 = (make_plan(parse_spec(spec)).links[i] for i in (0, 1, 2))
+    assert (l1.up.coalesce_up_to, l1.down.coalesce_hold, l0.up.coalesce_up_to) == (1200, 0.25, None)
+    s1 = emulator_settings(l1.down)
+    assert (s1["mb_coalesce"], s1["mb_coalesce_hold_us"]) == ("1200", "250")
+    assert middlebox_text(l1.up) == "coalesce segments up to 1200 B (hold 0.25 ms)"
+    assert choose_backend("auto", l1.up, l1.down, netem=True) == "userspace"
+    assert l0.up.randomize_isn and not l0.down.randomize_isn
+    assert (l0.up.nat, l0.down.nat) == ("10.0.1.100", None)
+    assert l0.up.middlebox() and not l0.down.middlebox()
+    assert choose_backend("auto", l0.up, l0.down, netem=True) == "userspace"
+    with pytest.raises(Exception, match="cannot emulate a middlebox"):
+        choose_backend("netem", l0.up, l0.down, netem=True)
+    up, down, none = (emulator_settings(d) for d in (l0.up, l0.down, l2.up))
+    assert (up["mb_isn"], down["mb_isn"], none["mb_isn"]) == ("1", "0", "0")
+    assert (up["mb_nat"], down["mb_nat"], none["mb_nat"]) == ("10.0.1.100", "off", "off")
+    assert (up["mb_coalesce"], none["mb_coalesce"], none["mb_coalesce_hold_us"]) == ("0", "0", "1000")
+    assert middlebox_text(l0.up) == "randomise ISNs, NAT to 10.0.1.100" and middlebox_text(l0.down) == "-"
+    assert json.loads(json.dumps(l0.up.as_dict()))["nat"] == "10.0.1.100"   # metadata.json's link description
+    assert l0.up.as_dict()["randomize_isn"] is True
+    nat_only = make_plan(parse_spec(with_boxes(l0={"middlebox": {"nat": "10.0.1.100"}}))).links[0]
+    assert nat_only.up.middlebox() and choose_backend("auto", nat_only.up, nat_only.down, netem=True) == "userspace"
+    # a set event cannot bring one
+    spec["events"] = {"at": [{"at": 1, "link": "h1-s1", "action": "set",
+                              "params": {"middlebox": {"randomize_isn": True}}}]}
+    assert any("params.middlebox: a middlebox is part of the link as built" in p for p in problems(spec))
 
 
 def test_dss_checksums_are_a_host_setting_of_the_plan():

@@ -156,3 +156,45 @@ def test_non_finite_numbers_are_refused(value):
     out = problems(d)
     assert any(p.startswith("topology.links[0].bw") for p in out) and \
         any(p.startswith("emulation.rtt_tolerance_ms") for p in out), out
+
+
+# --------------------------------------------------------------------------- middleboxes
+
+
+def with_box(box: dict, where: str = "link") -> dict:
+    """base() with a middlebox on link 0 (where: link, up or down)."""
+    d = base()
+    link = d["topology"]["links"][0]
+    if where == "link":
+        link["middlebox"] = box
+    else:
+        link[where] = {"middlebox": box}
+    return d
+
+
+def test_middlebox_translations_load():
+    exp = parse_spec(with_box({"randomize_isn": True}, "up"))
+    assert exp.topology.links[0].up.middlebox.randomize_isn is True
+    assert parse_spec(with_box({})).topology.links[0].middlebox.randomize_isn is False
+    box = parse_spec(with_box({"nat": "10.0.1.100"}, "down")).topology.links[0].down.middlebox
+    assert str(box.nat) == "10.0.1.100"
+    box = parse_spec(with_box({"coalesce_up_to": 1200, "coalesce_hold": "500us"})).topology.links[0].middlebox
+    assert (box.coalesce_up_to, box.coalesce_hold) == (1200, 0.5)
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("randomize_isn", "sometimes", "topology.links[0].middlebox.randomize_isn: Input should be a valid boolean"),
+    ("nat", "10.0.0", "topology.links[0].middlebox.nat: Input is not a valid IPv4 address"),
+    ("nat", "fd00::1", "topology.links[0].middlebox.nat: Input is not a valid IPv4 address"),
+    ("nat", "0.0.0.0", "topology.links[0].middlebox.nat: 0.0.0.0 cannot be a host's address"),
+    ("nat", "224.0.0.1", "topology.links[0].middlebox.nat: 224.0.0.1 cannot be a host's address"),
+    ("nat", "127.0.0.1", "topology.links[0].middlebox.nat: 127.0.0.1 cannot be a host's address"),
+    ("nat", "10.0.0.1; reboot", "topology.links[0].middlebox.nat: Input is not a valid IPv4 address"),
+    ("coalesce_up_to", 1, "topology.links[0].middlebox.coalesce_up_to: 1 is not between 2 and 1400 bytes"),
+    ("coalesce_up_to", 1401, "topology.links[0].middlebox.coalesce_up_to: 1401 is not between 2 and 1400 bytes"),
+    ("coalesce_up_to", "lots", "topology.links[0].middlebox.coalesce_up_to: Input should be a valid integer"),
+    ("coalesce_hold", "2s", "topology.links[0].middlebox.coalesce_hold: 2000 is not between 0.001 and 1000 ms"),
+    ("coalesce_hold", 0, "topology.links[0].middlebox.coalesce_hold: 0 is not between 0.001 and 1000 ms"),
+])
+def test_bad_middlebox_values_name_the_field(field, value, says):
+    assert any(p.startswith(says) for p in problems(with_box({field: value}))), problems(with_box({field: value}))

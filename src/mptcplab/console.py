@@ -81,6 +81,12 @@ def middlebox_text(d: Any) -> str:
         parts.append(f"rewrite payload (1 in {d.rewrite_every} data segments{after})")
     if d.split_at:
         parts.append(f"split segments > {d.split_at} B")
+    if d.randomize_isn:
+        parts.append("randomise ISNs")
+    if d.nat:
+        parts.append(f"NAT to {d.nat}")
+    if d.coalesce_up_to:
+        parts.append(f"coalesce segments up to {d.coalesce_up_to} B (hold {d.coalesce_hold:g} ms)")
     return ", ".join(parts) or "-"
 
 

@@ -79,13 +79,18 @@ class Direction:
     rewrite_every: int | None = None  # one payload byte of every N-th data segment changed, checksum fixed
     rewrite_after: int = 0           # ... after this many data segments
     split_at: int | None = None      # data segments longer than this (payload bytes) split in two
+    randomize_isn: bool = False      # connections whose SYN passes here get a random sequence number offset
+    nat: str | None = None           # source NAT to this IPv4 address (connections whose SYN passes here)
+    coalesce_up_to: int | None = None  # contiguous data segments merged up to this payload (bytes)
+    coalesce_hold: float = 1.0       # ms a segment is held at most, waiting for the next
 
     # ------------------------------------------------------------------ what it needs
 
     def middlebox(self) -> bool:
         """Does a middlebox act on this direction?"""
         return (self.strip_mptcp != "none" or self.drop_mptcp_syn or bool(self.clamp_mss)
-                or bool(self.rewrite_every) or bool(self.split_at))
+                or bool(self.rewrite_every) or bool(self.split_at) or self.randomize_isn or bool(self.nat)
+                or bool(self.coalesce_up_to))
 
     def needs_netem(self) -> bool:
         """Delay, jitter or loss: htb alone cannot do it."""
@@ -171,7 +176,11 @@ def _middlebox(value: Any) -> dict[str, Any]:
             "clamp_mss": int(m["clamp_mss"]) if m.get("clamp_mss") else None,
             "rewrite_every": int(m["rewrite_payload_every"]) if m.get("rewrite_payload_every") else None,
             "rewrite_after": int(m.get("rewrite_after") or 0),
-            "split_at": int(m["split_at"]) if m.get("split_at") else None}
+            "split_at": int(m["split_at"]) if m.get("split_at") else None,
+            "randomize_isn": bool(m.get("randomize_isn")),
+            "nat": str(m["nat"]) if m.get("nat") else None,
+            "coalesce_up_to": int(m["coalesce_up_to"]) if m.get("coalesce_up_to") else None,
+            "coalesce_hold": parse_ms(m["coalesce_hold"]) if m.get("coalesce_hold") else 1.0}
 
 
 def directions(params: Mapping[str, Any], up: Mapping[str, Any] | None = None,
@@ -291,4 +300,8 @@ def emulator_settings(d: Direction) -> dict[str, str]:
         "mb_rewrite": str(d.rewrite_every or 0),
         "mb_rewrite_after": str(d.rewrite_after or 0),
         "mb_split": str(d.split_at or 0),
+        "mb_isn": "1" if d.randomize_isn else "0",
+        "mb_nat": d.nat or "off",
+        "mb_coalesce": str(d.coalesce_up_to or 0),
+        "mb_coalesce_hold_us": str(max(1, round(d.coalesce_hold * 1000))),
     }

@@ -99,6 +99,12 @@ class BurstLoss(_Model):
     loss_good: LossPercent = Field(0.0, description="loss rate while in the good state")
 
 
+def _public_nat(a: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+    if a.is_unspecified or a.is_multicast or a.is_loopback or a == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{a} cannot be a host's address (unspecified, multicast, loopback or broadcast)")
+    return a
+
+
 class Middlebox(_Model):
     """A box in the path that rewrites TCP segments passing in this direction (the user-space
     link emulator does it, on every kernel): what MPTCP meets in the wild."""
@@ -122,6 +128,29 @@ class Middlebox(_Model):
         "then the rest; same TCP options in both), as segmentation offload and some proxies do: both "
         "halves carry the same DSS option, whose mapping covers them both, so MPTCP must reassemble "
         "data whose mapping spans segments")
+    randomize_isn: bool = Field(
+        False, description="randomise initial sequence numbers, as many firewalls do: every TCP connection whose "
+        "SYN passes in this direction gets a random offset (drawn from the run's seed) added to its sequence "
+        "numbers here and taken off the acknowledgments and SACK blocks coming back. MPTCP must not notice: "
+        "a DSS mapping's subflow sequence number is relative to the subflow's ISN (RFC 8684 section 3.3)")
+    nat: Annotated[ipaddress.IPv4Address, AfterValidator(_public_nat)] | None = Field(
+        None, description="source NAT to this IPv4 address: IPv4 TCP connections whose SYN passes in this "
+        "direction leave from it and from a port the box allocates (20000 up), replies are translated back, "
+        "segments matching no connection dropped, and ARP for the address answered with the MAC address of "
+        "the host behind. MPTCP options are left alone, as real NATs leave them: ADD_ADDR and MP_JOIN then "
+        "name private addresses (segments to other addresses than this one pass untranslated: whether the private "
+        "address is reachable is the topology's business)")
+    coalesce_up_to: Annotated[int, AfterValidator(_between(2, 1400, " bytes"))] | None = Field(
+        None, description="coalesce segments, as receive offload and some proxies do: a data segment shorter than "
+        "this is held briefly, and the next segments of its connection, if contiguous, are merged into it while "
+        "the payload fits. The merged segment keeps the first one's TCP options, so the second one's DSS mapping "
+        "is lost and the merged data is not fully covered by a mapping (RFC 8684 sections 3.3.5 and 3.7). At "
+        "most 1400 so that a merged frame fits the links' 1500-byte MTU with any headers (IPv6, 60 bytes of TCP "
+        "header): bulk transfers' full-size segments are not merged -- clamp the MSS to make them small")
+    coalesce_hold: Annotated[float, BeforeValidator(_duration_ms),
+                             AfterValidator(_between(0.001, 1000, " ms"))] = Field(
+        1.0, description="how long a segment is held at most waiting for the next one (ms or e.g. '500us'); with "
+        "coalesce_up_to only")
 
 
 #: Middleboxes by name, for sweeps and short specs (`middlebox: strip-syn`): what each kind of box

@@ -4,7 +4,8 @@ Why a user-space emulator: many kernels (this project's own CI machine, cloud an
 have no netem qdisc, and then a link asked to have 10 ms of delay has none. ``linkemu`` (C,
 ``linkemu.c`` beside this file) forwards frames between two veth ends in a network namespace of
 its own and applies loss, a drop-tail queue, rate and delay/jitter per direction -- after, if asked
-(``mb_*`` settings), a middlebox that strips MPTCP options, drops MPTCP SYNs or clamps the MSS;
+(``mb_*`` settings), a middlebox that strips MPTCP options, drops MPTCP SYNs, clamps the MSS,
+rewrites payload, splits, coalesces segments, randomises ISNs or NATs;
 ``linkemu --filter`` runs that middlebox alone on hex frames, for tests. One process per
 link: links run in parallel on all cores and a link's namespace dies with its process, taking the
 link's veths with it -- nothing is left in the root namespace.
