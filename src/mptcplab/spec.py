@@ -166,17 +166,32 @@ MIDDLEBOX_PRESETS: dict[str, dict[str, Any]] = {
     "clamp-mss": {"clamp_mss": 1000},
     "rewrite-payload": {"rewrite_payload_every": 50, "rewrite_after": 20},
     "split": {"split_at": 500},
+    "randomize-isn": {"randomize_isn": True},
+    "coalesce": {"coalesce_up_to": 1400},
+    "nat": {},
 }
+#: `NAME=VALUE` sets this field of the preset (`clamp-mss=600`, `nat=10.0.1.100`); nat needs one.
+PRESET_ARGUMENT = {"clamp-mss": "clamp_mss", "rewrite-payload": "rewrite_payload_every", "split": "split_at",
+                   "coalesce": "coalesce_up_to", "nat": "nat"}
 
 
 def _middlebox_preset(v: Any) -> Any:
-    """`middlebox: strip-syn` is short for the preset's fields."""
-    if isinstance(v, str):
-        if v not in MIDDLEBOX_PRESETS:
-            raise ValueError(f"{v!r} is not a middlebox preset ({', '.join(MIDDLEBOX_PRESETS)}); or give the "
-                             "fields, e.g. {strip_mptcp: syn}")
-        return dict(MIDDLEBOX_PRESETS[v])
-    return v
+    """`middlebox: strip-syn` (or `clamp-mss=600`) is short for the preset's fields."""
+    if not isinstance(v, str):
+        return v
+    name, eq, arg = v.partition("=")
+    if name not in MIDDLEBOX_PRESETS:
+        raise ValueError(f"{v!r} is not a middlebox preset ({', '.join(MIDDLEBOX_PRESETS)}); or give the "
+                         "fields, e.g. {strip_mptcp: syn}")
+    fields = dict(MIDDLEBOX_PRESETS[name])
+    if eq:
+        if name not in PRESET_ARGUMENT or not arg:
+            takes = ", ".join(f"{k}=N" if k != "nat" else "nat=ADDRESS" for k in PRESET_ARGUMENT)
+            raise ValueError(f"{v!r}: only these presets take a value: {takes}")
+        fields[PRESET_ARGUMENT[name]] = arg  # validated as the field it sets
+    elif name == "nat":
+        raise ValueError("'nat' needs the public address: nat=ADDRESS (e.g. nat=10.0.1.100, on the far side's subnet)")
+    return fields
 
 
 MiddleboxField = Annotated[Middlebox | None, BeforeValidator(_middlebox_preset)]
