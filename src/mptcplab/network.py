@@ -250,12 +250,13 @@ class Network:
         self.registry.process(p.pid, argv)
         return p
 
-    def run_in(self, node_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    def run_in(self, node_name: str, argv: list[str], timeout: float, **kwargs: Any
+               ) -> subprocess.CompletedProcess[str]:
         """Run a process inside a host to its end (recorded like :meth:`spawn`); stopped by PID
         after ``timeout`` seconds."""
         from .proc import stop
 
-        p = self.spawn(node_name, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = self.spawn(node_name, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
