@@ -99,7 +99,7 @@ def test_the_hop_where_a_change_first_appears_is_named():
     trace = analyse(probe_json({3: as_quoted(s3, stripped(s3)), 4: as_quoted(s4, stripped(s4))}))
     assert [h.new for h in trace.hops] == [[], [], ["MP_CAPABLE removed"], [], []]
     assert trace.findings() == ["between hop 2 (10.0.2.253) and hop 3 (10.0.3.253): MP_CAPABLE removed"]
-    assert trace.hops[-1].note == "SA: MSS 1460"
+    assert trace.hops[-1].note == "SYN/ACK: MSS 1460"
     d = trace.to_dict()
     assert d["findings"] == trace.findings() and d["hops"][2]["changes"] == ["MP_CAPABLE removed"]
     assert "MP_CAPABLE v1, flags 0x81, 4 bytes" in d["sent_options"]

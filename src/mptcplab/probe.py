@@ -63,7 +63,7 @@ def classify(answer: Any, dst: str) -> tuple[str, bytes | None, bytes | None]:
 
 def trace(src: str, dst: str, dport: int, max_ttl: int, timeout: float) -> dict[str, Any]:
     from scapy.config import conf
-    from scapy.sendrecv import sr1
+    from scapy.sendrecv import sr
     from scapy.supersocket import L3RawSocket
 
     conf.L3socket = L3RawSocket  # the kernel routes and resolves next hops (the host's own tables)
@@ -77,12 +77,12 @@ def trace(src: str, dst: str, dport: int, max_ttl: int, timeout: float) -> dict[
         for ttl in range(1, max_ttl + 1):
             probe = syn(src, dst, sport, dport, ttl, base + ttl * 1000)
             sent = bytes(probe)
-            t0 = time.monotonic()
-            answer = sr1(probe, timeout=timeout, verbose=0)
+            answered, _ = sr(probe, timeout=timeout, verbose=0)
             hop: dict[str, Any] = {"ttl": ttl, "sent": sent.hex(), "kind": "none"}
-            if answer is not None:
+            if answered:
+                out, answer = answered[0]
                 kind, quote, own = classify(answer, dst)
-                hop.update(kind=kind, address=answer.src, rtt_ms=round((time.monotonic() - t0) * 1e3, 3),
+                hop.update(kind=kind, address=answer.src, rtt_ms=round((answer.time - out.sent_time) * 1e3, 3),
                            quote=quote.hex() if quote else None, answer=own.hex() if own else None)
             hops.append(hop)
             if hop["kind"] in ("synack", "rst") or hop["kind"].startswith("icmp "):

@@ -23,7 +23,7 @@ MPTCP_KIND = 30
 OPTION_NAMES = {2: "MSS", 3: "window scale", 4: "SACK-permitted", 5: "SACK", 8: "timestamps", 34: "TFO"}
 MPTCP_SUBTYPES = {0: "MP_CAPABLE", 1: "MP_JOIN", 2: "DSS", 3: "ADD_ADDR", 4: "REMOVE_ADDR", 5: "MP_PRIO",
                   6: "MP_FAIL", 7: "MP_FASTCLOSE", 8: "MP_TCPRST"}
-FLAG_NAMES = "FSRPAUEC"  # bit 0 (FIN) first
+FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")  # bit 0 first
 PADDING = (0, 1)  # EOL, NOP
 
 
@@ -103,7 +103,8 @@ def parse(raw: bytes) -> Headers:
 
 
 def flag_text(flags: int) -> str:
-    return "".join(c for k, c in enumerate(FLAG_NAMES) if flags & (1 << k)) or "-"
+    """SYN, SYN/ACK, RST/ACK, ..."""
+    return "/".join(c for k, c in enumerate(FLAG_NAMES) if flags & (1 << k)) or "none"
 
 
 #: Fields compared, with how they are named in a change.
@@ -225,7 +226,7 @@ def analyse(probe: dict[str, Any]) -> Trace:
         h = Hop(p["ttl"], p["kind"], p.get("address"), p.get("rtt_ms"))
         sent = parse(bytes.fromhex(p["sent"]))
         if not sent_options and sent.options:
-            sent_options = [o.name + ("" if o.kind in (4,) else f" {o.value()}") for o in sent.options
+            sent_options = [o.name + (f" {o.value()}" if o.kind in (2, 3, MPTCP_KIND) else "") for o in sent.options
                             if o.kind not in PADDING]
         if p["kind"] == "time-exceeded" and p.get("quote"):
             try:

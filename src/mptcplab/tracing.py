@@ -146,8 +146,11 @@ def show(trace: Trace, console: Console) -> None:
         what = "; ".join(h.new + [f"{c} undone" for c in h.undone])
         if h.kind == "time-exceeded" and not what:
             what = "unchanged" if not h.changes else "(as before)"
-        t.add_row(str(h.ttl), h.address or "", h.kind, f"{h.rtt_ms:.1f}" if h.rtt_ms is not None else "",
-                  what + (f" [{h.note}]" if h.note else ""))
+        if h.kind in ("synack", "rst"):
+            what = f"the destination answers {h.note}"
+        elif h.note:
+            what += f" [{h.note}]"
+        t.add_row(str(h.ttl), h.address or "", h.kind, f"{h.rtt_ms:.1f}" if h.rtt_ms is not None else "", what)
     console.print(t)
     findings = trace.findings()
     for f in findings:
