@@ -2,7 +2,8 @@
 
 A route starts at one client interface and ends at the server interface on the same layer-2
 segment (the per-address routing tables send a subflow bound to an address out of its own
-interface), crossing switches on the shortest way. Each link is crossed in a known direction, so
+interface), crossing switches on the shortest way -- or, with routers, at each server interface
+the client interface's table routes to, router by router as the plan's routes say. Each link is crossed in a known direction, so
 the link model gives what the route should show: RTT, bottleneck rate, loss. The self-check holds
 the network to these numbers; the traffic stage derives its time limits from them.
 """
