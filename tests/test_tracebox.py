@@ -145,7 +145,8 @@ def chain_with_box(tmp_path, box: dict) -> str:
 def test_tracebox_names_the_hop_that_strips_mp_capable_and_clamps_the_mss(tmp_path, no_leftovers):
     """r2 -> r3 strips MPTCP options from SYNs and clamps their MSS to 1200 (one middlebox, both
     effects): hops 1 (r1) and 2 (r2) quote the SYN unchanged, hop 3 (r3) quotes it without
-    MP_CAPABLE and with MSS 1200, and h2 answers (RST: nothing listens) at hop 4."""
+    MP_CAPABLE and with MSS 1200, and h2's MPTCP listener answers at hop 4 with a SYN/ACK without
+    MP_CAPABLE: it never saw the client ask for MPTCP."""
     out = tmp_path / "trace.json"
     r = cli("mptcplab", "tracebox", chain_with_box(tmp_path, {"strip_mptcp": "syn", "clamp_mss": 1200}),
             "--from", "h1", "--to", "h2", "--json", str(out))
@@ -153,9 +154,11 @@ def test_tracebox_names_the_hop_that_strips_mp_capable_and_clamps_the_mss(tmp_pa
     t = json.loads(out.read_text())
     kinds = [(h["ttl"], h["kind"], h["address"]) for h in t["hops"]]
     assert kinds == [(1, "time-exceeded", "10.0.1.254"), (2, "time-exceeded", "10.0.2.253"),
-                     (3, "time-exceeded", "10.0.3.253"), (4, "rst", "10.0.4.1")], kinds
+                     (3, "time-exceeded", "10.0.3.253"), (4, "synack", "10.0.4.1")], kinds
     assert t["hops"][0]["changes"] == [] and t["hops"][1]["changes"] == [], t["hops"]
     assert sorted(t["hops"][2]["new"]) == ["MP_CAPABLE removed", "MSS 1460 -> 1200"], t["hops"][2]
     assert t["findings"] == ["between hop 2 (10.0.2.253) and hop 3 (10.0.3.253): MSS 1460 -> 1200; "
                              "MP_CAPABLE removed"], t["findings"]
     assert "MP_CAPABLE removed" in r.stdout and "between hop 2" in r.stdout, r.stdout
+    answer = t["hops"][3]["note"]
+    assert answer.startswith("SYN/ACK: MSS 1460") and "MP_CAPABLE" not in answer, answer

@@ -161,6 +161,8 @@ def tracebox(
     port: Optional[int] = typer.Option(None, "--port", help="destination port (default: traffic.port)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the trace as JSON to this file"),
     shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
+    listen: bool = typer.Option(True, "--listen/--no-listen", help="an MPTCP listener on --to's port, so the "
+                                "trace ends in its SYN/ACK (its options show what it saw); else in a RST"),
 ) -> None:
     """Build the spec's network and send an MPTCP SYN with TTL 1, 2, ...: which hop changed which
     header field or TCP option (MSS clamped, MP_CAPABLE removed, ...). No traffic; torn down after."""
@@ -169,7 +171,7 @@ def tracebox(
     from .tracing import TraceOptions, run_tracebox, show
 
     try:
-        trace = run_tracebox(TraceOptions(spec, src, dst, max_ttl, port, json_out, shaper), err)
+        trace = run_tracebox(TraceOptions(spec, src, dst, max_ttl, port, json_out, shaper, listen), err)
     except MptcplabError as e:
         _fail(e.problems, e.exit_code)
     except Interrupted as e:

@@ -92,16 +92,42 @@ def trace(src: str, dst: str, dport: int, max_ttl: int, timeout: float) -> dict[
     return {"src": src, "dst": dst, "dport": dport, "sport": sport, "hops": hops}
 
 
+#: IPPROTO_MPTCP (Linux): a listener the destination answers with MP_CAPABLE from.
+IPPROTO_MPTCP = 262
+
+
+def listen(address: str, port: int, seconds: float) -> None:
+    """An MPTCP listener (plain TCP where MPTCP is off), so that the destination answers the
+    last probe with a SYN/ACK whose options say what it saw; stopped by its PID (or after
+    ``seconds``). It never accepts: the probe's source resets the half-open connection."""
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(16)
+    print("listening", flush=True)
+    time.sleep(seconds)
+    sock.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mptcplab.probe", description=__doc__.split("\n")[0])
-    ap.add_argument("--src", required=True, type=ipaddress.IPv4Address)
-    ap.add_argument("--dst", required=True, type=ipaddress.IPv4Address)
+    ap.add_argument("--listen", type=ipaddress.IPv4Address, help="listen on this address and --dport instead")
+    ap.add_argument("--src", type=ipaddress.IPv4Address)
+    ap.add_argument("--dst", type=ipaddress.IPv4Address)
     ap.add_argument("--dport", type=int, default=5201)
     ap.add_argument("--max-ttl", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=2.0)
     a = ap.parse_args(argv)
     if not (1 <= a.dport <= 65535 and 1 <= a.max_ttl <= 64 and 0 < a.timeout <= 30):
         ap.error("--dport 1..65535, --max-ttl 1..64, --timeout 0..30 s")
+    if a.listen is not None:
+        listen(str(a.listen), a.dport, 600)
+        return 0
+    if a.src is None or a.dst is None:
+        ap.error("--src and --dst are required (or --listen)")
     json.dump(trace(str(a.src), str(a.dst), a.dport, a.max_ttl, a.timeout), sys.stdout)
     print()
     return 0

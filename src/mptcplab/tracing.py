@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import SpecError
+from .proc import stop
 from .tracebox import Trace, analyse
 
 #: What one TTL may wait for its answer at least, and the probe program beyond its probes.
 MIN_WAIT_S = 1.0
 PROBE_SLACK_S = 20.0
+LISTEN_WAIT_S = 15.0
 
 
 class ProbeError(RuntimeError):
@@ -38,6 +41,7 @@ class TraceOptions:
     port: int | None = None
     json_out: Path | None = None
     shaper: str | None = None
+    listen: bool = True  # an MPTCP listener on the destination: the trace ends in its SYN/ACK
 
 
 def _check(opts: TraceOptions, hosts: list[str]) -> None:
@@ -109,8 +113,13 @@ def _probe_on_network(pp: Any, caps: Any, registry: Any, opts: TraceOptions, src
                       f"{len(pp.plan.links)} links)...")
         net.start()
         console.print(f"tracebox {opts.src} ({src_ip}) -> {opts.dst} ({dst_ip}) port {port}, TTL 1..{opts.max_ttl}")
-        argv = probe_argv(src_ip, dst_ip, port, opts.max_ttl, wait_s)
-        r = net.run_in(opts.src, argv, timeout=opts.max_ttl * (wait_s + 1) + PROBE_SLACK_S, env=_env())
+        listener = _listen(net, opts.dst, dst_ip, port) if opts.listen else None
+        try:
+            argv = probe_argv(src_ip, dst_ip, port, opts.max_ttl, wait_s)
+            r = net.run_in(opts.src, argv, timeout=opts.max_ttl * (wait_s + 1) + PROBE_SLACK_S, env=_env())
+        finally:
+            if listener is not None:
+                stop(listener)
     finally:
         net.stop()
     if r.returncode != 0:
@@ -119,6 +128,20 @@ def _probe_on_network(pp: Any, caps: Any, registry: Any, opts: TraceOptions, src
         return json.loads(r.stdout)
     except ValueError:
         raise ProbeError(f"the probe printed no JSON: {r.stdout[-300:]!r} {r.stderr.strip()[-300:]}") from None
+
+
+def _listen(net: Any, host: str, address: str, port: int) -> Any:
+    """The destination's listener (mptcplab.probe --listen), once it says it listens."""
+    import select
+
+    p = net.spawn(host, [sys.executable, "-m", "mptcplab.probe", "--listen", address, "--dport", str(port)],
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    ready, _, _ = select.select([p.stdout], [], [], LISTEN_WAIT_S)
+    line = p.stdout.readline() if ready else ""
+    if line.strip() != "listening":
+        _, err = stop(p)
+        raise ProbeError(f"the listener on {host} ({address}:{port}) did not start: {err.strip()[-300:]}")
+    return p
 
 
 def _env() -> dict[str, str]:
