@@ -32,7 +32,8 @@ def test_pure_modules_import_without_mininet_or_pyroute2():
         import importlib
         for m in ("spec", "sweep", "plan", "linkmodel", "routes", "preflight", "rows", "results", "figures",
                   "console", "provenance", "errors", "ids", "paths", "runner", "cli", "flows", "optimum",
-                  "topogen", "outcomes", "transfer", "expect", "census", "eventfigures"):
+                  "topogen", "outcomes", "transfer", "expect", "census", "eventfigures", "forwarding",
+                  "tracebox", "tracing"):
             importlib.import_module("mptcplab." + m)
         assert not any(k.split(".")[0] in ("mininet", "pyroute2") for k in sys.modules)
         print("ok")

@@ -153,6 +153,40 @@ def clean(
 
 
 @app.command()
+def tracebox(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    src: str = typer.Option(..., "--from", help="the host the probes leave from (its first address)"),
+    dst: str = typer.Option(..., "--to", help="the host they go to (its first address)"),
+    max_ttl: int = typer.Option(8, "--max-ttl", help="the last TTL probed"),
+    port: Optional[int] = typer.Option(None, "--port", help="destination port (default: traffic.port)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the trace as JSON to this file"),
+    shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
+    listen: bool = typer.Option(True, "--listen/--no-listen", help="an MPTCP listener on --to's port, so the "
+                                "trace ends in its SYN/ACK (its options show what it saw); else in a RST"),
+) -> None:
+    """Build the spec's network and send an MPTCP SYN with TTL 1, 2, ...: which hop changed which
+    header field or TCP option (MSS clamped, MP_CAPABLE removed, ...). No traffic; torn down after."""
+    from .errors import MptcplabError
+    from .runner import Interrupted
+    from .tracing import TraceOptions, run_tracebox, show
+
+    try:
+        trace = run_tracebox(TraceOptions(spec, src, dst, max_ttl, port, json_out, shaper, listen), err)
+    except MptcplabError as e:
+        _fail(e.problems, e.exit_code)
+    except Interrupted as e:
+        err.print(f"interrupted by {e}; the network was torn down")
+        raise typer.Exit(130)
+    except Exception as e:
+        if os.environ.get("MPTCPLAB_DEBUG"):
+            raise
+        err.print(f"[red]error:[/] tracebox failed: {type(e).__name__}: {e} (everything it created was removed; "
+                  "MPTCPLAB_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    show(trace, Console())
+
+
+@app.command()
 def schema() -> None:
     """Print the experiment spec's JSON Schema."""
     from .spec import json_schema

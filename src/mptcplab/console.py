@@ -39,6 +39,7 @@ def show_plan(exp: Experiment, plan: Plan, console: Console) -> None:
             row.append(" / ".join(middlebox_text(d) for d in (link.up, link.down)))
         lt.add_row(*row)
     console.print(lt)
+    show_routing(plan, console)
     tr = exp.traffic
     if plan.multi_flow:
         show_flows(plan, console)
@@ -49,6 +50,26 @@ def show_plan(exp: Experiment, plan: Plan, console: Console) -> None:
                       f"{len(plan.tests)} tests: {' '.join(t.label for t in plan.tests)}")
         console.print(f"expected subflows per MPTCP connection: {plan.expected_subflows}")
     show_events(plan, console)
+
+
+def show_routing(plan: Plan, console: Console) -> None:
+    """The routers' interfaces and every route through them (hosts' tables and routers')."""
+    if not plan.routers:
+        return
+    t = Table(title="routers")
+    for c in ("router", "interface", "address"):
+        t.add_column(c)
+    for r in plan.routers:
+        for i in r.intfs:
+            t.add_row(r.name, i.name, i.address or "")
+    console.print(t)
+    rt = Table(title="routes through routers")
+    for c in ("node", "table", "destination", "via", "dev", "routers"):
+        rt.add_column(c)
+    for node, routes in [*((h.name, h.routes) for h in plan.hosts), *((r.name, r.routes) for r in plan.routers)]:
+        for x in routes:
+            rt.add_row(node, "main" if x.table is None else str(x.table), x.dst, x.via, x.dev, str(x.routers))
+    console.print(rt)
 
 
 def show_events(plan: Plan, console: Console, most: int = 40) -> None:

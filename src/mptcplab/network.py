@@ -32,6 +32,7 @@ from .linkmodel import emulator_settings
 from .plan import Plan, PlanHost, flag_names
 from .proc import node_run, offloads, offloads_off
 from .registry import ALIAS_PREFIX, Registry
+from . import router as routers
 from .spec import Experiment
 from .switch import LabSwitch
 
@@ -67,6 +68,8 @@ class Network:
         topo = Topo()
         for h in self.plan.hosts:
             topo.addHost(h.name, ip=None)
+        for r in self.plan.routers:
+            topo.addHost(r.name, cls=routers.LabRouter, ip=None)
         for s in self.plan.switches:
             topo.addSwitch(s.name, dpid=s.dpid)
         for link in self.plan.links:
@@ -78,8 +81,9 @@ class Network:
     def start(self) -> "Network":
         t0 = time.monotonic()
         setLogLevel("warning")
+        in_namespaces = {h.name for h in self.plan.hosts} | {r.name for r in self.plan.routers}
         root_intfs = [i.name for link in self.plan.links for i in (link.intf1, link.intf2)
-                      if i.node not in {h.name for h in self.plan.hosts}]
+                      if i.node not in in_namespaces]
         # Intent first: should we die from here on, `mptcplab clean` knows what to look for.
         self.registry.bridges([s.name for s in self.plan.switches])
         self.registry.interfaces(root_intfs + ([s.name for s in self.plan.switches]
@@ -109,6 +113,8 @@ class Network:
         self._offloads_off()
         if self.controller is not None:
             self.controller.start(self)
+        for r in self.plan.routers:
+            routers.configure(self.mininet[r.name], r, netns_path(self.mininet[r.name]))
         for h in self.plan.hosts:
             self._configure_host(h)
         self._wait_connectivity()
@@ -157,10 +163,13 @@ class Network:
                 ipr.link("set", index=idx, state="up")
                 ipr.route("add", dst=intf.subnet, oif=idx, prefsrc=intf.ip, table=intf.table)
                 ipr.rule("add", src=intf.ip, src_len=32, table=intf.table, priority=intf.rule_priority)
+            routers.add_routes(ipr, h.routes)  # through routers, once every address is up
         # Several interfaces of one host may share a subnet: answer ARP only for the address of
         # the interface asked, and source ARP from the outgoing interface (no ARP flux).
         sysctls = [f"net.mptcp.enabled={1 if h.mptcp.enabled else 0}",
                    "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
+        if h.routes:  # a reply may come back on another interface than its request left by
+            sysctls += ["net.ipv4.conf.all.rp_filter=0", *(f"net.ipv4.conf.{i.name}.rp_filter=0" for i in h.intfs)]
         if os.path.exists("/proc/sys/net/mptcp/scheduler"):
             sysctls.append(f"net.mptcp.scheduler={h.mptcp.scheduler}")
         if h.mptcp.stale_loss_cnt is not None:
@@ -262,12 +271,13 @@ class Network:
         self.registry.process(p.pid, argv)
         return p
 
-    def run_in(self, node_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    def run_in(self, node_name: str, argv: list[str], timeout: float, **kwargs: Any
+               ) -> subprocess.CompletedProcess[str]:
         """Run a process inside a host to its end (recorded like :meth:`spawn`); stopped by PID
         after ``timeout`` seconds."""
         from .proc import stop
 
-        p = self.spawn(node_name, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = self.spawn(node_name, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -340,6 +350,7 @@ class Network:
         """Per host: sysctls, endpoints, limits, rules; per interface: qdiscs and offloads."""
         assert self.mininet is not None
         out: dict[str, Any] = {"hosts": {}, "interfaces": {}, "links": {},
+                               "routers": {r.name: routers.describe(self.mininet[r.name]) for r in self.plan.routers},
                                "controller": self.controller.describe() if self.controller else {"kind": "none"}}
         for pl, link in zip(self.plan.links, self.mininet.links):
             out["links"][pl.name] = link.describe()

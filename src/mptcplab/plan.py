@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import PlanError
+from .forwarding import ROUTER_HOST_NUMBER, PlanRoute, PlanRouter, compute as compute_forwarding, lookup
 from .ids import host_of
 from .linkmodel import Direction, direction, directions
 from .spec import Experiment
@@ -51,7 +52,7 @@ class PlanIntf:
     name: str
     port: int
     link: int
-    address: str | None = None  # CIDR, hosts only
+    address: str | None = None  # CIDR, hosts and routers
     segment: int | None = None
     table: int | None = None
     rule_priority: int | None = None
@@ -102,6 +103,8 @@ class PlanHost:
     name: str
     intfs: tuple[PlanIntf, ...]
     mptcp: PlanMptcp
+    #: routes through routers (per-address tables and main); empty where no router is near
+    routes: tuple[PlanRoute, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,8 @@ class Plan:
     capture: PlanCapture | None = None
     #: what sends in a one-flow test: iperf3, or mptcplab.transfer (data checked end to end)
     tool: str = "iperf3"
+    #: IP routers (mptcplab.forwarding): their interfaces, addresses and routes
+    routers: tuple[PlanRouter, ...] = ()
 
     @property
     def multi_flow(self) -> bool:
@@ -223,6 +228,9 @@ class Plan:
     def host(self, name: str) -> PlanHost:
         return next(h for h in self.hosts if h.name == name)
 
+    def router(self, name: str) -> PlanRouter:
+        return next(r for r in self.routers if r.name == name)
+
     def interface_names(self) -> list[str]:
         return [i.name for link in self.links for i in (link.intf1, link.intf2)]
 
@@ -230,8 +238,8 @@ class Plan:
         return asdict(self)
 
 
-__all__ = ["Plan", "PlanError", "PlanFlow", "PlanHost", "PlanIntf", "PlanLink", "PlanProbe", "PlanTest", "make_plan",
-           "controller_topology"]
+__all__ = ["Plan", "PlanError", "PlanFlow", "PlanHost", "PlanIntf", "PlanLink", "PlanProbe", "PlanRoute", "PlanRouter",
+           "PlanTest", "make_plan", "controller_topology"]
 
 # --------------------------------------------------------------------------- helpers
 
@@ -306,15 +314,23 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
     seg_of = _segments(exp)
     ends = _number_ports(exp, seg_of)
     addresses = _assign_addresses(exp, ends, problems)
-    links, intfs_of = _lay_out_links(exp, ends, addresses)
-    _check_unique_addresses(intfs_of, problems)
+    links, intfs_of, router_intfs = _lay_out_links(exp, ends, addresses)
+    _check_unique_addresses({**intfs_of, **router_intfs}, problems)
+    base = ipaddress.ip_network(exp.topology.subnet_base)
+    segments = [f"{base.network_address + (k + 1) * 256}/24" for k in range(len(set(seg_of.values())))]
+    host_routes, router_routes = compute_forwarding(intfs_of, router_intfs, segments) if router_intfs else ({}, {})
+    _check_routed_addresses(exp, intfs_of, router_intfs, problems)
     flows = _flow_defs(exp, problems)
     client, server = (exp.traffic.client, exp.traffic.server) if not exp.multi_flow else \
         ((flows[0].src, flows[0].dst) if flows else ("", ""))
     if exp.multi_flow and not flows:
         raise PlanError(problems or ["flows: the flows and the matrix give no flow at all"])
-    hosts = _mptcp_hosts(exp, intfs_of, {f.dst for f in flows} or {server})
+    hosts = {h: replace(p, routes=host_routes.get(h, ())) for h, p in
+             _mptcp_hosts(exp, intfs_of, {f.dst for f in flows} or {server}).items()}
     server_address = _initial_server_address(client, server, hosts, problems)
+    if exp.topology.routers and exp.controller.kind != "none":
+        problems.append(f"controller.kind: {exp.controller.kind} programs the switches for paths between hosts; "
+                        "with routers the IP routes choose the path: use controller: {kind: none}")
     if exp.controller.kind == "none":
         loop = _switch_loop(exp)
         if loop:
@@ -326,13 +342,12 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
     _check_endpoint_targets(exp, hosts, problems)
     if problems:
         raise PlanError(problems)
-    base = ipaddress.ip_network(exp.topology.subnet_base)
     return Plan(
         experiment=exp.name,
         hosts=tuple(hosts.values()),
         switches=tuple(PlanSwitch(name=s, dpid=switch_dpid(run_id, i)) for i, s in enumerate(exp.topology.switches)),
         links=tuple(links),
-        segments=tuple(f"{base.network_address + (k + 1) * 256}/24" for k in range(len(set(seg_of.values())))),
+        segments=tuple(segments),
         client=client,
         server=server,
         server_address=server_address,
@@ -344,6 +359,7 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
         events=tuple(_events(exp)),
         capture=_capture(exp, hosts, tests, client, server),
         tool=exp.traffic.tool,
+        routers=tuple(PlanRouter(r, tuple(router_intfs[r]), router_routes.get(r, ())) for r in exp.topology.routers),
     )
 
 
@@ -361,7 +377,7 @@ def _number_ports(exp: Experiment, seg_of: dict[str, int]) -> list[tuple[_End, _
     """Ports in order of the links that end at each node, as Mininet numbers them."""
     topo = exp.topology
     switches = set(topo.switches)
-    next_port: dict[str, int] = {h: HOST_PORT_BASE for h in topo.hosts}
+    next_port: dict[str, int] = {h: HOST_PORT_BASE for h in [*topo.hosts, *topo.routers]}
     next_port.update({s: SWITCH_PORT_BASE for s in topo.switches})
     out = []
     for i, link in enumerate(topo.links):
@@ -400,15 +416,29 @@ def _assign_addresses(exp: Experiment, ends: list[tuple[_End, _End]], problems: 
             problems.append(f"topology: segment {seg} has more than 254 host interfaces")
             break
         address[(i, j)] = f"{base.network_address + (seg + 1) * 256 + n}/24"
+    # Routers from the top of their segments' /24s down: .254, .253, ... by router, then port.
+    routers = list(topo.routers)
+    router_ends = sorted((routers.index(node), port, seg, i, j)
+                         for i, pair in enumerate(ends) for j, (node, port, seg) in enumerate(pair)
+                         if node in topo.routers)
+    top: dict[int, int] = {}
+    for _, _, seg, i, j in router_ends:
+        n = top[seg] = top.get(seg, ROUTER_HOST_NUMBER + 1) - 1
+        if n <= next_addr.get(seg, 0) or seg + 1 > 255:
+            problems.append(f"topology: segment {seg} has more than 254 host and router interfaces")
+            break
+        address[(i, j)] = f"{base.network_address + (seg + 1) * 256 + n}/24"
     return address
 
 
 def _lay_out_links(exp: Experiment, ends: list[tuple[_End, _End]], address: dict[tuple[int, int], str]
-                   ) -> tuple[list[PlanLink], dict[str, list[PlanIntf]]]:
-    """Interfaces (names, ports, addresses, per-address tables) and each link's two directions."""
+                   ) -> tuple[list[PlanLink], dict[str, list[PlanIntf]], dict[str, list[PlanIntf]]]:
+    """Interfaces (names, ports, addresses, per-address tables) and each link's two directions;
+    the hosts' interfaces and the routers'."""
     topo = exp.topology
     links: list[PlanLink] = []
     intfs_of: dict[str, list[PlanIntf]] = {h: [] for h in topo.hosts}
+    router_intfs: dict[str, list[PlanIntf]] = {r: [] for r in topo.routers}
     for i, (link, pair) in enumerate(zip(topo.links, ends)):
         made = []
         for j, (node, port, seg) in enumerate(pair):
@@ -418,6 +448,10 @@ def _lay_out_links(exp: Experiment, ends: list[tuple[_End, _End]], address: dict
                                 address=address.get((i, j)), segment=seg, table=TABLE_BASE + k,
                                 rule_priority=RULE_PRIORITY_BASE + k)
                 intfs_of[node].append(intf)
+            elif node in router_intfs:
+                intf = PlanIntf(node=node, name=f"{node}-eth{port}", port=port, link=i,
+                                address=address.get((i, j)), segment=seg)
+                router_intfs[node].append(intf)
             else:
                 intf = PlanIntf(node=node, name=f"{node}-eth{port}", port=port, link=i, segment=seg)
             made.append(intf)
@@ -425,7 +459,17 @@ def _lay_out_links(exp: Experiment, ends: list[tuple[_End, _End]], address: dict
         up, down = directions(params, link.up and link.up.model_dump(), link.down and link.down.model_dump())
         links.append(PlanLink(index=i, name=link.name, intf1=made[0], intf2=made[1],
                               base=direction(params), up=up, down=down))
-    return links, intfs_of
+    return links, intfs_of, router_intfs
+
+
+def _check_routed_addresses(exp: Experiment, intfs_of: dict[str, list[PlanIntf]],
+                            router_intfs: dict[str, list[PlanIntf]], problems: list[str]) -> None:
+    """A router's interface takes its segment's automatic /24: hosts beside it must be in it."""
+    routed = {i.segment for intfs in router_intfs.values() for i in intfs}
+    for h, intfs in intfs_of.items():
+        if exp.topology.hosts[h].addresses and any(i.segment in routed for i in intfs):
+            problems.append(f"topology.hosts.{h}.addresses: explicit addresses are not supported on a segment "
+                            "with a router (routers use the automatic /24 of subnet_base); leave them out")
 
 
 def _check_unique_addresses(intfs_of: dict[str, list[PlanIntf]], problems: list[str]) -> None:
@@ -433,7 +477,8 @@ def _check_unique_addresses(intfs_of: dict[str, list[PlanIntf]], problems: list[
     for h, intfs in intfs_of.items():
         for intf in intfs:
             if intf.ip in seen:
-                problems.append(f"topology.hosts.{h}: address {intf.ip} is also used by {seen[intf.ip]}")
+                where = f"hosts.{h}" if intf.table is not None else f"routers ({h})"
+                problems.append(f"topology.{where}: address {intf.ip} is also used by {seen[intf.ip]}")
             if intf.ip:
                 seen[intf.ip] = intf.name
 
@@ -475,14 +520,18 @@ def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]], servers: 
 def _initial_server_address(client: str, server: str, hosts: dict[str, PlanHost], problems: list[str],
                             where: str = "traffic") -> str:
     """The client connects to the server's first address that shares a segment with the client's
-    first interface: that is the initial subflow; the others come from the path manager."""
+    first interface, else to its first address routers lead to from that interface: that is the
+    initial subflow; the others come from the path manager."""
     first = hosts[client].intfs[0] if hosts[client].intfs else None
     for intf in hosts[server].intfs:
         if first is not None and intf.segment == first.segment:
             return intf.ip or ""
+    for intf in hosts[server].intfs:
+        if first is not None and intf.subnet and lookup(hosts[client].routes, intf.subnet, first.table):
+            return intf.ip or ""
     problems.append(
-        f"{where}: {client}-eth0 shares no layer-2 segment with any interface of {server}; "
-        "the initial subflow needs a direct path (mptcplab does not route between segments)")
+        f"{where}: {client}-eth0 shares no layer-2 segment with any interface of {server}, and no router "
+        "leads from its segment to theirs; the initial subflow needs a path")
     return ""
 
 

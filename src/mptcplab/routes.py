@@ -2,7 +2,8 @@
 
 A route starts at one client interface and ends at the server interface on the same layer-2
 segment (the per-address routing tables send a subflow bound to an address out of its own
-interface), crossing switches on the shortest way. Each link is crossed in a known direction, so
+interface), crossing switches on the shortest way -- or, with routers, at each server interface
+the client interface's table routes to, router by router as the plan's routes say. Each link is crossed in a known direction, so
 the link model gives what the route should show: RTT, bottleneck rate, loss. The self-check holds
 the network to these numbers; the traffic stage derives its time limits from them.
 """
@@ -98,41 +99,81 @@ class Route:
 
 def routes(plan: Plan) -> list[Route]:
     """Routes from every source to its destination (the client and server, or every flow's and
-    probe's hosts) on each segment they share, shortest through the switches."""
+    probe's hosts): on each segment they share, shortest through the switches; and from each
+    source interface to each destination interface its routing table leads to through routers
+    (mptcplab.forwarding), router by router."""
     g = nx.MultiGraph()
-    hosts = {h.name for h in plan.hosts}
     for link in plan.links:
         g.add_edge(link.intf1.node, link.intf2.node, key=link.index, link=link)
-    switches = g.subgraph(n for n in g.nodes if n not in hosts)
+    switches = g.subgraph(s.name for s in plan.switches if s.name in g)
     out = []
     for src, dst in plan.pairs():
         out += _pair_routes(plan, g, switches, plan.host(src), plan.host(dst))
     return out
 
 
+Hops = list[tuple[PlanLink, bool]]
+
+
+def _l2_hops(plan: Plan, g: nx.MultiGraph, switches: nx.Graph, a: PlanIntf, b: PlanIntf) -> Hops | None:
+    """The links from interface ``a`` to interface ``b`` on the same segment: their cable, or
+    shortest through the switches; None when the switches do not join them."""
+    first, last = plan.links[a.link], plan.links[b.link]
+    if first.index == last.index:  # a direct cable
+        return [(first, first.intf1.node == a.node)]
+    u = first.intf2.node if first.intf1.node == a.node else first.intf1.node
+    v = last.intf2.node if last.intf1.node == b.node else last.intf1.node
+    try:
+        nodes = nx.shortest_path(switches, u, v)
+    except (nx.NetworkXNoPath, nx.NodeNotFound):
+        return None
+    hops = [(first, first.intf1.node == a.node)]
+    for x, y in zip(nodes, nodes[1:]):
+        link = min((d["link"] for d in g.get_edge_data(x, y).values()), key=lambda l: l.index)
+        hops.append((link, link.intf1.node == x))
+    hops.append((last, last.intf1.node == v))
+    return hops
+
+
+def _routed_hops(plan: Plan, g: nx.MultiGraph, switches: nx.Graph, ci: PlanIntf, si: PlanIntf,
+                 client_routes: Any) -> Hops | None:
+    """Client interface to server interface through routers, as the tables route it: from
+    ci's own table (the per-address rule) to the first router, then each router's main table."""
+    from .forwarding import lookup
+
+    by_ip = {i.ip: i for r in plan.routers for i in r.intfs}
+    route = lookup(client_routes, si.subnet or "", ci.table)
+    here, hops = ci, []
+    for _ in range(len(plan.routers) + 1):
+        if route is None or route.via not in by_ip:
+            return None
+        nxt = by_ip[route.via]
+        step = _l2_hops(plan, g, switches, here, nxt)
+        if step is None:
+            return None
+        hops += step
+        router = plan.router(nxt.node)
+        out = next((i for i in router.intfs if i.segment == si.segment), None)
+        if out is not None:
+            last = _l2_hops(plan, g, switches, out, si)
+            return None if last is None else hops + last
+        route = lookup(router.routes, si.subnet or "", None)
+        here = next((i for i in router.intfs if route is not None and i.name == route.dev), nxt)
+    return None
+
+
 def _pair_routes(plan: Plan, g: nx.MultiGraph, switches: nx.Graph, client: Any, server: Any) -> list[Route]:
     out = []
     for ci in client.intfs:
         for si in server.intfs:
-            if si.segment != ci.segment:
+            if si.segment == ci.segment:
+                hops = _l2_hops(plan, g, switches, ci, si)
+            elif plan.routers:
+                hops = _routed_hops(plan, g, switches, ci, si, client.routes)
+            else:
                 continue
-            first, last = plan.links[ci.link], plan.links[si.link]
-            name = f"{ci.name}->{si.name}"
-            if first.index == last.index:  # a direct cable between the two hosts
-                out.append(Route(name, ci, si, ((first, first.intf1.node == ci.node),)))
-                continue
-            a = first.intf2.node if first.intf1.node == ci.node else first.intf1.node
-            b = last.intf2.node if last.intf1.node == si.node else last.intf1.node
-            try:
-                nodes = nx.shortest_path(switches, a, b)
-            except (nx.NetworkXNoPath, nx.NodeNotFound):
-                continue
-            hops = [(first, first.intf1.node == ci.node)]
-            for u, v in zip(nodes, nodes[1:]):
-                link = min((d["link"] for d in g.get_edge_data(u, v).values()), key=lambda l: l.index)
-                hops.append((link, link.intf1.node == u))
-            hops.append((last, last.intf1.node == b))
-            out.append(Route(name, ci, si, tuple(hops)))
+            if hops is not None:
+                out.append(Route(f"{ci.name}->{si.name}", ci, si, tuple(hops)))
     return out
 
 

@@ -1,7 +1,7 @@
 """The self-check: before anything is measured, prove every route is what the spec says.
 
 For every route the traffic uses (:mod:`mptcplab.routes`: each client interface to the server
-interface on the same segment) it measures the RTT with ping and compares it with what the spec implies: the one-way
+interface on the same segment, or through routers) it measures the RTT with ping and compares it with what the spec implies: the one-way
 delays of every link in both directions plus the serialization of the ping frame at each link's
 rate. With ``check: full`` it also sends UDP through the path with iperf3: above the bottleneck
 rate to measure what the path carries, and below it to measure loss, each compared with the

@@ -282,6 +282,9 @@ class Generate(_Model):
 class Topology(_Model):
     hosts: dict[NodeName, HostSpec]
     switches: list[NodeName] = Field(default_factory=list)
+    routers: list[NodeName] = Field(
+        default_factory=list, description="IP routers (Linux forwarding in a namespace of their own): each of "
+        "their links is a layer-2 segment of its own (or joins a switch's), so a router joins segments")
     links: list[Link]
     subnet_base: str = Field(
         "10.0.0.0/16", description="automatic addressing: one /24 per L2 segment from this /16"
@@ -322,10 +325,15 @@ class Topology(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> "Topology":
         problems: list[str] = []
-        names = list(self.hosts) + list(self.switches)
+        names = list(self.hosts) + list(self.switches) + list(self.routers)
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             problems.append(f"names used twice: {', '.join(sorted(dup))}")
+        for r in sorted(set(self.routers) & dup):
+            kinds = [k for k, group in (("host", self.hosts), ("switch", self.switches)) if r in group]
+            if kinds or self.routers.count(r) > 1:
+                problems.append(f"routers: {r!r} is also {' and '.join('a ' + k for k in kinds) or 'listed twice'}; "
+                                "give each node its own name")
         known = set(names)
         degree: dict[str, int] = {n: 0 for n in names}
         for i, link in enumerate(self.links):
@@ -333,7 +341,8 @@ class Topology(_Model):
             for n in (a, b):
                 if n not in known:
                     problems.append(
-                        f"links[{i}].endpoints: {n!r} is neither a host nor a switch "
+                        f"links[{i}].endpoints: {n!r} is neither a host nor a switch"
+                        f"{' nor a router' if self.routers else ''} "
                         f"(known: {', '.join(sorted(known))})"
                     )
                 else:
@@ -349,6 +358,10 @@ class Topology(_Model):
                 problems.append(
                     f"hosts.{h}: declares {want} interface(s) but {n_links} link(s) end at it"
                 )
+        for r in dict.fromkeys(self.routers):
+            if degree.get(r, 0) < 2:
+                problems.append(f"routers: {r} has {degree.get(r, 0)} link(s); a router joins segments and "
+                                "needs at least 2")
         for n, d in degree.items():
             if len(f"{n}-eth{max(d - 1, 0)}") > IFNAME_MAX:
                 problems.append(
