@@ -11,7 +11,7 @@ import pytest
 from helpers import cli, write_spec
 from mptcplab.console import middlebox_text
 from mptcplab.linkmodel import choose_backend, emulator_settings
-from mptcplab.plan import make_plan
+from mptcplab.plan import PlanError, make_plan
 from mptcplab.spec import parse_spec
 from test_events import dual, problems
 
@@ -93,8 +93,16 @@ def test_translating_middleboxes_are_planned_and_passed_to_the_emulator():
     assert middlebox_text(l0.up) == "randomise ISNs, NAT to 10.0.1.100" and middlebox_text(l0.down) == "-"
     assert json.loads(json.dumps(l0.up.as_dict()))["nat"] == "10.0.1.100"   # metadata.json's link description
     assert l0.up.as_dict()["randomize_isn"] is True
-    nat_only = make_plan(parse_spec(with_boxes(l0={"middlebox": {"nat": "10.0.1.100"}}))).links[0]
-    assert nat_only.up.middlebox() and choose_backend("auto", nat_only.up, nat_only.down, netem=True) == "userspace"
+    nat_only = make_plan(parse_spec(with_boxes(l0={"down": {"middlebox": {"nat": "10.0.1.100"}}}))).links[0]
+    assert nat_only.down.middlebox() and choose_backend("auto", nat_only.up, nat_only.down, netem=True) == "userspace"
+    # a NAT is one way, its address free and on the link's subnet
+    assert any("topology.links[0]: middlebox.nat: a NAT translates the connections opened in one direction" in p
+               for p in problems(with_boxes(l0={"middlebox": {"nat": "10.0.1.100"}})))
+    for nat, why in (("10.0.1.2", "10.0.1.2 is the address of h2-eth0"),
+                     ("10.0.7.1", "10.0.7.1 is not in the link's subnet (10.0.1.0/24)")):
+        with pytest.raises(PlanError) as e:
+            make_plan(parse_spec(with_boxes(l0={"up": {"middlebox": f"nat={nat}"}})))
+        assert any(f"topology.links[0].up.middlebox.nat: {why}" in p for p in e.value.problems), e.value.problems
     # a set event cannot bring one
     spec["events"] = {"at": [{"at": 1, "link": "h1-s1", "action": "set",
                               "params": {"middlebox": {"randomize_isn": True}}}]}

@@ -20,6 +20,11 @@ def test_each_case_of_rfc_8684_is_told_apart():
     # ... on the only subflow: MP_FAIL and an infinite mapping, i.e. fallback
     inf = outcome_of({**GOOD, "subflows": 1}, {"MPTcpExtMPFailTx": 1, "MPTcpExtInfiniteMapTx": 1})
     assert (inf.kind, inf.text) == ("fallback", "fell back to TCP (MP_FAIL)")
+    # a subflow reset because its mapping was unusable (a coalescing box), the other went on
+    assert outcome_of(GOOD, {"MPTcpExtDSSCorruptionReset": 1}).text == "subflow reset (bad mapping)"
+    # the kernel's other fallbacks: no MPTCP option where the first DSS was due; SYNs unanswered
+    for counter in ("MPTcpExtMPCapableDataFallback", "MPTcpExtBlackhole"):
+        assert outcome_of({**GOOD, "subflows": 1}, {counter: 1}).kind == "fallback", counter
     bad = outcome_of({**GOOD, "data_intact": False}, {})
     assert (bad.kind, bad.text) == ("corrupted", "data corrupted")
     short = outcome_of({**GOOD, "data_intact": False, "bytes_received": 250, "error": "transfer: reset"}, {})
@@ -58,8 +63,8 @@ def test_the_table_has_a_row_per_middlebox_and_a_column_per_checksum_setting():
     assert cols == ["DSS checksum off", "DSS checksum on"]
     texts = [[c.text for c in line] for line in cells]
     assert texts[0] == ["MPTCP, 2 subflows"] * 2
-    # the repetitions disagreed without checksums: the most common outcome, counted
-    assert texts[1][0] in ("data corrupted (1/2)", "MPTCP, 2 subflows (1/2)")
-    assert texts[1][1] in ("subflow reset (MP_FAIL) (1/2)", "MPTCP, 2 subflows (1/2)")
+    # the repetitions disagreed: each outcome with its count, the worst first, and its colour
+    assert texts[1][0] == "data corrupted (1/2)\nMPTCP, 2 subflows (1/2)" and cells[1][0].kind == "corrupted"
+    assert texts[1][1] == "subflow reset (MP_FAIL) (1/2)\nMPTCP, 2 subflows (1/2)"
     assert texts[2] == ["fell back to TCP"] * 2
     assert box_label("links.s1-h2.down.middlebox") == "h2→s1" and box_label("links.h1-s1.middlebox") == "h1↔s1"

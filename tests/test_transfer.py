@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import socket
 import subprocess
 import sys
@@ -102,4 +103,69 @@ def test_the_tool_is_planned_and_refused_where_it_cannot_run():
     spec["traffic"]["parallel"] = 2
     assert any("traffic.parallel: 2: the transfer tool sends one connection" in p for p in problems(spec))
     spec["traffic"]["tool"] = "netcat"
-    assert any("traffic.tool: 'netcat' is not allowed" in p or "traffic.tool" in p for p in problems(spec))
+    assert problems(spec) == ["traffic.tool: 'netcat' is not allowed: 'iperf3' or 'transfer'"]
+
+
+def _proxy(listen_port: int, to_port: int, flip_at: int | None, stop_after: int | None) -> threading.Thread:
+    """A TCP relay on loopback between sender and receiver: flips the byte at ``flip_at`` of the
+    sender's stream (a box TCP cannot see), or ends both connections after ``stop_after`` bytes."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", listen_port))
+    srv.listen(1)
+
+    def back(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+            b.shutdown(socket.SHUT_WR)
+        except OSError:  # the relay gave up
+            pass
+
+    def run() -> None:
+        client, _ = srv.accept()
+        srv.close()
+        server = socket.create_connection(("127.0.0.1", to_port))
+        threading.Thread(target=back, args=(server, client), daemon=True).start()
+        seen = 0
+        while data := client.recv(65536):
+            data = bytearray(data)
+            if flip_at is not None and seen <= flip_at < seen + len(data):
+                data[flip_at - seen] ^= 0xFF
+            if stop_after is not None and seen + len(data) >= stop_after:
+                server.sendall(data[:stop_after - seen])
+                break
+            server.sendall(data)
+            seen += len(data)
+        if stop_after is not None:  # the relay gives up: both connections end where they are
+            for s in (client, server):
+                s.shutdown(socket.SHUT_RDWR)
+            return
+        server.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("flip_at, stop_after, intact, received", [
+    (1_234_567, None, False, 2_000_000),   # one byte changed in flight: same length, other digest
+    (None, 700_000, False, 700_000),       # cut short: the receiver's own report says how much
+])
+def test_a_changed_byte_or_a_short_read_is_never_intact(flip_at, stop_after, intact, received):
+    port, relay = free_port(), free_port()
+    recv = subprocess.Popen(transfer_argv("server", "tcp", port=port), stdout=subprocess.PIPE, text=True)
+    try:
+        assert _wait_listening(lambda argv: subprocess.run(argv, capture_output=True, text=True).stdout, port)
+        t = _proxy(relay, port, flip_at, stop_after)
+        send = subprocess.run(transfer_argv("client", "tcp", port=relay, server_address="127.0.0.1",
+                                            nbytes=2_000_000), capture_output=True, text=True, timeout=30)
+        out, _ = recv.communicate(timeout=10)
+        t.join(timeout=5)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    cols = data_columns(json.loads(send.stdout), json.loads(out))
+    assert cols == {"bytes_sent": cols["bytes_sent"], "bytes_received": received, "data_intact": intact}, cols
+    assert cols["bytes_sent"] == (2_000_000 if stop_after is None else cols["bytes_sent"]) > 0

@@ -29,17 +29,19 @@ import pandas as pd  # noqa: E402
 
 from .figures import COLUMN_WIDTH_IN, _save  # noqa: E402
 from .results import MPTCP_MIB, RunDir  # noqa: E402
+from .rows import FALLBACK_COUNTERS as ROW_FALLBACK_COUNTERS  # noqa: E402
 
 #: Outcomes from best to worst, with the cell colour of each.
 KINDS = {"mptcp": "#d9f0d3", "fewer-subflows": "#f4f8c8", "subflow-reset": "#f4f8c8", "fallback": "#fee8c8",
-         "corrupted": "#fcbba1", "cut-short": "#fcbba1", "failed": "#d9d9d9"}
-#: MIB counters (summed over the test's hosts) that tell RFC 8684's reactions apart.
-FALLBACK_COUNTERS = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK", "MPTcpExtInfiniteMapTx",
-                     "MPTcpExtInfiniteMapRx", "MPTcpExtMPCapableSYNTXDisabled", "MPTcpExtDSSCorruptionFallback",
-                     "MPTcpExtDssFallback", "MPTcpExtMPCapableDataFallback")
+         "failed": "#d9d9d9", "cut-short": "#fcbba1", "corrupted": "#fcbba1"}
+#: MIB counters (summed over the test's hosts) that tell RFC 8684's reactions apart: a fallback
+#: (the summary's own, and the server's view of it), MP_FAIL, a failed DSS checksum, a subflow
+#: reset, a subflow reset because its mapping was unusable.
+FALLBACK_COUNTERS = (*ROW_FALLBACK_COUNTERS, "MPTcpExtMPCapableSYNTXDisabled", "MPTcpExtDSSCorruptionFallback")
 MP_FAIL_COUNTERS = ("MPTcpExtMPFailTx", "MPTcpExtMPFailRx")
 CHECKSUM_COUNTER = "MPTcpExtDataCsumErr"
-RESET_COUNTERS = ("MPTcpExtMPRstTx", "MPTcpExtMPRstRx", "MPTcpExtDSSCorruptionReset")
+RESET_COUNTERS = ("MPTcpExtMPRstTx", "MPTcpExtMPRstRx")
+BAD_MAPPING_COUNTER = "MPTcpExtDSSCorruptionReset"
 #: A swept middlebox: links.NAME[.up|.down].middlebox (see mptcplab.sweep)
 _BOX = re.compile(r"links\.(?P<a>[A-Za-z0-9_]+)-(?P<b>[A-Za-z0-9_]+)(?:\.(?P<dir>up|down))?\.middlebox")
 
@@ -92,6 +94,8 @@ def outcome_of(row: Mapping[str, Any], mib: Mapping[str, int]) -> Outcome:
         return Outcome("mptcp", "TCP", mp_fail)
     if (mp_fail or count((CHECKSUM_COUNTER,)) > 0) and count(RESET_COUNTERS) > 0:
         return Outcome("subflow-reset", "subflow reset" + fail_note, mp_fail)
+    if count((BAD_MAPPING_COUNTER,)) > 0:
+        return Outcome("subflow-reset", "subflow reset (bad mapping)", mp_fail)
     if subflows is not None and expected is not None and subflows < expected:
         return Outcome("fewer-subflows", f"MPTCP, {subflows:.0f} of {expected:.0f} subflows", mp_fail)
     return Outcome("mptcp", f"MPTCP, {subflows:.0f} subflows" if subflows is not None else "MPTCP", mp_fail)
@@ -130,7 +134,7 @@ def outcome_table(summary: pd.DataFrame, mib: dict[str, dict[str, int]], swept: 
                   ) -> tuple[list[str], list[str], list[list[Outcome]]]:
     """Row labels (the middleboxes of each point: 'h1→s1: strip-syn', 'none'), column labels
     (the other swept parameters' values; one column without any) and the cells: per row and
-    column the most common outcome of its tests, '(k/n)' added when they did not agree."""
+    column the outcome of its tests (each with its count, the worst first, when they differ)."""
     boxes = box_columns(summary, swept)
     others = [c for c in swept if c in summary and c not in boxes]
     df = summary.copy()
@@ -157,12 +161,17 @@ def _col_label(column: str, value: Any) -> str:
 
 
 def _agree(found: list[Outcome]) -> Outcome:
+    """One cell for a group of tests: their outcome when they agree; else each outcome with its
+    count, the worst first, coloured as the worst -- one corrupted transfer in ten is the news."""
     if not found:
         return Outcome("failed", "–")
-    common, k = Counter(found).most_common(1)[0]
-    if k == len(found):
-        return common
-    return Outcome(common.kind, f"{common.text} ({k}/{len(found)})", common.mp_fail)
+    counts = Counter(found)
+    if len(counts) == 1:
+        return found[0]
+    rank = list(KINDS)
+    ordered = sorted(counts, key=lambda o: (-rank.index(o.kind), -counts[o]))
+    text = "\n".join(f"{o.text} ({counts[o]}/{len(found)})" for o in ordered)
+    return Outcome(ordered[0].kind, text, any(o.mp_fail for o in ordered))
 
 
 def middlebox_outcomes(summary: pd.DataFrame, mib: dict[str, dict[str, int]], swept: list[str], out: RunDir,
@@ -171,17 +180,19 @@ def middlebox_outcomes(summary: pd.DataFrame, mib: dict[str, dict[str, int]], sw
     setting, one column per value of the other swept parameters, each cell the outcome of its
     tests, coloured from intact MPTCP (green) to corrupted data (red)."""
     rows, cols, cells = outcome_table(summary, mib, swept)
-    width = max(len(r) for r in rows)
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * (2 if len(cols) > 1 else 1.4),
-                                    0.45 + 0.22 * (len(rows) + 1)))
-    ax.axis("off")
     texts = [[o.text for o in line] for line in cells]
-    chars = [width + 2, *(max(len(c), *(len(t[j]) for t in texts)) + 2 for j, c in enumerate(cols))]
+    lines = [1] + [max(t.count("\n") + 1 for t in line) for line in texts]  # per table row, the heads' first
+    longest = lambda text: max(len(part) for part in text.split("\n"))  # noqa: E731
+    chars = [max(len("Middlebox"), *map(len, rows)) + 2,
+             *(max(len(c), *(longest(t[j]) for t in texts)) + 2 for j, c in enumerate(cols))]
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * (2 if len(cols) > 1 else 1.4), 0.35 + 0.2 * sum(lines)))
+    ax.axis("off")
     tab = ax.table(cellText=[[r, *t] for r, t in zip(rows, texts)], colLabels=["Middlebox", *cols], cellLoc="center",
                    bbox=[0, 0, 1, 1], colWidths=[c / sum(chars) for c in chars])
     tab.auto_set_font_size(False)
     tab.set_fontsize(6.5)
     for (r, c), cell in tab.get_celld().items():
+        cell.set_height(lines[r])  # relative: the bbox scales the rows to fit
         cell.set_linewidth(0.4)
         cell.set_edgecolor("0.7")
         if r == 0:
@@ -191,7 +202,7 @@ def middlebox_outcomes(summary: pd.DataFrame, mib: dict[str, dict[str, int]], sw
             cell.PAD = 0.03
         else:
             cell.set_facecolor(KINDS.get(cells[r - 1][c - 1].kind, "white"))
-    ax.set_title("What became of each connection (most common outcome of the tests)", fontsize=7, pad=3)
+    ax.set_title("What became of each connection (tests that differ: each outcome, the worst first)", fontsize=7, pad=3)
     return _save(fig, out, "middlebox-outcomes", formats)
 
 

@@ -316,6 +316,7 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
     addresses = _assign_addresses(exp, ends, problems)
     links, intfs_of, router_intfs = _lay_out_links(exp, ends, addresses)
     _check_unique_addresses({**intfs_of, **router_intfs}, problems)
+    _check_nat_addresses(links, {**intfs_of, **router_intfs}, problems)
     base = ipaddress.ip_network(exp.topology.subnet_base)
     segments = [f"{base.network_address + (k + 1) * 256}/24" for k in range(len(set(seg_of.values())))]
     host_routes, router_routes = compute_forwarding(intfs_of, router_intfs, segments) if router_intfs else ({}, {})
@@ -481,6 +482,27 @@ def _check_unique_addresses(intfs_of: dict[str, list[PlanIntf]], problems: list[
                 problems.append(f"topology.{where}: address {intf.ip} is also used by {seen[intf.ip]}")
             if intf.ip:
                 seen[intf.ip] = intf.name
+
+
+def _check_nat_addresses(links: list[PlanLink], intfs_of: dict[str, list[PlanIntf]], problems: list[str]) -> None:
+    """A NAT's public address is answered for by the box on the link's own L2 segment: it must
+    lie in that segment's subnet (else nobody ARPs for it there) and be nobody's address (else the
+    peer would see its own address, or another host's, as the source)."""
+    used = {intf.ip: intf.name for intfs in intfs_of.values() for intf in intfs if intf.ip}
+    for link in links:
+        subnets = {ipaddress.ip_interface(f"{i.ip}/{i.prefixlen}").network
+                   for intfs in intfs_of.values() for i in intfs if i.ip and i.segment == link.intf1.segment}
+        for way, d in (("up", link.up), ("down", link.down)):
+            if not d.nat:
+                continue
+            where = f"topology.links[{link.index}].{way}.middlebox.nat"
+            addr = ipaddress.ip_address(d.nat)
+            if d.nat in used:
+                problems.append(f"{where}: {d.nat} is the address of {used[d.nat]}; choose a free address of "
+                                "the link's subnet")
+            elif subnets and not any(addr in net for net in subnets):
+                problems.append(f"{where}: {d.nat} is not in the link's subnet "
+                                f"({', '.join(sorted(map(str, subnets)))}): nobody there would ask the box for it")
 
 
 def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]], servers: set[str]) -> dict[str, PlanHost]:

@@ -35,17 +35,34 @@ def summarize_iperf3(client_json: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The client's MPTcpExt counters that mean "this connection went on as plain TCP" (their sum is
+#: the summary's mptcp_fallback): no MP_CAPABLE in the SYN/ACK or third ACK, no MPTCP option where
+#: the first DSS was due (a stripped option), a DSS the peer could not use, a SYN with MP_CAPABLE
+#: unanswered and sent again without it (and the blackhole state that follows), an infinite
+#: mapping after MP_FAIL on the only subflow.
+FALLBACK_COUNTERS = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackSYNACK",
+                     "MPTcpExtMPCapableDataFallback", "MPTcpExtDssFallback", "MPTcpExtMPCapableSYNTXDrop",
+                     "MPTcpExtBlackhole", "MPTcpExtInfiniteMapTx", "MPTcpExtInfiniteMapRx")
+
 #: Summary columns of a test run with the transfer tool (traffic.tool: transfer).
 TRANSFER_COLUMNS = ("bytes_sent", "bytes_received", "data_intact")
 
 
-def data_columns(client_json: dict[str, Any] | None) -> dict[str, Any]:
-    """Whether the receiver got exactly what was sent: the transfer tool's byte counts and the
-    comparison of both ends' SHA-256. A transfer that never reported (no JSON, connection
-    refused) delivered nothing intact."""
-    t = (client_json or {}).get("transfer") or {}
-    return {"bytes_sent": t.get("bytes_sent"), "bytes_received": t.get("bytes_received"),
-            "data_intact": bool(t.get("intact", False))}
+def data_columns(client_json: dict[str, Any] | None, server_json: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Whether the receiver got exactly what was sent: the transfer tool's byte counts and both
+    ends' SHA-256, each from its own end's report (read out of band, from the processes'
+    output: the receiver's answer on the connection crosses the network under test, and a
+    middlebox or a reset may change or lose it). A transfer that never reported (no JSON,
+    connection refused) delivered nothing intact."""
+    sent = (client_json or {}).get("transfer") or {}
+    got = (server_json or {}).get("transfer") or {}
+    if "sha256" in got:
+        received, digest = got.get("bytes"), got.get("sha256")
+    else:  # no receiver's report: what it answered on the connection, if anything
+        received, digest = sent.get("bytes_received"), sent.get("sha256_received")
+    intact = (sent.get("sha256_sent") is not None and digest == sent.get("sha256_sent")
+              and received == sent.get("bytes_sent"))
+    return {"bytes_sent": sent.get("bytes_sent"), "bytes_received": received, "data_intact": bool(intact)}
 
 
 def varying_link_params(plans: list[Plan]) -> set[str]:
@@ -106,15 +123,14 @@ def rows_for_test(experiment: str, plan: Plan, test: PlanTest, outcome: Any, cou
             counts, sub_rows = _subflow_rows(experiment, test, s["connections"], outcome.samples)
             row["subflows"] = min(counts) if counts else 0
             row["mp_joins"] = client.get("MPTcpExtMPJoinSynAckRx", 0)
-            row["mptcp_fallback"] = client.get("MPTcpExtMPCapableFallbackACK", 0) + \
-                client.get("MPTcpExtMPCapableFallbackSYNACK", 0)
+            row["mptcp_fallback"] = sum(client.get(c, 0) for c in FALLBACK_COUNTERS)
         else:
             plain = [tcp_connection_is_plain(outcome.samples, c) for c in s["connections"]]
             row["subflows"] = 1 if all(p is not False for p in plain) else 0
     else:
         row.update(goodput_mbps=None, subflows=0)
     if plan.tool == "transfer":
-        row.update(data_columns(outcome.client_json))
+        row.update(data_columns(outcome.client_json, outcome.server_json))
     row["subflows_ok"] = bool(row.get("subflows", 0) >= row["expected_subflows"]) and not outcome.error
     row.update(link_columns(plan, per_link))
     row["started"] = outcome.started

@@ -152,6 +152,12 @@ class Middlebox(_Model):
         1.0, description="how long a segment is held at most waiting for the next one (ms or e.g. '500us'); with "
         "coalesce_up_to only")
 
+    @model_validator(mode="after")
+    def _together(self) -> "Middlebox":
+        if "coalesce_hold" in self.model_fields_set and self.coalesce_up_to is None:
+            raise ValueError("coalesce_hold: holds segments for coalescing: give coalesce_up_to too, or remove it")
+        return self
+
 
 #: Middleboxes by name, for sweeps and short specs (`middlebox: strip-syn`): what each kind of box
 #: found in the wild does, with settings that show it within a few seconds of a test. A mapping of
@@ -235,6 +241,13 @@ class Link(LinkParams):
     @property
     def name(self) -> str:
         return f"{self.endpoints[0]}-{self.endpoints[1]}"
+
+    @model_validator(mode="after")
+    def _nat_one_way(self) -> "Link":
+        if self.middlebox is not None and self.middlebox.nat is not None:
+            raise ValueError("middlebox.nat: a NAT translates the connections opened in one direction: put it "
+                             "under up: (from endpoints[0]) or down:")
+        return self
 
 
 class HostSpec(_Model):

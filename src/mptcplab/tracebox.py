@@ -123,7 +123,10 @@ def diff(sent: Headers, got: Headers) -> list[str]:
             out.append(f"{name} {_show(k, sent.ip[k])} -> {_show(k, got.ip[k])}")
     for k, name in TCP_FIELDS.items():
         if k in sent.tcp and k in got.tcp and sent.tcp[k] != got.tcp[k]:
-            out.append(f"{name} {_show(k, sent.tcp[k])} -> {_show(k, got.tcp[k])}")
+            # sequence numbers: a randomising box draws an offset per connection, i.e. per probe;
+            # named without values so that the same change reads the same at every later hop
+            out.append(f"{name} changed" if k in ("seq", "ack") else
+                       f"{name} {_show(k, sent.tcp[k])} -> {_show(k, got.tcp[k])}")
     if sent.options is not None and got.options is not None:
         out += _option_changes(sent.options, got.options)
     return out

@@ -8,7 +8,6 @@ the source host's namespace and its JSON is read by the pure diff (mptcplab.trac
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -59,8 +58,13 @@ def _check(opts: TraceOptions, hosts: list[str]) -> None:
         raise SpecError(problems)
 
 
+#: The probe, run as a script in isolated mode (-I): the caller's directory, PYTHONPATH and user
+#: site-packages stay out of a root process in a host's namespace; it needs only scapy.
+PROBE = [sys.executable, "-I", str(Path(__file__).with_name("probe.py"))]
+
+
 def probe_argv(src_ip: str, dst_ip: str, port: int, max_ttl: int, wait_s: float) -> list[str]:
-    return [sys.executable, "-m", "mptcplab.probe", "--src", src_ip, "--dst", dst_ip, "--dport", str(port),
+    return [*PROBE, "--src", src_ip, "--dst", dst_ip, "--dport", str(port),
             "--max-ttl", str(max_ttl), "--timeout", f"{wait_s:g}"]
 
 
@@ -116,7 +120,7 @@ def _probe_on_network(pp: Any, caps: Any, registry: Any, opts: TraceOptions, src
         listener = _listen(net, opts.dst, dst_ip, port) if opts.listen else None
         try:
             argv = probe_argv(src_ip, dst_ip, port, opts.max_ttl, wait_s)
-            r = net.run_in(opts.src, argv, timeout=opts.max_ttl * (wait_s + 1) + PROBE_SLACK_S, env=_env())
+            r = net.run_in(opts.src, argv, timeout=opts.max_ttl * (wait_s + 1) + PROBE_SLACK_S)
         finally:
             if listener is not None:
                 stop(listener)
@@ -134,8 +138,8 @@ def _listen(net: Any, host: str, address: str, port: int) -> Any:
     """The destination's listener (mptcplab.probe --listen), once it says it listens."""
     import select
 
-    p = net.spawn(host, [sys.executable, "-m", "mptcplab.probe", "--listen", address, "--dport", str(port)],
-                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    p = net.spawn(host, [*PROBE, "--listen", address, "--dport", str(port)],
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready, _, _ = select.select([p.stdout], [], [], LISTEN_WAIT_S)
     line = p.stdout.readline() if ready else ""
     if line.strip() != "listening":
@@ -144,17 +148,11 @@ def _listen(net: Any, host: str, address: str, port: int) -> Any:
     return p
 
 
-def _env() -> dict[str, str]:
-    """The probe imports this package as the command does, wherever it was loaded from."""
-    root = str(Path(__file__).resolve().parent.parent)
-    path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
-
-
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    """As every result file: atomically, no link followed, owned by the user who ran sudo."""
+    from .results import write_atomic
+
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def show(trace: Trace, console: Console) -> None:

@@ -121,14 +121,15 @@ def send(address: str, port: int, mptcp: bool, nbytes: int | None, duration: flo
     """Connect, write ``nbytes`` of the stream (or write for ``duration`` s), shut down the
     sending side, read the receiver's summary. The report holds what was sent and what arrived."""
     sock = _socket(address, mptcp)
-    if congestion:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
     h, sent, error, summary = hashlib.sha256(), 0, None, None
     sock.settimeout(connect_timeout_ms / 1000)
     t0 = time.monotonic()
     try:
+        if congestion:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
         sock.connect((address, port))
     except OSError as e:
+        sock.close()
         return {"error": f"unable to connect to {address}:{port}: {e}"}
     sock.settimeout(None)
     local = sock.getsockname()
@@ -176,6 +177,13 @@ def send(address: str, port: int, mptcp: bool, nbytes: int | None, duration: flo
     return out
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be more than 0")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="transfer.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="role", required=True)
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     for q in (r, s):
         q.add_argument("--port", type=int, required=True)
         q.add_argument("--mptcp", action="store_true")
-    r.add_argument("--interval", type=float, default=0.1)
+    r.add_argument("--interval", type=_positive, default=0.1)
     s.add_argument("--to", required=True)
     length = s.add_mutually_exclusive_group(required=True)
     length.add_argument("--bytes", type=int)
