@@ -154,7 +154,8 @@ class Middlebox(_Model):
 
     @model_validator(mode="after")
     def _together(self) -> "Middlebox":
-        if "coalesce_hold" in self.model_fields_set and self.coalesce_up_to is None:
+        # compared with the default, not model_fields_set: sweeps re-validate a dumped spec, every field set
+        if self.coalesce_hold != type(self).model_fields["coalesce_hold"].default and self.coalesce_up_to is None:
             raise ValueError("coalesce_hold: holds segments for coalescing: give coalesce_up_to too, or remove it")
         return self
 
