@@ -23,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MARK = "MPTCPLAB-RESULT "
+INIT_LINE = "as init process"
 
 
 def kernel_args(kernel: Path, repo: Path, python: str, args: list[str], mem: str) -> list[str]:
@@ -44,9 +45,31 @@ def result_of(text: str) -> dict | None:
     return None
 
 
+class Echo:
+    """Echoes the console from the line where init starts (the kernel's boot messages stay in
+    the log)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.pending = ""
+
+    def feed(self, chunk: str) -> None:
+        if self.started:
+            sys.stdout.write(chunk)
+        else:
+            self.pending += chunk
+            at = self.pending.find(INIT_LINE)
+            if at >= 0:
+                self.started = True
+                sys.stdout.write(self.pending[self.pending.rfind("\n", 0, at) + 1:])
+                self.pending = ""
+        sys.stdout.flush()
+
+
 def run(argv: list[str], log: Path, timeout: float) -> tuple[int, str]:
     """Boots the guest, echoes its console; (returncode of the UML process, console text)."""
     start = time.monotonic()
+    echo = Echo()
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -54,11 +77,11 @@ def run(argv: list[str], log: Path, timeout: float) -> tuple[int, str]:
             while True:
                 chunk = console.read()
                 if chunk:
-                    sys.stdout.write(chunk)
-                    sys.stdout.flush()
+                    echo.feed(chunk)
                 if proc.poll() is not None:
-                    rest = console.read()
-                    sys.stdout.write(rest)
+                    echo.feed(console.read())
+                    if not echo.started:  # it never got to init: show how it ended
+                        sys.stdout.write(echo.pending[-3000:])
                     break
                 if time.monotonic() - start > timeout:
                     proc.kill()
