@@ -171,3 +171,17 @@ def test_shaping_problems_read_what_the_kernel_reports():
     assert any("no pfifo" in p for p in problems), problems
     short = good[:2] + [{"kind": "pfifo", "handle": "10:", "options": {"limit": 83}}]
     assert shaping_problems("x", dr, short) == ["x: asked for a 100-packet queue but the pfifo holds 83"]
+
+
+def test_backend_and_reason_say_why():
+    from mptcplab.linkmodel import backend_and_reason
+
+    delay = directions({"bw": 5, "delay": 10, "queue": 100})
+    assert backend_and_reason("auto", *delay, netem=True) == (
+        "netem", "delay, jitter or loss, and this kernel has netem (netem -> htb -> pfifo)")
+    assert backend_and_reason("auto", *delay, netem=False) == (
+        "userspace", "delay, jitter or loss, and this kernel has no netem qdisc")
+    assert backend_and_reason("auto", *directions({"bw": 5}), netem=False)[1].startswith("rate and queue only")
+    assert backend_and_reason("auto", *directions({"delay": 5, "jitter": 1}), netem=True) == (
+        "userspace", "netem cannot emulate jitter without reordering (netem reorders jittered frames)")
+    assert backend_and_reason("auto", *directions({}), netem=True)[0] == "plain"

@@ -220,24 +220,34 @@ def changed(d: Direction, **values: Any) -> Direction:
 def choose_backend(requested: str, up: Direction, down: Direction, netem: bool) -> str:
     """'netem', 'userspace' or 'plain' (nothing to emulate: a bare veth pair) for one link, or
     LinkEmulationError when asked for the impossible."""
+    return backend_and_reason(requested, up, down, netem)[0]
+
+
+def backend_and_reason(requested: str, up: Direction, down: Direction, netem: bool) -> tuple[str, str]:
+    """:func:`choose_backend`'s answer and why, in words (``mptcplab check SPEC`` prints it)."""
     if requested not in SHAPERS:
         raise LinkEmulationError(f"unknown shaper {requested!r} ({', '.join(SHAPERS)})")
     if requested == "auto" and not (up.shaped() or down.shaped()):
-        return "plain"
+        return "plain", "nothing to emulate: a bare veth pair"
     if requested == "userspace":
-        return "userspace"
+        return "userspace", "shaper userspace asked for"
     reasons = [r for r in (up.netem_cannot(), down.netem_cannot()) if r]
+    wants_netem = up.needs_netem() or down.needs_netem()
     if requested == "netem":
-        if (up.needs_netem() or down.needs_netem()) and not netem:
+        if wants_netem and not netem:
             raise LinkEmulationError("shaper netem: this kernel has no netem qdisc")
         if reasons:
             raise LinkEmulationError(f"shaper netem cannot emulate {reasons[0]}; use shaper userspace")
-        return "netem"
+        return "netem", "shaper netem asked for"
     if reasons:
-        return "userspace"
+        return "userspace", f"netem cannot emulate {reasons[0]}"
     # A link that needs only rate and queue is htb + pfifo in the kernel, netem or not: far less
     # CPU than a user-space process per link (what lets a FatTree's 48 links run on two cores).
-    return "netem" if netem or not (up.needs_netem() or down.needs_netem()) else "userspace"
+    if not wants_netem:
+        return "netem", "rate and queue only: htb + pfifo in the kernel (no netem qdisc needed)"
+    if netem:
+        return "netem", "delay, jitter or loss, and this kernel has netem (netem -> htb -> pfifo)"
+    return "userspace", "delay, jitter or loss, and this kernel has no netem qdisc"
 
 
 def tc_commands(dev: str, d: Direction, netem: bool = True, verb: str = "add") -> list[list[str]]:
