@@ -36,11 +36,13 @@ def main() -> None:
                "PYTHONPATH": os.path.join(repo, "src"), "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONUNBUFFERED": "1", "MPTCPLAB_UML_GUEST": "1",
                "MPTCPLAB_STATE_DIR": "/run/mptcplab/runs"}
-        print(f"guest: {os.uname().release}, running pytest in {repo}", flush=True)
+        print(f"guest: {os.uname().release}, in {repo}", flush=True)
         start = time.monotonic()
-        rc = subprocess.run([python, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp=/tmp/pytest",
-                             *args], cwd=repo, env=env, check=False).returncode
-        print(f"guest: pytest exited {rc} after {time.monotonic() - start:.0f} s", flush=True)
+        # mptcplab_raw=1: the arguments are Python's own (a script of the checkout), not pytest's
+        cmd = [python, *args] if os.environ.get("mptcplab_raw") == "1" else \
+            [python, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp=/tmp/pytest", *args]
+        rc = subprocess.run(cmd, cwd=repo, env=env, check=False).returncode
+        print(f"guest: {cmd[1]} exited {rc} after {time.monotonic() - start:.0f} s", flush=True)
     except BaseException as e:  # noqa: BLE001 -- PID 1 must report and power off, whatever happened
         print(f"guest: {type(e).__name__}: {e}", flush=True)
     print(MARK + json.dumps({"returncode": rc}), flush=True)

@@ -26,12 +26,13 @@ MARK = "MPTCPLAB-RESULT "
 INIT_LINE = "as init process"
 
 
-def kernel_args(kernel: Path, repo: Path, python: str, args: list[str], mem: str) -> list[str]:
+def kernel_args(kernel: Path, repo: Path, python: str, args: list[str], mem: str, raw: bool = False) -> list[str]:
     """The UML command line: nothing from the arguments reaches a shell, and pytest's arguments
-    go hex-encoded (the kernel splits its command line at spaces)."""
+    go hex-encoded (the kernel splits its command line at spaces). ``raw``: the arguments are
+    Python's (a script of the checkout and its options), not pytest's."""
     return [str(kernel), f"mem={mem}", "rootfstype=hostfs", "rootflags=/", "ro",
             "con=null", "con0=fd:0,fd:1", f"init={HERE / 'pytest-init.sh'}",
-            f"mptcplab_repo={repo}", f"mptcplab_python={python}",
+            f"mptcplab_repo={repo}", f"mptcplab_python={python}", f"mptcplab_raw={int(raw)}",
             f"mptcplab_args={json.dumps(args).encode().hex()}"]
 
 
@@ -100,6 +101,7 @@ def main() -> int:
     ap.add_argument("--mem", default="1G")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--log", type=Path, default=None)
+    ap.add_argument("--raw", action="store_true", help="run `python ARGS` (a script) instead of pytest")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     a = ap.parse_args(argv[:cut])
@@ -110,7 +112,7 @@ def main() -> int:
     repo = a.repo.resolve()
     python = a.python or str(repo / ".venv" / "bin" / "python")
     log = a.log or a.kernel.with_name("console-pytest.log")
-    _, text = run(kernel_args(a.kernel, repo, python, a.pytest_args, a.mem), log, a.timeout)
+    _, text = run(kernel_args(a.kernel, repo, python, a.pytest_args, a.mem, a.raw), log, a.timeout)
     result = result_of(text)
     if result is None:
         print(f"uml: no result from the guest; console in {log}", file=sys.stderr)
