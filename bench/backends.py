@@ -12,7 +12,7 @@ backends; then this host measures the user-space emulator)::
 Per case (one direction shaped: h1a -> h1b; the reverse is unshaped), every figure a ratio of
 the spec:
 
-- rtt:   ping median / (2 x delay + the ping frame's serialization at the rate)
+- rtt:   ping median / (delay + the ping frame's serialization at the rate; only h1a -> h1b is shaped)
 - rate:  TCP goodput (4 s) / (rate x 1448/1514)
 - queue: a UDP flood at twice the rate (1400-byte datagrams, 3 s) into the idle link: the
          deepest queue waiting for the rate / the spec's queue (linkemu: its exact maximum;
@@ -76,7 +76,7 @@ def measure_case(shaper: str, case: dict) -> dict:
     out = {"case": case["name"], "shaper": shaper, "bw": bw, "delay": delay, "queue": queue}
     with pair(shaper, up={"bw": bw, "delay": delay, "queue": queue}) as (net, link):
         rtts, _ = ping_rtts(net, 20, 0.05)
-        expected_rtt = 2 * delay + 98 * 8 / (bw * 1e6) * 1e3
+        expected_rtt = delay + 98 * 8 / (bw * 1e6) * 1e3  # one direction shaped
         out["rtt_ms"] = statistics.median(rtts) if rtts else None
         out["rtt_ratio"] = out["rtt_ms"] / expected_rtt if rtts else None
         cli, srv = iperf3(net, seconds=4)
