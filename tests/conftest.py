@@ -14,6 +14,11 @@ import pytest
 from helpers import leftovers, snapshot
 
 
+#: Set by kernel-patches/uml/pytest_guest.py: these tests run inside the User-Mode Linux guest
+#: (`make test-netem`), which has netem but no Open vSwitch; only `netem` tests run there.
+IN_UML = os.environ.get("MPTCPLAB_UML_GUEST") == "1"
+
+
 def _why_no_network() -> str | None:
     if os.geteuid() != 0:
         return "needs root to build Mininet networks (run: sudo make test)"
@@ -21,6 +26,8 @@ def _why_no_network() -> str | None:
         return "net.mptcp.enabled is not 1"
     if importlib.util.find_spec("mininet") is None:
         return "Mininet is not importable (make setup)"
+    if IN_UML:  # the netem tests join hosts by links alone: no switch, no OVS
+        return None
     r = subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True)
     if r.returncode != 0:
         return "Open vSwitch is not running (make setup starts it)"
@@ -28,12 +35,36 @@ def _why_no_network() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
+    from mptcplab.capabilities import has_netem
+
+    netem_tests = [item for item in items if "netem" in item.keywords]
+    if IN_UML:
+        # the guest runs the netem tests only (the rest run on the host)
+        keep, items[:] = items[:], netem_tests
+        config.hook.pytest_deselected(items=[i for i in keep if i not in netem_tests])
+    elif netem_tests and not has_netem():
+        # not skipped but moved: `make test-netem` runs them in User-Mode Linux, which has netem
+        items[:] = [item for item in items if "netem" not in item.keywords]
+        config.hook.pytest_deselected(items=netem_tests)
+        config._netem_moved = len(netem_tests)
     why = _why_no_network()
     if why:
         skip = pytest.mark.skip(reason=why)
         for item in items:
             if "root" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    return ["mptcplab: in the User-Mode Linux guest (netem tests only)"] if IN_UML else []
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    moved = getattr(config, "_netem_moved", 0)
+    if moved:
+        terminalreporter.write_line(
+            f"mptcplab: {moved} netem tests deselected here (this kernel has no netem qdisc); "
+            "`make test-netem` runs them in User-Mode Linux")
 
 
 @pytest.fixture

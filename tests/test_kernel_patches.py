@@ -122,3 +122,23 @@ def test_bench_ratios_use_host_kernel_time_when_every_burst_has_it(capsys):
 def test_bench_falls_back_to_guest_ticks_without_marks(capsys):
     load_uml().report_bench(bench_result({}))
     assert "(cpu_ms_per_burst)" in capsys.readouterr().out
+
+
+def load_pytest_runner():
+    spec = importlib.util.spec_from_file_location("pytest_in_uml", KP / "uml" / "pytest_in_uml.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pytest_runner_passes_arguments_without_spaces_or_a_shell():
+    mod = load_pytest_runner()
+    args = ["-v", "-m", "netem", "-k", "rate or delay", "tests"]
+    argv = mod.kernel_args(Path("/k/linux"), Path("/repo"), "/repo/.venv/bin/python", args, "1G")
+    assert argv[0] == "/k/linux" and "init=" + str(KP / "uml" / "pytest-init.sh") in argv
+    assert all(" " not in a for a in argv)
+    encoded = next(a for a in argv if a.startswith("mptcplab_args=")).split("=", 1)[1]
+    import json
+    assert json.loads(bytes.fromhex(encoded)) == args
+    assert mod.result_of("boot...\nMPTCPLAB-RESULT {\"returncode\": 3}\nreboot") == {"returncode": 3}
+    assert mod.result_of("Kernel panic") is None

@@ -22,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 err = Console(stderr=True)
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from .runner import RunOptions
 
 
@@ -195,12 +197,14 @@ def schema() -> None:
 
 
 @app.command()
-def check() -> None:
+def check(spec: Optional[str] = typer.Argument(None, help="also: per link of this spec, the backend "
+                                                          "shaper auto picks here, and why")) -> None:
     """What this machine supports: netem, OVS datapaths, iperf3 MPTCP, MPTCP sysctls."""
     from rich.table import Table
 
     from . import capabilities
 
+    links = _backend_table(spec) if spec else None
     caps = capabilities.probe().to_dict()
     t = Table(title="this machine")
     t.add_column("capability")
@@ -212,6 +216,42 @@ def check() -> None:
     for k, v in capabilities.versions().items():
         t.add_row(f"version: {k}", str(v))
     Console().print(t)
+    if links is not None:
+        Console().print(links)
+
+
+def _backend_table(spec: str) -> "Table":
+    """Per link of the spec's first point: the backend ``shaper: auto`` picks on this kernel
+    and why (and the spec's own shaper, where it asks for another)."""
+    from rich.table import Table
+
+    from .capabilities import has_netem
+    from .errors import MptcplabError
+    from .linkmodel import LinkEmulationError, backend_and_reason
+    from .plan import make_plan
+    from .spec import load_spec, resolve_spec_path
+
+    try:
+        exp = load_spec(resolve_spec_path(spec))
+        plan = make_plan(exp)
+    except MptcplabError as e:
+        _fail(e.problems)
+    netem = has_netem()
+    t = Table(title=f"{exp.name}: links (this kernel {'has' if netem else 'has no'} netem)")
+    for col in ("link", "auto picks", "why"):
+        t.add_column(col)
+    asked = exp.emulation.shaper
+    if asked != "auto":
+        t.add_column(f"shaper {asked} (the spec's)")
+    for link in plan.links:
+        row = [link.name, *backend_and_reason("auto", link.up, link.down, netem)]
+        if asked != "auto":
+            try:
+                row.append(backend_and_reason(asked, link.up, link.down, netem)[0])
+            except LinkEmulationError as e:
+                row.append(f"refused: {e}")
+        t.add_row(*row)
+    return t
 
 
 def main() -> None:

@@ -11,14 +11,24 @@ Nothing here touches the kernel: the caller says whether the kernel has netem.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
-#: tc handles of the layout htb root (rate) -> netem or pfifo leaf.
-ROOT_HANDLE = "5:"
-LEAF_HANDLE = "10:"
+#: tc handles of the layout (see :func:`tc_commands`): netem root (delay, jitter, loss) -> htb
+#: (rate) -> pfifo (the queue); without delay, jitter and loss the htb is the root.
+NETEM_HANDLE = "1:"
+NETEM_CLASS = "1:1"
+HTB_HANDLE = "5:"
 CLASS_ID = "5:1"
+LEAF_HANDLE = "10:"
+#: The delay line must never drop: netem's limit is the queue plus every frame that can arrive
+#: during delay + jitter at DELAY_LINE_FPS (64-byte frames at 10 Gbit/s, ~19.5 M frames/s, far
+#: above what a veth without offloads carries), at least NETEM_MIN_LIMIT (netem's default).
+DELAY_LINE_FPS = 10e9 / (8 * 64)
+NETEM_MIN_LIMIT = 1000
+NETEM_MAX_LIMIT = 2**31 - 1
 #: Backends a link can get: tc qdiscs, the user-space emulator, or a bare veth pair.
 BACKENDS = ("netem", "userspace", "plain")
 SHAPERS = ("auto", "netem", "userspace")
@@ -109,9 +119,17 @@ class Direction:
             return "jitter without reordering (netem reorders jittered frames)"
         return None
 
-    def tc_layout(self) -> tuple[bool, str]:
-        """(htb root?, leaf kind): two directions with one layout change in place."""
-        return bool(self.bw), "netem" if self.needs_netem() else ("pfifo" if self.queue else "")
+    def tc_layout(self) -> tuple[bool, bool, bool]:
+        """(netem?, htb?, pfifo?): two directions with one layout change in place."""
+        # a queue without a rate never fills (nothing waits): a pfifo root keeps what is asked
+        # visible where no netem holds the limit
+        return self.needs_netem(), bool(self.bw), bool(self.queue and (self.bw or not self.needs_netem()))
+
+    def netem_limit(self) -> int:
+        """netem's ``limit`` (frames): netem counts every frame it holds -- those in the delay
+        line and those in its child (the queue) -- so it is sized to never be the one that drops."""
+        line = math.ceil(DELAY_LINE_FPS * (self.delay + self.jitter) / 1000)
+        return min(NETEM_MAX_LIMIT, (self.queue or 0) + max(NETEM_MIN_LIMIT, line))
 
     def loss_fraction(self) -> float:
         return self.burst_loss.mean_loss() if self.burst_loss else self.loss / 100
@@ -211,31 +229,54 @@ def changed(d: Direction, **values: Any) -> Direction:
 def choose_backend(requested: str, up: Direction, down: Direction, netem: bool) -> str:
     """'netem', 'userspace' or 'plain' (nothing to emulate: a bare veth pair) for one link, or
     LinkEmulationError when asked for the impossible."""
+    return backend_and_reason(requested, up, down, netem)[0]
+
+
+def backend_and_reason(requested: str, up: Direction, down: Direction, netem: bool) -> tuple[str, str]:
+    """:func:`choose_backend`'s answer and why, in words (``mptcplab check SPEC`` prints it)."""
     if requested not in SHAPERS:
         raise LinkEmulationError(f"unknown shaper {requested!r} ({', '.join(SHAPERS)})")
     if requested == "auto" and not (up.shaped() or down.shaped()):
-        return "plain"
+        return "plain", "nothing to emulate: a bare veth pair"
     if requested == "userspace":
-        return "userspace"
+        return "userspace", "shaper userspace asked for"
     reasons = [r for r in (up.netem_cannot(), down.netem_cannot()) if r]
+    wants_netem = up.needs_netem() or down.needs_netem()
     if requested == "netem":
-        if (up.needs_netem() or down.needs_netem()) and not netem:
+        if wants_netem and not netem:
             raise LinkEmulationError("shaper netem: this kernel has no netem qdisc")
         if reasons:
             raise LinkEmulationError(f"shaper netem cannot emulate {reasons[0]}; use shaper userspace")
-        return "netem"
+        return "netem", "shaper netem asked for"
     if reasons:
-        return "userspace"
+        return "userspace", f"netem cannot emulate {reasons[0]}"
     # A link that needs only rate and queue is htb + pfifo in the kernel, netem or not: far less
     # CPU than a user-space process per link (what lets a FatTree's 48 links run on two cores).
-    return "netem" if netem or not (up.needs_netem() or down.needs_netem()) else "userspace"
+    if not wants_netem:
+        return "netem", "rate and queue only: htb + pfifo in the kernel (no netem qdisc needed)"
+    if netem:
+        return "netem", "delay, jitter or loss, and this kernel has netem (netem -> htb -> pfifo)"
+    return "userspace", "delay, jitter or loss, and this kernel has no netem qdisc"
 
 
 def tc_commands(dev: str, d: Direction, netem: bool = True, verb: str = "add") -> list[list[str]]:
     """The tc argument lists that shape one interface's egress.
 
-    Layout: htb root (rate) -> leaf netem (delay, jitter, loss, limit) or pfifo (limit). With
-    ``verb='change'`` only the class and the leaf are changed in place (same layout).
+    Layout, in the order a frame meets it (the user-space emulator's model, with delay and the
+    queue apart)::
+
+        netem root 1: (loss, delay, jitter; limit: never drops)        if delay, jitter or loss
+          -> htb 5: class 5:1 (rate)                                   if a rate
+               -> pfifo 10: (limit = queue: the frames waiting for the rate)  if a queue
+
+    Without delay, jitter and loss the htb is the root (no netem needed). netem's delay comes
+    before the rate here, the emulator's after it: for a constant delay the departure times are
+    the same (a FIFO at a fixed rate commutes with a fixed delay), and the queue sees the same
+    arrivals shifted by the delay, so it fills and drops at the same depth. netem counts the
+    frames in its child against its own ``limit``, so the limit is the queue plus every frame the
+    delay line can hold (:meth:`Direction.netem_limit`): only the pfifo drops.
+
+    With ``verb='change'`` each qdisc and the class are changed in place (same layout).
     """
     if d.needs_netem() and not netem:
         what = ", ".join(f"{k} {v:g}{u}" for k, v, u in (("delay", d.delay, " ms"), ("jitter", d.jitter, " ms"),
@@ -248,20 +289,9 @@ def tc_commands(dev: str, d: Direction, netem: bool = True, verb: str = "add") -
         raise LinkEmulationError(f"{dev}: a queue limit in bytes needs the user-space shaper")
     cmds: list[list[str]] = []
     parent = ["root"]
-    if d.bw:
-        rate_bps = d.bw * 1e6
-        burst = max(3028, int(rate_bps / 8 * 0.002))
-        quantum = int(min(max(1514, rate_bps / 8 / 10), 200_000))
-        if verb == "add":
-            cmds.append(["tc", "qdisc", "add", "dev", dev, "root", "handle", ROOT_HANDLE, "htb", "default", "1"])
-        cmds.append(["tc", "class", verb, "dev", dev, "parent", ROOT_HANDLE, "classid", CLASS_ID, "htb",
-                     "rate", f"{rate_bps:.0f}bit", "ceil", f"{rate_bps:.0f}bit",
-                     "burst", str(burst), "cburst", str(burst), "quantum", str(quantum)])
-        parent = ["parent", CLASS_ID]
     if d.needs_netem():
-        cmd = ["tc", "qdisc", verb, "dev", dev, *parent, "handle", LEAF_HANDLE, "netem"]
-        if d.queue:
-            cmd += ["limit", str(d.queue)]
+        cmd = ["tc", "qdisc", verb, "dev", dev, "root", "handle", NETEM_HANDLE, "netem",
+               "limit", str(d.netem_limit())]
         if d.delay or d.jitter:
             cmd += ["delay", f"{d.delay * 1000:.0f}us"]
             if d.jitter:
@@ -272,10 +302,56 @@ def tc_commands(dev: str, d: Direction, netem: bool = True, verb: str = "add") -
         elif d.loss:
             cmd += ["loss", "random", f"{d.loss:g}%"]
         cmds.append(cmd)
-    elif d.queue:
+        parent = ["parent", NETEM_CLASS]
+    if d.bw:
+        rate_bps = d.bw * 1e6
+        burst = htb_burst_bytes(d.bw)
+        quantum = int(min(max(1514, rate_bps / 8 / 10), 200_000))
+        if verb == "add":
+            cmds.append(["tc", "qdisc", "add", "dev", dev, *parent, "handle", HTB_HANDLE, "htb", "default", "1"])
+        cmds.append(["tc", "class", verb, "dev", dev, "parent", HTB_HANDLE, "classid", CLASS_ID, "htb",
+                     "rate", f"{rate_bps:.0f}bit", "ceil", f"{rate_bps:.0f}bit",
+                     "burst", str(burst), "cburst", str(burst), "quantum", str(quantum)])
+        parent = ["parent", CLASS_ID]
+    if d.queue and d.tc_layout()[2]:
         cmds.append(["tc", "qdisc", verb, "dev", dev, *parent, "handle", LEAF_HANDLE, "pfifo",
                      "limit", str(d.queue)])
     return cmds
+
+
+def shaping_problems(dev: str, d: Direction, qdiscs: list[dict[str, Any]]) -> list[str]:
+    """What differs between the layout :func:`tc_commands` gives ``d`` and the qdiscs the kernel
+    reports (``tc -j qdisc show``'s list)."""
+    by_kind: dict[str, dict[str, Any]] = {}
+    for q in qdiscs:
+        by_kind.setdefault(str(q.get("kind")), q)
+    netem, htb, pfifo = d.tc_layout()
+    problems = []
+    if htb and "htb" not in by_kind:
+        problems.append(f"{dev}: asked for {d.bw:g} Mbit/s but no htb qdisc is installed")
+    if netem:
+        if "netem" not in by_kind:
+            problems.append(f"{dev}: asked for delay/jitter/loss but no netem qdisc is installed")
+        else:
+            limit = (by_kind["netem"].get("options") or {}).get("limit")
+            if limit is not None and int(limit) < d.netem_limit():
+                problems.append(f"{dev}: netem's limit is {limit} frames, less than the queue plus the delay "
+                                f"line ({d.netem_limit()}): netem would drop what the queue should hold")
+    if pfifo:
+        limit = (by_kind.get("pfifo", {}).get("options") or {}).get("limit")
+        if "pfifo" not in by_kind:
+            problems.append(f"{dev}: asked for a {d.queue}-packet queue but no pfifo qdisc is installed")
+        elif limit is not None and int(limit) != d.queue:
+            problems.append(f"{dev}: asked for a {d.queue}-packet queue but the pfifo holds {limit}")
+    return problems
+
+
+def htb_burst_bytes(mbps: float) -> int:
+    """htb's bucket: 2 ms at the rate, at least two full frames. htb releases up to this many
+    bytes back to back after an idle spell (the user-space emulator none), so a burst arriving at
+    an idle link queues that much later; in steady overload the bucket is empty and the queue is
+    exact. Smaller buckets cost the rate at high rates (a timer per frame)."""
+    return max(3028, int(mbps * 1e6 / 8 * 0.002))
 
 
 def emulator_settings(d: Direction) -> dict[str, str]:

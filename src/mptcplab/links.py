@@ -4,8 +4,10 @@ Why not TCLink: on a kernel without the netem qdisc TCLink prints an error and r
 no delay and no loss, so the experiment silently measures a different network. ``EmuLink`` gives
 the link the spec asks for on every Linux with root, through one of two backends:
 
-- ``netem``: htb (rate) with a netem leaf (delay, jitter, loss, queue) on each interface's egress,
-  as TCLink does -- where the kernel has netem and the link needs nothing netem cannot do;
+- ``netem``: qdiscs on each interface's egress -- netem (delay, jitter, loss) at the root, htb
+  (rate) below it and a pfifo (the queue) below that (:func:`mptcplab.linkmodel.tc_commands`), so
+  the queue is the frames waiting for the rate, as in the user-space emulator, not the delay line
+  -- where the kernel has netem and the link needs nothing netem cannot do;
 - ``userspace``: the ``linkemu`` process (:mod:`mptcplab.emulator`) in the middle of the link,
   in a namespace of its own -- where the kernel has no netem, or the link wants jitter without
   reordering or a queue limit in bytes, or ``shaper='userspace'`` asks for it.
@@ -31,7 +33,9 @@ from typing import Any
 from mininet.link import Intf, Link
 
 from .capabilities import has_netem
-from .linkmodel import Direction, LinkEmulationError, changed, choose_backend, directions, tc_commands
+from .linkmodel import (
+    Direction, LinkEmulationError, changed, choose_backend, directions, shaping_problems, tc_commands,
+)
 from .proc import node_run, offloads_off
 
 __all__ = ["EmuLink", "EmuIntf", "LinkEmulationError"]
@@ -77,15 +81,7 @@ class EmuIntf(Intf):
         s = self.shaping
         if self.backend != "netem" or not s.shaped():
             return []
-        kinds = {q.get("kind") for q in self.qdiscs()}
-        problems = []
-        if s.bw and "htb" not in kinds:
-            problems.append(f"{self.name}: asked for {s.bw:g} Mbit/s but no htb qdisc is installed")
-        if s.needs_netem() and "netem" not in kinds:
-            problems.append(f"{self.name}: asked for delay/jitter/loss but no netem qdisc is installed")
-        if s.queue and not kinds & {"pfifo", "netem"}:
-            problems.append(f"{self.name}: asked for a {s.queue}-packet queue but no queue qdisc is installed")
-        return problems
+        return shaping_problems(self.name, s, self.qdiscs())
 
     def qdiscs(self) -> list[dict[str, Any]]:
         """What the kernel says is installed on this interface (for the metadata)."""
