@@ -325,7 +325,12 @@ def preflight_hosts(client: Any, points: list[Any], run_id: str, opts: Any, cons
         time.sleep(0.2)
     workers = client.scheduler_info()["workers"]
     without = [a for a, w in workers.items() if (w.get("resources") or {}).get(RESOURCE, 0) < 1]
-    infos = client.run(host_info, opts.pox_home, points, run_id)
+    # As tasks pinned to each worker, not client.run: that runs on the worker's event loop, where
+    # pyroute2's synchronous sockets (which run their own loop) cannot work.
+    futs = {a: client.submit(host_info, opts.pox_home, points, run_id, workers=[a], allow_other_workers=False,
+                             pure=False, key=f"mptcplab-preflight-{run_id}-{k}")
+            for k, a in enumerate(sorted(workers)) if a not in without}
+    infos = {a: f.result(timeout=300) for a, f in futs.items()}
     problems, bad = [], list(without)
     for addr in without:
         problems.append(f"worker {addr}: no {RESOURCE} resource (start it with --nthreads 1 "
@@ -438,6 +443,8 @@ def run_points(active: Any, points: list[Any], client: Any, opts: Any, console: 
         except BaseException:
             client.cancel(futures)
             raise
+        finally:
+            active.registry.forget_network()  # the client itself created nothing: its state file goes
 
 
 def attempts(client: Any, point_id: str) -> list[dict[str, Any]]:
