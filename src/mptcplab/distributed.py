@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -49,6 +50,8 @@ from .errors import PreflightError, SpecError
 RESOURCE = "mptcplab-net"
 #: The Dask event topic of point starts (one per attempt).
 EVENTS = "mptcplab-point-start"
+#: A --cluster host: [user@]name or address (never a shell word: asyncssh takes it as data).
+HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}@)?(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])")
 #: What runs a point on a worker ("module:function"); tests substitute their own.
 NETWORK_POINT = "mptcplab.distributed:network_point"
 
@@ -94,6 +97,8 @@ class PointResult:
     where: dict[str, Any] = field(default_factory=dict)
     log: str = ""
     elapsed_s: float = 0.0
+    #: time.time() when the worker finished (the client measures the return trip from it)
+    finished: float = 0.0
 
 
 def host_info(pox_home: str | None = None, points: list[Any] | None = None, run_id: str | None = None
@@ -163,6 +168,7 @@ def execute(task: PointTask) -> PointResult:
     fn: Callable[[PointTask], PointResult] = getattr(importlib.import_module(module), name)
     res = fn(task)
     res.where = {**where, **res.where}
+    res.finished = time.time()
     return res
 
 
@@ -298,6 +304,9 @@ def connect(opts: Any, console: Console) -> Iterator[Any]:
             from distributed.deploy.ssh import SSHCluster
 
             hosts = list(opts.cluster)
+            bad = [h for h in hosts if not HOST.fullmatch(h)]
+            if bad:
+                raise SpecError([f"--cluster: {h!r} is not a host name or address ([user@]host)" for h in bad])
             console.print(f"starting Dask over SSH: scheduler on {hosts[0]}, a worker on each of {', '.join(hosts)}")
             cluster = SSHCluster([hosts[0], *hosts], worker_options=worker,
                                  scheduler_options={"dashboard_address": None})
@@ -434,6 +443,7 @@ def run_points(active: Any, points: list[Any], client: Any, opts: Any, console: 
                 pid = fut.key.rsplit("-", 1)[1]
                 try:
                     res = fut.result()
+                    res.where["return_s"] = round(time.time() - res.finished, 4) if res.finished else None
                 except distributed.KilledWorker as e:
                     res = PointResult(point_id=pid, error=f"its worker died {opts.retries + 1} time(s) ({e})")
                 except Exception as e:  # noqa: BLE001  (the task itself raised: the point failed)
@@ -458,6 +468,7 @@ def commit(active: Any, pp: Any, res: PointResult, tries: list[dict[str, Any]], 
     """A point's result written as a local run writes it: files, metadata, then rows and the
     point's done flag (or its failure)."""
     pid = pp.point.id
+    t0 = time.monotonic()
     for key, data in res.files.items():
         if key.startswith(f"{results.RAW}/pox") and key.endswith(".log"):
             key = f"{results.RAW}/pox-{pid}.log"  # one per point (each worker's POX starts afresh)
@@ -480,6 +491,10 @@ def commit(active: Any, pp: Any, res: PointResult, tries: list[dict[str, Any]], 
         "network_id": res.where.get("network_id"), "switches": res.where.get("switches"),
         "attempts": max(1, len(tries)), "tried": [t.get("hostname") for t in tries],
         "elapsed_s": round(res.elapsed_s, 3), "error": res.error,
+        # the distribution's cost: bytes of files shipped, the worker-to-client trip (one clock
+        # only on one machine), and the client's writing of the files
+        "files_bytes": sum(len(d) for d in res.files.values()), "return_s": res.where.get("return_s"),
+        "write_s": round(time.monotonic() - t0, 4),
     }
     if len(tries) > 1:
         console.print(f"[yellow]retried[/] {pid}: {len(tries)} attempts "
