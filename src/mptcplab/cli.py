@@ -75,12 +75,26 @@ def run_cmd(
     resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run in RUN_DIR, as recorded"),
     capture: bool = typer.Option(False, "--capture", help="capture every test's packets (the spec's capture: "
                                  "settings, else the hosts' interfaces, headers only, 50 MB each at most)"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="run the sweep's points on these hosts over SSH "
+                                          "(HOST[,HOST...], Dask SSHCluster; localhost allowed)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="run the points on an existing Dask "
+                                            "cluster (ADDRESS, e.g. tcp://10.0.0.1:8786)"),
+    local_workers: Optional[int] = typer.Option(None, "--local-workers", help="run the points on N Dask workers "
+                                                "on this machine, one network each"),
+    retries: int = typer.Option(2, "--retries", help="distributed: how often a point whose worker died is "
+                                "tried again on another worker"),
+    skip_bad_hosts: bool = typer.Option(False, "--skip-bad-hosts", help="distributed: leave out hosts that fail "
+                                        "the preflight instead of refusing the run"),
 ) -> None:
     """Run an experiment: build the network, run the tests, store results, draw figures."""
     from .runner import RunOptions
 
+    hosts = tuple(h.strip() for h in (cluster or "").split(",") if h.strip())
+    if cluster is not None and not hosts:
+        _fail(["--cluster: give HOST[,HOST...]"])
     _run(RunOptions(spec=spec, out=out, dry_run=dry_run, shaper=shaper, check=check, pox_home=pox_home,
-                    sets=tuple(sets or ()), resume=resume, capture=capture))
+                    sets=tuple(sets or ()), resume=resume, capture=capture, cluster=hosts, scheduler=scheduler,
+                    local_workers=local_workers, retries=retries, skip_bad_hosts=skip_bad_hosts))
 
 
 @app.command()

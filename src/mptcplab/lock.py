@@ -1,4 +1,4 @@
-"""One mptcplab run per machine.
+"""One mptcplab run per machine -- or several network slots of distributed workers.
 
 Two runs at once destroy each other: their switches have the same names and Mininet deletes
 bridges by name. So a run (and ``mptcplab clean``, which must not race a run that is starting)
@@ -9,6 +9,14 @@ The lock is the ``flock`` itself, not the file: the kernel drops it when its hol
 it dies, so a lock file left behind by a killed run never blocks anybody. The file's content
 (JSON: pid, start time, run id, run directory, start) only says who holds it, and is validated
 before it is shown.
+
+Distributed runs (``--local-workers``, ``--cluster``, ``--scheduler``: mptcplab.distributed) run
+one network per worker, and a machine may have several workers. Each worker takes the machine
+lock *shared* and then one network slot exclusively (:class:`NetSlot`,
+``/run/mptcplab/slot-NN.lock``); the slot number is the prefix of its bridges and root-namespace
+interfaces (``mw03s0``, ``mw03s0-eth1``: names of its own). Workers thus coexist with each other,
+while a local run and ``mptcplab clean`` (exclusive) still exclude them all, and they exclude a
+local run.
 """
 
 from __future__ import annotations
@@ -39,11 +47,15 @@ def default_lock_dir() -> Path:
 
 
 class MachineLock:
-    """The machine-wide lock. ``with MachineLock().acquire(run_id, run_dir): ...``"""
+    """The machine-wide lock. ``with MachineLock().acquire(run_id, run_dir): ...``
 
-    def __init__(self, lock_dir: Path | None = None):
+    ``shared=True`` (distributed workers, through :class:`NetSlot`) takes it shared: any number
+    of shared holders, no exclusive one. A shared holder writes nothing into the file."""
+
+    def __init__(self, lock_dir: Path | None = None, shared: bool = False):
         self.dir = lock_dir or default_lock_dir()
         self.path = self.dir / LOCK_NAME
+        self.shared = shared
         self._fd: int | None = None
         self._pid = 0
 
@@ -75,10 +87,13 @@ class MachineLock:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise PreflightError([f"{self.path}: not a plain file; remove it (it is mptcplab's machine lock)"])
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise BusyError([self.busy_message()]) from None
             pid = os.getpid()
+            if self.shared:  # the file names the one exclusive holder; slots name themselves
+                self._fd, self._pid = fd, pid
+                return self
             st = proc_stat(pid)
             content = {"pid": pid, "starttime": st.starttime if st else 0, "run_id": run_id,
                        "run_dir": None if run_dir is None else str(Path(run_dir).absolute()),
@@ -102,7 +117,8 @@ class MachineLock:
             os.close(fd)
             return
         try:
-            os.ftruncate(fd, 0)
+            if not self.shared:
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
@@ -145,6 +161,10 @@ class MachineLock:
                 break
             time.sleep(0.05)
         if h is None:
+            slots = held_slots(self.dir)
+            if slots:
+                return (f"distributed mptcplab worker(s) hold this machine: {', '.join(slots)}; wait for "
+                        "them to finish (or stop their run)")
             return (f"another mptcplab process holds this machine (lock {self.path}); wait for it to "
                     "finish")
         if h["command"] == "clean":
@@ -173,3 +193,159 @@ def _valid(d: Any) -> bool:
     if rd is not None and not (isinstance(rd, str) and rd.startswith("/") and len(rd) <= 4096 and rd.isprintable()):
         return False
     return isinstance(d["started"], str) and STARTED.fullmatch(d["started"]) is not None
+
+
+# --------------------------------------------------------------------------- network slots
+
+SLOT_NAME = re.compile(r"slot-([0-9]{2})\.lock")
+#: How many networks of distributed workers one machine holds at most.
+MAX_SLOTS = 100
+SLOT_KEYS = {"pid", "starttime", "run_id", "started", "netids"}
+
+
+def slot_prefix(slot: int) -> str:
+    """The switch-name prefix of a slot's networks: mw00s, mw01s, ... (switches mw03s0, mw03s1,
+    ... and their interfaces mw03s0-eth1: at most 13 characters, within IFNAMSIZ)."""
+    if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < MAX_SLOTS:
+        raise ValueError(f"slot: {slot!r} is not a slot number")
+    return f"mw{slot:02d}s"
+
+
+def _read_slot(fd: int) -> dict[str, Any] | None:
+    """A slot file's content, validated; None when empty or not what NetSlot writes."""
+    data = os.pread(fd, MAX_BYTES + 1, 0)
+    try:
+        d = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or set(d) != SLOT_KEYS:
+        return None
+    for key, low in (("pid", 1), ("starttime", 0)):
+        if isinstance(d[key], bool) or not isinstance(d[key], int) or d[key] < low:
+            return None
+    if not is_run_id(d["run_id"]) or not isinstance(d["started"], str) or not STARTED.fullmatch(d["started"]):
+        return None
+    if not isinstance(d["netids"], list) or not all(is_run_id(n) for n in d["netids"]) or len(d["netids"]) > 10000:
+        return None
+    return d
+
+
+def held_slots(lock_dir: Path | None = None) -> list[str]:
+    """'slot NN: run R (pid P)' for every slot whose holder is alive (as its file says)."""
+    d = lock_dir or default_lock_dir()
+    out = []
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return []
+    for name in names:
+        if not SLOT_NAME.fullmatch(name):
+            continue
+        try:
+            fd = os.open(d / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            c = _read_slot(fd)
+        finally:
+            os.close(fd)
+        if c is None:
+            continue
+        st = proc_stat(c["pid"])
+        if st is not None and st.starttime == c["starttime"] and st.state not in ("Z", "X"):
+            out.append(f"slot {name[5:7]}: run {c['run_id']} (pid {c['pid']})")
+    return out
+
+
+class NetSlot:
+    """A distributed worker's network slot: the machine lock shared, then the first free
+    ``slot-NN.lock`` exclusively (flock, dropped by the kernel when the worker dies).
+
+    The slot file records the ids (:attr:`netids`) under which the holder's networks were
+    registered (mptcplab.registry state files); :attr:`previous` holds what the slot's last holder
+    recorded, so that a worker taking over the slot of a killed one can clean up exactly what
+    that one created -- its bridges would otherwise have this slot's names."""
+
+    def __init__(self, lock_dir: Path | None = None):
+        self.dir = lock_dir or default_lock_dir()
+        self.machine = MachineLock(self.dir, shared=True)
+        self.slot: int | None = None
+        self.previous: list[str] = []
+        self._fd: int | None = None
+        self._content: dict[str, Any] = {}
+
+    @property
+    def prefix(self) -> str:
+        if self.slot is None:
+            raise RuntimeError("no slot held")
+        return slot_prefix(self.slot)
+
+    def acquire(self, run_id: str) -> "NetSlot":
+        check_run_id(run_id, "run id")
+        self.machine.acquire(run_id)
+        try:
+            for slot in range(MAX_SLOTS):
+                path = self.dir / f"slot-{slot:02d}.lock"
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+                except OSError as e:
+                    raise PreflightError([f"{path}: cannot open the slot lock ({e.strerror})"]) from None
+                try:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        raise PreflightError([f"{path}: not a plain file; remove it (an mptcplab slot lock)"])
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                except BaseException:
+                    os.close(fd)
+                    raise
+                old = _read_slot(fd)
+                self.previous = list(old["netids"]) if old else []
+                pid = os.getpid()
+                st = proc_stat(pid)
+                self._fd, self.slot = fd, slot
+                self._content = {"pid": pid, "starttime": st.starttime if st else 0, "run_id": run_id,
+                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "netids": list(self.previous)}
+                self._write()
+                return self
+            raise BusyError([f"all {MAX_SLOTS} network slots of this machine are held ({self.dir})"])
+        except BaseException:
+            self.machine.release()
+            raise
+
+    def _write(self) -> None:
+        assert self._fd is not None
+        data = json.dumps(self._content).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def record(self, netid: str) -> None:
+        """A network is about to be registered under ``netid``: intent first."""
+        check_run_id(netid, "network id")
+        if netid not in self._content["netids"]:
+            self._content["netids"].append(netid)
+            self._write()
+
+    def forget(self, netids: list[str]) -> None:
+        """Those networks are gone (nothing of them recorded any more)."""
+        self._content["netids"] = [n for n in self._content["netids"] if n not in netids]
+        self._write()
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)  # the content stays: what is left for the next holder
+            finally:
+                os.close(fd)
+        self.slot = None
+        self.machine.release()
+
+    def __enter__(self) -> "NetSlot":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -9,10 +9,12 @@ only carries out what is written here, and the plan is saved with every result.
 from __future__ import annotations
 
 import ipaddress
+import re
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from . import ids
 from .errors import PlanError
 from .forwarding import ROUTER_HOST_NUMBER, PlanRoute, PlanRouter, compute as compute_forwarding, lookup
 from .ids import host_of
@@ -362,6 +364,39 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
         tool=exp.traffic.tool,
         routers=tuple(PlanRouter(r, tuple(router_intfs[r]), router_routes.get(r, ())) for r in exp.topology.routers),
     )
+
+
+#: Switch names of a distributed worker's network (mptcplab.lock.slot_prefix, then the switch's
+#: number): mw03s0, mw03s1, ...
+ISOLATED_SWITCH = re.compile(r"mw[0-9]{2}s[0-9]{1,4}")
+
+
+def isolate(plan: Plan, prefix: str, net_id: str) -> tuple[Plan, dict[str, str]]:
+    """The plan with switch names of its own, so that several networks coexist on one machine:
+    switch k becomes ``<prefix><k>`` (mw03s0, ...) and its interfaces ``mw03s0-eth1``, ...; the
+    DPIDs are salted with ``net_id``. Hosts and their interfaces keep their names: they live in
+    their own namespaces. Links, events, captures and tests name links and host interfaces
+    only, so they are unchanged. Returns the plan and the mapping {spec name: name used}."""
+    ids.check_run_id(net_id, "network id")
+    rename = {s.name: f"{prefix}{k}" for k, s in enumerate(plan.switches)}
+    for new in rename.values():
+        if not ISOLATED_SWITCH.fullmatch(new) or not ids.NODE_NAME.fullmatch(new):
+            raise PlanError([f"switch name {new!r}: not a worker switch name (prefix {prefix!r})"])
+    clash = sorted(set(rename.values()) & {h.name for h in plan.hosts})
+    if clash:
+        raise PlanError([f"hosts {', '.join(clash)}: named like a worker's switches; rename them"])
+
+    def intf(i: PlanIntf) -> PlanIntf:
+        if i.node not in rename:
+            return i
+        name = f"{rename[i.node]}-eth{i.port}"
+        if len(name) > ids.IFNAME_MAX or not ids.INTERFACE_NAME.fullmatch(name):
+            raise PlanError([f"interface {name!r}: longer than {ids.IFNAME_MAX} characters"])
+        return replace(i, node=rename[i.node], name=name)
+
+    links = tuple(replace(l, intf1=intf(l.intf1), intf2=intf(l.intf2)) for l in plan.links)
+    switches = tuple(PlanSwitch(name=rename[s.name], dpid=switch_dpid(net_id, k)) for k, s in enumerate(plan.switches))
+    return replace(plan, switches=switches, links=links), rename
 
 
 def switch_dpid(run_id: str | None, index: int) -> str:

@@ -702,6 +702,40 @@ class RunDir:
             _fill_at(dfd, name, fill, self.owner)  # type: ignore[arg-type]
         return self.raw / name
 
+    #: Top-level files a point adds besides its rows (a distributed worker ships them back).
+    POINT_FILES = re.compile(r"selfcheck(-p[0-9]{3,6})?\.json|controller-topology\.json")
+
+    def point_files(self) -> dict[str, bytes]:
+        """What points wrote besides rows and metadata, as {"raw/<name>" or "<name>": bytes}:
+        raw/* and the top-level POINT_FILES (self-checks, the controller's topology). A
+        distributed worker runs its point into a scratch run directory and ships this back;
+        every entry is a regular file with a run directory's name."""
+        out: dict[str, bytes] = {}
+        for sub in (None, RAW):
+            with self._at(sub, create=False) as dfd:
+                if dfd is None:
+                    continue
+                for name in sorted(os.listdir(dfd)):
+                    if not NAME.fullmatch(name) or (sub is None and not self.POINT_FILES.fullmatch(name)):
+                        continue
+                    data = _read_at(dfd, name, self.path / (sub or "") / name)
+                    if data is not None:
+                        out[f"{sub}/{name}" if sub else name] = data
+        return out
+
+    def put_point_file(self, key: str, data: bytes) -> Path:
+        """One entry of :meth:`point_files` (from a worker) written into this run directory:
+        "raw/<name>" or a top-level POINT_FILES name, nothing else (no summary, spec, metadata
+        or points.json: those go through their own writers)."""
+        sub, _, name = key.rpartition("/")
+        if not isinstance(data, bytes):
+            raise ValueError(f"{key!r}: not bytes")
+        if sub == RAW and NAME.fullmatch(name):
+            return self._write(RAW, name, data)
+        if sub == "" and self.POINT_FILES.fullmatch(name):
+            return self._write(None, name, data)
+        raise ValueError(f"{key!r} is not a file a point writes")
+
     def captures(self) -> list[Path]:
         """The run's capture files (raw/*.pcapng.gz), each checked to be a regular file with a
         run directory's name -- the paths analysis hands to tshark."""

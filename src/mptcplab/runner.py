@@ -49,6 +49,19 @@ class RunOptions:
     sets: tuple[str, ...] = ()
     resume: Path | None = None
     capture: bool = False  # --capture: capture every test (the spec's capture: settings, or the defaults)
+    #: Distributed runs (mptcplab.distributed): hosts of an SSHCluster, an existing scheduler's
+    #: address, or a LocalCluster's number of workers; with none of them the run is local.
+    cluster: tuple[str, ...] = ()
+    scheduler: str | None = None
+    local_workers: int | None = None
+    #: distributed: how often a point whose worker died is tried again elsewhere
+    retries: int = 2
+    #: distributed: leave out hosts that fail the preflight (else the run is refused)
+    skip_bad_hosts: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.cluster or self.scheduler or self.local_workers)
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,10 @@ def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
     """Run an experiment -- every point of its sweep. Raises an exit-2 error (SpecError,
     PlanError, PreflightError, RunDirError, BusyError) before anything is created."""
     console = console or Console(stderr=True)
+    if opts.distributed:
+        from .distributed import run as run_distributed
+
+        return run_distributed(opts, console)
     source = load(opts)
     try:
         points = plan_points(source.exp, source.run_id)
@@ -309,16 +326,18 @@ class ActiveRun:
 
 @contextmanager
 def open_run(source: Source, points: list[PointPlan], caps: capabilities.Capabilities,
-             opts: RunOptions) -> Iterator[ActiveRun]:
-    """The run directory (new, or the one resumed) held for this run, then the machine prepared;
-    the metadata says how the run ended, whatever happens."""
+             opts: RunOptions, prepare: bool = True) -> Iterator[ActiveRun]:
+    """The run directory (new, or the one resumed) held for this run, then the machine prepared
+    (not with prepare=False: a distributed run's workers prepare their own); the metadata says
+    how the run ended, whatever happens."""
     from .registry import Registry
 
     exp = source.exp
     rd = source.resume or results.RunDir.create(exp.name, root=exp.outputs.dir, out=opts.out, run_id=source.run_id)
     with rd:  # its lock, held since create/open_existing, goes with it
         state = results.PointState.open(rd, [p.point for p in points])  # a resume of other points: refused
-        caps = prepare_machine(caps, points)
+        if prepare:
+            caps = prepare_machine(caps, points)
         if source.resume:
             meta = rd.metadata
             meta.setdefault("resumed", []).append(provenance.now())
