@@ -3,7 +3,8 @@ from its summary row and its hosts' MIB deltas; the table laid out per swept mid
 
 import pandas as pd
 
-from mptcplab.outcomes import box_label, mib_by_test, outcome_of, outcome_table
+from mptcplab.outcomes import box_label, outcome_of, outcome_table
+from mptcplab.rows import mib_by_test
 
 GOOD = {"protocol": "mptcp", "error": None, "goodput_mbps": 9.0, "subflows": 2, "expected_subflows": 2,
         "mptcp_fallback": 0, "bytes_sent": 1000, "bytes_received": 1000, "data_intact": True}

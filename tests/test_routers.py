@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from helpers import REPO, cli
-from mptcplab.errors import PlanError, SpecError
+from test_events import problems
+from mptcplab.errors import PlanError
 from mptcplab.plan import make_plan
 from mptcplab.routes import routes
 from mptcplab.spec import load_spec, parse_spec
@@ -25,12 +26,6 @@ def chain(routers=("r1", "r2"), left_switch=False, **extra) -> dict:
             "mptcp": {"limits": {"subflows": 2, "add_addr_accepted": 2}}}
     spec.update(extra)
     return spec
-
-
-def problems(spec: dict) -> list[str]:
-    with pytest.raises(SpecError) as e:
-        parse_spec(spec)
-    return e.value.problems
 
 
 def test_a_router_needs_two_links_and_a_name_of_its_own():

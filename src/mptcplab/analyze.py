@@ -17,6 +17,7 @@ import pandas as pd
 from . import census, expect, results, tshark
 from .errors import RunDirError
 from .results import RunDir
+from .rows import mib_by_test
 
 #: Census counts a test's summary row gets as options_<KIND> (the expectations' options.KIND).
 OPTION_COLUMNS = tuple(f"options_{k}" for k in census.COUNTERS) + (
@@ -95,18 +96,6 @@ def _against_ss(rows: list[dict[str, Any]], ss: pd.DataFrame | None) -> dict[str
             "options_ss_not_on_wire": len(check.missing), "options_wire_not_in_ss": len(check.unexpected)}
 
 
-def _mib(rd: RunDir) -> dict[str, dict[str, int]]:
-    """test -> {counter: delta summed over the test's hosts} from mptcp-mib.csv."""
-    mib = rd.read_table(results.MPTCP_MIB)
-    if mib is None or mib.empty:
-        return {}
-    summed = mib.groupby(["test", "counter"])["delta"].sum()
-    out: dict[str, dict[str, int]] = {}
-    for (test, counter), delta in summed.items():
-        out.setdefault(str(test), {})[str(counter)] = int(delta)
-    return out
-
-
 def resolver(mib: dict[str, dict[str, int]]) -> expect.Resolver:
     """A summary column; options.KIND from the census totals merged into the row; mib.COUNTER
     from the test's MIB deltas -- 0 for a counter that did not move (mptcp-mib.csv lists only
@@ -125,7 +114,7 @@ def judge(rd: RunDir, summary: pd.DataFrame, texts: list[str], per_test: dict[st
     if not texts:
         return []
     rows = [{**r, **per_test.get(str(r.get("test")), {})} for r in summary.to_dict("records")]
-    return expect.evaluate(expect.parse_all(texts), rows, resolver(_mib(rd)))
+    return expect.evaluate(expect.parse_all(texts), rows, resolver(mib_by_test(rd.read_table(results.MPTCP_MIB))))
 
 
 def analyze(rd: RunDir, texts: list[str]) -> Evidence:

@@ -377,7 +377,7 @@ def host_differences(infos: dict[str, dict[str, Any]]) -> list[str]:
 
 def run(opts: Any, console: Console) -> Any:
     """runner.run for a distributed run: the same stages, the points on the cluster's workers."""
-    from .runner import RunReport, analyze_run, draw_figures, load, open_run, plan_points
+    from .runner import RunReport, conclude, load, open_run, plan_points
 
     if opts.dry_run:
         raise SpecError(["--dry-run checks this machine only: leave out --local-workers, --cluster and --scheduler"])
@@ -404,10 +404,7 @@ def run(opts: Any, console: Console) -> Any:
                 dist.setdefault("points", {})
                 active.save_meta()
                 run_points(active, points, client, opts, console)
-                if active.exp.capture is not None or active.exp.expect:
-                    active.evidence = analyze_run(active.rd, active.exp, active.meta, console)
-                if opts.figures and active.rows:
-                    draw_figures(active.rd, active.exp, console)
+                conclude(active, opts, console)
     finally:
         if source.resume:
             source.resume.close()

@@ -29,7 +29,7 @@ import pandas as pd  # noqa: E402
 
 from .figures import COLUMN_WIDTH_IN, _save  # noqa: E402
 from .results import MPTCP_MIB, RunDir  # noqa: E402
-from .rows import FALLBACK_COUNTERS as ROW_FALLBACK_COUNTERS  # noqa: E402
+from .rows import FALLBACK_COUNTERS as ROW_FALLBACK_COUNTERS, mib_by_test  # noqa: E402
 
 #: Outcomes from best to worst, with the cell colour of each.
 KINDS = {"mptcp": "#d9f0d3", "fewer-subflows": "#f4f8c8", "subflow-reset": "#f4f8c8", "fallback": "#fee8c8",
@@ -104,17 +104,6 @@ def outcome_of(row: Mapping[str, Any], mib: Mapping[str, int]) -> Outcome:
 def _short(error: Any) -> str:
     text = str(error or "").strip().split(";")[0]
     return text if len(text) <= 40 else text[:39] + "…"
-
-
-def mib_by_test(mib: pd.DataFrame | None) -> dict[str, dict[str, int]]:
-    """mptcp-mib.csv as test -> counter -> delta summed over the test's hosts."""
-    if mib is None or mib.empty or not {"test", "counter", "delta"} <= set(mib):
-        return {}
-    sums = mib.groupby(["test", "counter"])["delta"].sum()
-    out: dict[str, dict[str, int]] = {}
-    for (test, counter), delta in sums.items():
-        out.setdefault(str(test), {})[str(counter)] = int(delta)
-    return out
 
 
 def box_label(column: str) -> str:

@@ -207,6 +207,16 @@ def _receiver_goodput(o: Any) -> tuple[float | None, int | None, float | None]:
     return None, None, None
 
 
+def mib_by_test(mib: Any) -> dict[str, dict[str, int]]:
+    """mptcp-mib.csv (a DataFrame, or None) as test -> {counter: delta summed over the test's hosts}."""
+    if mib is None or mib.empty or not {"test", "counter", "delta"} <= set(mib):
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for (test, counter), delta in mib.groupby(["test", "counter"])["delta"].sum().items():
+        out.setdefault(str(test), {})[str(counter)] = int(delta)
+    return out
+
+
 def mib_rows(counters: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
     """One row per host (or role) and MPTcpExt* counter that moved during a test: what the
     kernel's MPTCP did (joins, fallbacks, ADD_ADDRs, reinjections, ...), long form."""

@@ -113,10 +113,7 @@ def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
             caps, pox_home = check_machine(source, points, opts)
             with open_run(source, points, caps, opts) as active:
                 run_points(active, points, pox_home, console)
-                if active.exp.capture is not None or active.exp.expect:
-                    active.evidence = analyze_run(active.rd, active.exp, active.meta, console)
-                if opts.figures and active.rows:
-                    draw_figures(active.rd, active.exp, console)
+                conclude(active, opts, console)
     finally:
         if source.resume:
             source.resume.close()  # its lock, taken when it was opened
@@ -743,6 +740,15 @@ def make_controller(exp: Experiment, plan: Plan, rd: results.RunDir, pox_home: P
 
     return PoxController(topo, pox_home, exp.controller.openflow_port, open_log=lambda: rd.open_log(results.POX_LOG),
                          write_topology=write_topology)
+
+
+def conclude(active: "ActiveRun", opts: RunOptions, console: Console) -> None:
+    """What follows the last point of a run (local or distributed): the evidence -- census and
+    expectations -- where the spec asks for it, then the figures."""
+    if active.exp.capture is not None or active.exp.expect:
+        active.evidence = analyze_run(active.rd, active.exp, active.meta, console)
+    if opts.figures and active.rows:
+        draw_figures(active.rd, active.exp, console)
 
 
 def analyze_run(rd: results.RunDir, exp: Experiment, meta: dict[str, Any], console: Console) -> Any:
