@@ -125,6 +125,8 @@ def test_bad_input_exits_2_naming_the_option(tmp_path):
     r = cli("mptcplab", "tracebox", "routed-chain", "--from", "h1", "--to", "h2", "--max-ttl", "0")
     assert r.returncode == 2 and "--max-ttl: 0 is not between 1 and 64" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+    r = cli("mptcplab", "tracebox", "routed-chain", "--from", "h1", "--to", "h2", "--json", str(tmp_path))
+    assert r.returncode == 2 and f"--json: {tmp_path} is a directory or a link" in r.stderr, r.stderr
 
 
 def chain_with_box(tmp_path, box: dict) -> str:

@@ -54,6 +54,12 @@ def _check(opts: TraceOptions, hosts: list[str]) -> None:
         problems.append(f"--max-ttl: {opts.max_ttl} is not between 1 and 64")
     if opts.port is not None and not 1 <= opts.port <= 65535:
         problems.append(f"--port: {opts.port} is not between 1 and 65535")
+    if opts.json_out is not None:  # known before the network is built, not after the trace
+        out = Path(opts.json_out)
+        if out.is_dir() or out.is_symlink():
+            problems.append(f"--json: {out} is a directory or a link; give a file name")
+        elif out.parent.exists() and not out.parent.is_dir():
+            problems.append(f"--json: {out.parent} is not a directory")
     if problems:
         raise SpecError(problems)
 
