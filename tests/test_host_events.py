@@ -182,7 +182,10 @@ def test_a_handover_mptcp_moves_to_the_other_address_tcp_loses_its_own(tmp_path,
     mp, tcp = summary.loc["mptcp"], summary.loc["tcp"]
     assert mp["fate"] == "survived" and mp["event_link"] == "h1-eth0", mp
     assert tcp["fate"] in ("stalled", "reset", "failed") and not tcp["survived"], tcp
-    assert tcp["before_mbps"] > 0.8 * 5, tcp        # restored after the MPTCP test: TCP ran at 5 Mbit/s
+    # restored after the MPTCP test: TCP ran (not restored, it would get nothing). The level of the
+    # first 2 s includes iperf3's start and slow start's overshoot: CI once measured 3.65 Mbit/s
+    # with a 0.3 s stall at 0.6 s (a burst of queue drops), 4.75 after it
+    assert tcp["before_mbps"] > 0.5 * 5, tcp
     series = pd.read_csv(out / "flow-goodput.csv")
     # the other path carries it: in bursts -- the data stranded on the dead subflow holds the
     # connection's window until it is sent again (measured 0.95 and 1.5 MB of at most 2.1)
