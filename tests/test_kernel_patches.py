@@ -13,11 +13,16 @@ import pytest
 KP = Path(__file__).resolve().parent.parent / "kernel-patches"
 
 
-def load_uml():
-    spec = importlib.util.spec_from_file_location("uml", KP / "uml" / "uml.py")
+def load_script(name: str):
+    """kernel-patches/uml/NAME.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, KP / "uml" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def load_uml():
+    return load_script("uml")
 
 
 def test_series_lists_every_patch_in_order_with_sign_off():
@@ -125,10 +130,7 @@ def test_bench_falls_back_to_guest_ticks_without_marks(capsys):
 
 
 def load_pytest_runner():
-    spec = importlib.util.spec_from_file_location("pytest_in_uml", KP / "uml" / "pytest_in_uml.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("pytest_in_uml")
 
 
 def test_pytest_runner_passes_arguments_without_spaces_or_a_shell():
