@@ -90,7 +90,9 @@ def run_tracebox(opts: TraceOptions, console: Console) -> Trace:
     pp = plan_points(exp, source.run_id)[0]  # a sweep: its first point
     plan = pp.plan
     src_ip, dst_ip = plan.host(opts.src).intfs[0].ip or "", plan.host(opts.dst).intfs[0].ip or ""
-    rtt_s = max((r.max_rtt_ms() for r in routes(plan)), default=0.0) / 1e3
+    every = routes(plan)
+    mine = [r for r in every if (r.client.node, r.server.node) == (opts.src, opts.dst)] or every
+    rtt_s = max((r.max_rtt_ms() for r in mine), default=0.0) / 1e3
     wait_s = round(max(MIN_WAIT_S, 2 * rtt_s + 0.5), 3)
     with hold_machine(source, run_opts):
         caps, _ = check_machine(source, [pp], run_opts)

@@ -68,6 +68,13 @@ def _sum(start: float, end: float, nbytes: int, **extra) -> dict:
             "bits_per_second": nbytes * 8 / seconds, **extra}
 
 
+def _interval(start: float, end: float, nbytes: int) -> dict:
+    """One of the receiver's reports, as iperf3's server writes them (seconds from the accept)."""
+    seconds = max(end - start, 1e-9)
+    return {"sum": {"start": round(start, 6), "end": round(end, 6), "seconds": seconds, "bytes": nbytes,
+                    "bits_per_second": nbytes * 8 / seconds}}
+
+
 def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -> dict:
     """Accept one connection, read it to the end hashing every byte, answer with the count and
     digest, close. Goodput every ``interval`` s from the accept, as iperf3's server reports it."""
@@ -87,11 +94,8 @@ def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -
             n = conn.recv_into(buf)
             now = time.monotonic()
             while now - mark >= interval:  # close every interval that ended before this read
-                end = mark + interval
-                intervals.append({"sum": {"start": round(mark - t0, 6), "end": round(end - t0, 6),
-                                          "seconds": interval, "bytes": total - mark_bytes,
-                                          "bits_per_second": (total - mark_bytes) * 8 / interval}})
-                mark, mark_bytes = end, total
+                intervals.append(_interval(mark - t0, mark + interval - t0, total - mark_bytes))
+                mark, mark_bytes = mark + interval, total
             if n == 0:
                 break
             h.update(view[:n])
@@ -105,9 +109,7 @@ def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -
         conn.close()
         srv.close()
     if ended > mark:
-        intervals.append({"sum": {"start": round(mark - t0, 6), "end": round(ended - t0, 6),
-                                  "seconds": ended - mark, "bytes": total - mark_bytes,
-                                  "bits_per_second": (total - mark_bytes) * 8 / max(ended - mark, 1e-9)}})
+        intervals.append(_interval(mark - t0, ended - t0, total - mark_bytes))
     out = {"start": {"accepted_connection": {"host": peer[0], "port": peer[1]}}, "intervals": intervals,
            "end": {"sum_received": _sum(t0, ended, total)},
            "transfer": {"role": "receiver", "bytes": total, "sha256": digest}}
