@@ -15,7 +15,8 @@ from mptcplab.errors import PlanError, SpecError
 from mptcplab.optimum import Optimum
 from mptcplab.paths import ECMP_HASH_FIELDS, ecmp_choice, ecmp_next_hops, ecmp_rules, hash_basis
 from mptcplab.plan import controller_topology, make_plan
-from mptcplab.rows import flow_rows, multi_flow_summary
+from mptcplab import traffic as tr
+from mptcplab.rows import completion_s, flow_rows, multi_flow_summary
 from mptcplab.spec import parse_spec
 from mptcplab.traffic import STARTAT, FlowOutcome, FlowsOutcome, at_instant, parse_ping, started_at
 
@@ -92,6 +93,40 @@ def test_expand_labels_lengths_and_variants():
     assert [(f.protocol, f.extra_subflows) for f in out] == [("mptcp", 3), ("mptcp", 3), ("tcp", 0)]  # TCP: one path
     with pytest.raises(PlanError, match="variants.w.flows: nope: no such flow"):
         fl.for_variant(flows, SimpleNamespace(name="w", protocol=None, extra_subflows=None, flows={"nope": None}))
+
+
+
+def test_a_byte_count_flow_is_one_transferred_connection_timed_at_the_receiver():
+    """A byte-count flow is sent by the transfer tool (iperf3 -n stops its receiver's count when
+    the sender has written the last byte); parallel streams with a byte count are refused."""
+    exp = parse_spec(dumbbell(flows=[{"label": "d", "src": "l1", "dst": "r1", "duration": 3},
+                                     {"label": "n", "src": "l2", "dst": "r2", "bytes": 10**6}]))
+    plan = make_plan(exp)
+    d, n = plan.tests[0].flows
+    assert (tr.flow_tool(d), tr.flow_tool(n)) == ("iperf3", "transfer")
+    client = tr.flow_argv("client", n, "mptcpize")
+    assert client[:2] == [sys.executable, "-I"] and client[client.index("--bytes") + 1] == "1000000"
+    assert "--mptcp" in client and "mptcpize" not in client and n.dst_address in client
+    assert "--interval" in tr.flow_argv("server", n, "mptcpize")
+    assert "iperf3" in " ".join(tr.flow_argv("client", d, "mptcpize"))
+    with pytest.raises(PlanError, match="flow p: parallel: 2 with bytes"):
+        fl.expand(parse_spec(dumbbell(flows=[{"label": "p", "src": "l1", "dst": "r1", "bytes": 10**6,
+                                              "parallel": 2}])))
+    with pytest.raises(PlanError, match="flow l1-r1: parallel: 3 with bytes"):  # the length from traffic
+        fl.expand(parse_spec(dumbbell(flows=[{"src": "l1", "dst": "r1", "parallel": 3}], traffic={"bytes": 10**6})))
+
+
+@pytest.mark.parametrize("report, error, fct", [
+    ({"bytes_sent": 10**6, "bytes_received": 10**6, "completion_s": 1.23456}, None, 1.2346),
+    ({"bytes_sent": 10**6, "bytes_received": 999_000, "completion_s": 1.2}, None, None),  # short: not complete
+    ({"bytes_sent": 10**6, "bytes_received": 10**6, "completion_s": 1.2}, "reset", None),
+    ({"bytes_sent": 10**6, "bytes_received": 10**6, "completion_s": None}, None, None),
+])
+def test_completion_time_only_of_a_whole_delivery(report, error, fct):
+    flow = SimpleNamespace(bytes=10**6)
+    assert completion_s(SimpleNamespace(flow=flow, error=error, client_json={"transfer": report})) == fct
+    assert completion_s(SimpleNamespace(flow=SimpleNamespace(bytes=None), error=None,
+                                        client_json={"transfer": report})) is None
 
 
 # --------------------------------------------------------------------------- spec and plan

@@ -102,13 +102,25 @@ def matrix_pairs(matrix: Any, all_hosts: Sequence[str]) -> list[tuple[str, str]]
     return all_to_all(hosts)
 
 
+def _one_connection(flow: FlowDef, where: str) -> FlowDef:
+    """A byte-count flow is one connection: mptcplab's transfer tool sends it and times its
+    completion at the receiver (iperf3 -n stops counting when its sender has written the last
+    byte, with a window still in flight). Raises PlanError for parallel streams."""
+    if flow.bytes is not None and flow.parallel != 1:
+        raise PlanError([f"{where}: flow {flow.label}: parallel: {flow.parallel} with bytes: {flow.bytes}: a "
+                         "byte-count flow is one connection (its completion is timed at the receiver); "
+                         "remove parallel, or give a duration"])
+    return flow
+
+
 def _flow(label: str, src: str, dst: str, params: Any, traffic: Any) -> FlowDef:
     duration, nbytes = params.duration, params.bytes
     if duration is None and nbytes is None:
         duration, nbytes = traffic.duration, traffic.bytes
-    return FlowDef(label=label, src=src, dst=dst, protocol=params.protocol, extra_subflows=params.extra_subflows,
-                   start_s=float(params.start), duration_s=None if duration is None else float(duration),
-                   bytes=nbytes, congestion_control=params.congestion_control, parallel=params.parallel)
+    return _one_connection(FlowDef(
+        label=label, src=src, dst=dst, protocol=params.protocol, extra_subflows=params.extra_subflows,
+        start_s=float(params.start), duration_s=None if duration is None else float(duration),
+        bytes=nbytes, congestion_control=params.congestion_control, parallel=params.parallel), "flows")
 
 
 def expand(exp: Any) -> list[FlowDef]:

@@ -247,15 +247,15 @@ def goodput_series(o: Any) -> list[dict[str, Any]]:
 
 
 def completion_s(o: Any) -> float | None:
-    """A byte-count flow's transfer time at the receiver: from iperf3's test start to the end of
-    the last interval with data (0.1 s resolution; connection set-up not included, see
-    goodput_series). iperf3 ends such a test when its sender has written every byte, so the last
-    window in flight is neither counted nor timed. None for duration flows."""
-    if o.flow.bytes is None:
+    """A byte-count flow's completion time: from its sender's connect() to its receiver's
+    reading the last byte, as the transfer tool that sends it measures on the clock both ends
+    share (mptcplab.transfer). None for duration flows, and for a flow that failed or did not
+    deliver every byte."""
+    if o.flow.bytes is None or o.error:
         return None
-    ends = [iv["sum"]["end"] for iv in (o.server_json or {}).get("intervals", [])
-            if iv.get("sum", {}).get("bytes")]
-    return round(max(ends), 3) if ends and not o.error else None
+    t = (o.client_json or {}).get("transfer", {})
+    whole = t.get("bytes_received") == t.get("bytes_sent") == o.flow.bytes
+    return round(t["completion_s"], 4) if whole and t.get("completion_s") is not None else None
 
 
 def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum: Any | None,
@@ -276,6 +276,7 @@ def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum: Any | None
             "scheduled_start_s": f.start_s,
             "launch_offset_ms": None if o.launch_offset_ms is None else round(o.launch_offset_ms, 3),
             "goodput_mbps": goodput, "bytes": nbytes, "duration_s": seconds, "fct_s": completion_s(o),
+            "data_intact": (o.client_json or {}).get("transfer", {}).get("intact") if f.bytes is not None else None,
             "iperf3_retransmits": (o.client_json or {}).get("end", {}).get("sum_sent", {}).get("retransmits"),
             "optimum_mbps": optimum.per_flow_mbps[k] if optimum else None,
             "bottleneck": bottlenecks[k] if bottlenecks else None, "error": o.error,

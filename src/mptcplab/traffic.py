@@ -301,10 +301,32 @@ def lead_time_s(n_processes: int) -> float:
     return 0.3 + 0.04 * n_processes
 
 
+def flow_tool(flow: Any) -> str:
+    """What sends a flow: a byte-count flow the transfer tool, which times its completion at the
+    receiver (iperf3 -n ends when its sender has written the last byte, so the window still in
+    flight is neither counted nor timed); a duration flow iperf3."""
+    return "transfer" if flow.bytes is not None else "iperf3"
+
+
+def flow_argv(role: str, flow: Any, mptcp_mode: str, *, connect_timeout_ms: int = 5000) -> list[str]:
+    """The command of one side of one flow (plan.PlanFlow) of a multi-flow test. Pure."""
+    if flow_tool(flow) == "transfer":
+        if role == "server":
+            return transfer_argv("server", flow.protocol, port=flow.port, interval=GOODPUT_INTERVAL_S)
+        return transfer_argv("client", flow.protocol, port=flow.port, server_address=flow.dst_address,
+                             nbytes=flow.bytes, congestion_control=flow.congestion_control,
+                             connect_timeout_ms=connect_timeout_ms)
+    if role == "server":
+        return iperf3_argv("server", flow.protocol, mptcp_mode, port=flow.port, interval=GOODPUT_INTERVAL_S)
+    return iperf3_argv("client", flow.protocol, mptcp_mode, port=flow.port, server_address=flow.dst_address,
+                       duration=flow.duration_s, nbytes=flow.bytes, parallel=flow.parallel,
+                       congestion_control=flow.congestion_control, connect_timeout_ms=connect_timeout_ms)
+
+
 def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: str, time_limit: float,
               connect_timeout_ms: int, sample_interval: float, timeline: Any = None) -> FlowsOutcome:
-    """Every flow of ``test`` on one clock: one one-off iperf3 server per flow (reporting the
-    receiver's goodput every 0.1 s), then each client started by the launcher at its offset from
+    """Every flow of ``test`` on one clock: one one-off server per flow (iperf3, or the transfer
+    tool's receiver for a byte-count flow; each reports the receiver's goodput every 0.1 s), then each client started by the launcher at its offset from
     the shared instant, the subflow samplers and RTT probes running meanwhile. Everything is
     started through the network (recorded) and stopped by PID; the test is abandoned
     ``time_limit`` s after the instant."""
@@ -313,11 +335,12 @@ def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: s
     with ExitStack() as stack:
         servers = []
         for f in test.flows:
-            argv = iperf3_argv("server", f.protocol, mptcp_mode, port=f.port, interval=GOODPUT_INTERVAL_S)
-            servers.append(stack.enter_context(Iperf3Server(network, f.dst, argv, f.port)))
+            servers.append(stack.enter_context(Iperf3Server(network, f.dst, flow_argv("server", f, mptcp_mode),
+                                                            f.port)))
         for o, srv in zip(outs, servers):
             if not srv.listening:
-                o.error = f"iperf3 server did not start listening on port {o.flow.port}: {srv.stderr.strip()[:300]}"
+                o.error = (f"{flow_tool(o.flow)} server did not start listening on port {o.flow.port}: "
+                           f"{srv.stderr.strip()[:300]}")
         runnable = [o for o in outs if o.error is None]
         sampled = sorted({o.flow.src for o in runnable if o.flow.protocol == "mptcp"})
         samplers = {h: Sampler(ss_runner(network.node(h).popen), interval=sample_interval).start() for h in sampled}
@@ -332,9 +355,7 @@ def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: s
         try:
             for o in runnable:
                 f = o.flow
-                argv = iperf3_argv("client", f.protocol, mptcp_mode, port=f.port, server_address=f.dst_address,
-                                   duration=f.duration_s, nbytes=f.bytes, parallel=f.parallel,
-                                   congestion_control=f.congestion_control, connect_timeout_ms=connect_timeout_ms)
+                argv = flow_argv("client", f, mptcp_mode, connect_timeout_ms=connect_timeout_ms)
                 procs.append((o, network.spawn(f.src, at_instant(t0_ns + int(f.start_s * 1e9), argv),
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
             for pr in probes:
@@ -347,14 +368,15 @@ def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: s
                     out, err = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     out, err = stop(p)
-                    o.error = f"iperf3 client did not finish within {time_limit:.0f} s"
+                    o.error = f"{flow_tool(o.flow)} client did not finish within {time_limit:.0f} s"
                 ns, o.stderr = started_at(err)
                 o.launched_s = None if ns is None else (ns - t0_ns) / 1e9
                 o.client_json = _parse(out)
                 if o.client_json is None and not o.error:
-                    o.error = f"iperf3 client printed no JSON (exit {p.returncode}): {o.stderr.strip()[:300]}"
+                    o.error = (f"{flow_tool(o.flow)} client printed no JSON (exit {p.returncode}): "
+                               f"{o.stderr.strip()[:300]}")
                 elif o.client_json and o.client_json.get("error") and not o.error:
-                    o.error = f"iperf3: {o.client_json['error']}"
+                    o.error = f"{flow_tool(o.flow)}: {o.client_json['error']}"
             for pr, p in pingers:
                 if p.poll() is None:
                     p.send_signal(signal.SIGINT)  # ping prints what it has and ends

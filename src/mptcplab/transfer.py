@@ -6,7 +6,8 @@ ask exactly that question -- did the application get what was sent? -- so this t
 stream drawn from a seeded generator and both ends hash it (SHA-256): the sender what it wrote,
 the receiver what it read. After the sender has written everything it shuts its side down; the
 receiver reads to the end, answers with its byte count and digest on the same connection, and
-closes; so the sender's wall time is the flow completion time and its report holds both digests.
+closes; so the sender's report holds both digests and the flow completion time (its connect() to
+the receiver's last read, on the clock both ends share).
 
 Run as a script (``python -I -S transfer.py``, standard library only, inside a host's namespace,
 started by the runner as an argument list):
@@ -33,7 +34,7 @@ import time
 
 IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
 CHUNK = 64 * 1024
-#: The receiver's summary line is at most this long (a JSON object of three fields).
+#: The receiver's summary line is at most this long (a JSON object of four fields).
 SUMMARY_MAX = 4096
 
 
@@ -102,7 +103,8 @@ def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -
             total += n
         ended = time.monotonic()
         digest = h.hexdigest()
-        conn.sendall((json.dumps({"bytes": total, "sha256": digest, "seconds": ended - t0}) + "\n").encode())
+        conn.sendall((json.dumps({"bytes": total, "sha256": digest, "seconds": ended - t0,
+                                  "ended_monotonic": ended}) + "\n").encode())
     except OSError as e:
         ended, digest, error = time.monotonic(), h.hexdigest(), f"{type(e).__name__}: {e}"
     finally:
@@ -116,6 +118,14 @@ def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -
     if error:
         out["error"] = error
     return out
+
+
+def _completion(summary: dict, t0: float) -> float | None:
+    """Seconds from the sender's connect() to the receiver's reading the last byte: both ends
+    read the one CLOCK_MONOTONIC (network namespaces share it), so no half RTT of the summary's
+    way back is counted."""
+    ended = summary.get("ended_monotonic")
+    return round(ended - t0, 6) if isinstance(ended, (int, float)) and ended >= t0 else None
 
 
 def send(address: str, port: int, mptcp: bool, nbytes: int | None, duration: float | None, seed: int,
@@ -173,7 +183,8 @@ def send(address: str, port: int, mptcp: bool, nbytes: int | None, duration: flo
            "end": {"sum_sent": _sum(t0, ended, sent), "sum_received": _sum(t0, ended, got)},
            "transfer": {"role": "sender", "seed": seed, "bytes_sent": sent, "sha256_sent": h.hexdigest(),
                         "bytes_received": got if summary else None, "sha256_received": digest or None,
-                        "intact": bool(summary) and got == sent and digest == h.hexdigest()}}
+                        "intact": bool(summary) and got == sent and digest == h.hexdigest(),
+                        "completion_s": _completion(received, t0)}}
     if error:
         out["error"] = error
     return out
