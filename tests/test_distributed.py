@@ -43,31 +43,34 @@ def sweep_spec(tmp_path: Path, n: int = 6) -> Path:
 
 
 def run_fake(tmp_path: Path, workers: int = 2, resume: Path | None = None, kill_one: bool = False,
-             retries: int = 2):
-    opts = RunOptions(spec=None if resume else sweep_spec(tmp_path), out=None if resume else tmp_path / "run",
+             retries: int = 2, runner: str = FAKE, spec: Path | None = None, kill_after_s: float = 0.5):
+    """A distributed run in this process (``runner``: the fake by default, or
+    mptcplab.distributed's network point); ``kill_one`` SIGKILLs the worker of the first point
+    to start ``kill_after_s`` after it started."""
+    opts = RunOptions(spec=None if resume else (spec or sweep_spec(tmp_path)), out=None if resume else tmp_path / "run",
                       resume=resume, local_workers=workers, retries=retries)
     console = Console(stderr=True, width=150)
     source = load(opts)
     points = plan_points(source.exp, source.run_id)
     with dist.connect(opts, console) as client:
         if kill_one:  # SIGKILL a worker while it runs its first point
-            killer = threading.Thread(target=kill_busy_worker, args=(client,), daemon=True)
+            killer = threading.Thread(target=kill_busy_worker, args=(client, kill_after_s), daemon=True)
             killer.start()
         with open_run(source, points, capabilities.probe(), opts, prepare=False) as active:
             active.meta["distributed"] = {"points": {}}
-            dist.run_points(active, points, client, opts, console, runner=FAKE)
+            dist.run_points(active, points, client, opts, console, runner=runner)
     if source.resume:
         source.resume.close()
     return active
 
 
-def kill_busy_worker(client) -> None:
+def kill_busy_worker(client, after_s: float = 0.5) -> None:
     procs = client.run(os.getpid)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         started = client.get_events(dist.EVENTS)
         if started:
-            time.sleep(0.5)  # mid-point
+            time.sleep(after_s)  # mid-point
             os.kill(procs[started[0][1]["worker"]], signal.SIGKILL)
             return
         time.sleep(0.1)
@@ -156,3 +159,22 @@ def test_isolated_plan_names(tmp_path):
         slot_prefix(100)
     with pytest.raises(PlanError):
         isolate(pp.plan, "s", "20260101-000000-abcd")
+
+
+def test_slots_a_dead_worker_left_are_reclaimed_at_the_end(env):
+    """A slot whose holder died with a network recorded, and which no later point took: the
+    end-of-run sweep on each worker takes it and removes what is recorded (here: a network whose
+    state file is already gone), leaving held slots alone."""
+    run_id = "20260101-000000-abcd"
+    dead = NetSlot().acquire(run_id)
+    dead.record("20260101-000001-0001")
+    dead.release()  # as the kernel drops a killed worker's flock: the record stays
+    with NetSlot().acquire(run_id) as busy:
+        assert busy.slot == 0 and busy.previous == ["20260101-000001-0001"]
+        busy.record("20260101-000002-0002")
+        assert dist.reclaim_slots(run_id) == []  # slot 0 held: left alone
+        with NetSlot().acquire(run_id, slots=[1]) as other:
+            assert other.slot == 1
+    assert dist.reclaim_slots(run_id) == []
+    with NetSlot().acquire(run_id) as again:
+        assert again.slot == 0 and again.previous == []

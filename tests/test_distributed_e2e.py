@@ -4,12 +4,19 @@ own network (switch names of its own) at the same time; the results are a local 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
 
 from helpers import cli, write_spec
+from test_distributed import run_fake
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.root
@@ -50,3 +57,104 @@ def test_two_local_workers_match_a_local_run_and_resume_locally(tmp_path, no_lef
     after = pd.read_csv(dist / "summary.csv")
     assert sorted(after["test"]) == sorted(l["test"])
     assert after[after.point != "p003"].sort_values("test")["started"].tolist() == before["started"].tolist()
+
+
+def test_a_worker_killed_mid_point_leaves_nothing_and_its_point_is_retried(tmp_path, no_leftovers):
+    """SIGKILL of a worker 5 s into its first point (its network built, the tests running): the
+    point is run again by a worker, every point is done once in the results, and whatever the
+    dead worker built -- bridges, veths, namespaces' processes, its registry state -- is
+    removed (by the worker that takes over its slot, or at the end of the run); no_leftovers
+    checks the machine afterwards."""
+    def mutate(spec):
+        spec["sweep"] = {"parameters": {"links[0].bw": [5, 10, 20]}}
+    spec = write_spec(tmp_path, "dual-path", traffic={"duration": 3, "repetitions": 1}, mutate=mutate)
+    run_fake(tmp_path, spec=spec, runner="mptcplab.distributed:network_point", kill_one=True, kill_after_s=5)
+    out = tmp_path / "run"
+    df = pd.read_csv(out / "summary.csv")
+    assert sorted(df["point"].unique()) == ["p001", "p002", "p003"] and not df.duplicated(["test"]).any()
+    assert (df["subflows"] == df["expected_subflows"]).all() and df["error"].isna().all(), df
+    meta = json.loads((out / "metadata.json").read_text())
+    tries = {p: w["attempts"] for p, w in meta["distributed"]["points"].items()}
+    assert sorted(tries.values()) == [1, 1, 2], tries
+    assert [p["status"] for p in json.loads((out / "points.json").read_text())] == ["done"] * 3
+
+
+#: What covers the distribution when this machine cannot serve SSH: the LocalCluster tests above
+#: run the same worker code; only how workers are started differs.
+NO_SSH = "the LocalCluster tests cover the same workers; .ci/run installs openssh-server and asyncssh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ssh_home(tmp_path: Path) -> Iterator[Path]:
+    """A private sshd on 127.0.0.1 (a free port, its own host key, one authorized key, no
+    passwords), and a HOME whose ~/.ssh/config sends ``localhost`` to it, as a testbed user's
+    would: asyncssh (Dask's SSHCluster) reads that file. sshd is stopped by PID at the end."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.access(sshd, os.X_OK) or not shutil.which("ssh-keygen"):
+        pytest.skip(f"no sshd (apt-get install openssh-server); {NO_SSH}")
+    pytest.importorskip("asyncssh", reason=f"asyncssh is missing (pip install asyncssh); {NO_SSH}")
+    home, etc = tmp_path / "home", tmp_path / "sshd"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    etc.mkdir()
+    for key in (etc / "host_ed25519", home / ".ssh" / "id_ed25519"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (etc / "authorized_keys").write_text((home / ".ssh" / "id_ed25519.pub").read_text())
+    port = _free_port()
+    host_key = (etc / "host_ed25519.pub").read_text().split()
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    (home / ".ssh" / "config").write_text(
+        f"Host localhost\n  HostName 127.0.0.1\n  Port {port}\n  User root\n"
+        f"  IdentityFile {home / '.ssh' / 'id_ed25519'}\n")
+    (etc / "sshd_config").write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {etc / 'host_ed25519'}",
+        f"AuthorizedKeysFile {etc / 'authorized_keys'}", f"PidFile {etc / 'sshd.pid'}",
+        "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "UsePAM no", "StrictModes no", ""]))
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(etc / "sshd_config")], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"sshd did not start: {proc.stderr.read() if proc.poll() is not None else 'timeout'}")
+                time.sleep(0.1)
+        yield home
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_sweep_over_ssh_on_two_workers_of_this_machine(tmp_path, ssh_home, no_leftovers):
+    """--cluster localhost,localhost: Dask's SSHCluster logs in over SSH (the scheduler and two
+    workers, all on this machine through a private sshd), and each worker builds its points'
+    networks; every point once, its host and worker recorded, the columns of a local run."""
+    def mutate(spec):
+        spec["sweep"] = {"parameters": {"links[0].bw": [5, 10]}}
+    spec = write_spec(tmp_path, "dual-path", traffic={"duration": 2, "repetitions": 1}, mutate=mutate)
+    out = tmp_path / "ssh"
+    r = cli("run-experiment", str(spec), "--out", str(out), "--cluster", "localhost,localhost",
+            env={**os.environ, "HOME": str(ssh_home)})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "starting Dask over SSH" in r.stdout + r.stderr
+    df = pd.read_csv(out / "summary.csv")
+    assert sorted(df["point"].unique()) == ["p001", "p002"] and not df.duplicated(["test"]).any()
+    assert (df["subflows"] == df["expected_subflows"]).all() and df["error"].isna().all()
+    meta = json.loads((out / "metadata.json").read_text())
+    where = meta["distributed"]["points"]
+    assert sorted(where) == ["p001", "p002"] and {w["attempts"] for w in where.values()} == {1}
+    assert {w["host"] for w in where.values()} == {socket.gethostname()}, where
+    assert meta["status"] == "complete" and sorted(meta["self_checks"]) == ["p001", "p002"]

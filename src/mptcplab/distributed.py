@@ -44,7 +44,8 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 
 from . import __version__, capabilities, console as show, provenance, results
-from .errors import PreflightError, SpecError
+from .errors import BusyError, PreflightError, SpecError
+from .lock import slot_numbers
 
 #: The worker resource a point asks for: one network per worker at a time.
 RESOURCE = "mptcplab-net"
@@ -198,6 +199,25 @@ def clean_previous(slot: Any) -> list[str]:
             write_state(left, default_state_dir())
     slot.forget(done)
     return report.remaining
+
+
+def reclaim_slots(run_id: str) -> list[str]:
+    """Run on every worker at the end of a distributed run: each slot of this machine that no
+    live worker holds and whose last holder died with networks recorded (a worker killed
+    mid-point whose slot no later point took) is cleaned as the next holder would clean it.
+    Returns what could not be removed."""
+    from .lock import NetSlot
+
+    left: list[str] = []
+    for n in slot_numbers():
+        try:
+            slot = NetSlot().acquire(run_id, slots=[n])
+        except BusyError:
+            continue  # held: its holder is alive and cleans after itself
+        with slot:
+            if slot.previous:
+                left += clean_previous(slot)
+    return left
 
 
 def network_point(task: PointTask) -> PointResult:
@@ -451,6 +471,10 @@ def run_points(active: Any, points: list[Any], client: Any, opts: Any, console: 
             client.cancel(futures)
             raise
         finally:
+            with suppress(Exception):  # what a killed worker left in a slot no later point took
+                for addr, left in client.run(reclaim_slots, active.meta["run_id"]).items():
+                    for what in left:
+                        console.print(f"[red]left behind[/] on {addr}: {what}", highlight=False)
             active.registry.forget_network()  # the client itself created nothing: its state file goes
 
 

@@ -29,7 +29,7 @@ import re
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import BusyError, PreflightError
 from .ids import check_run_id, is_run_id
@@ -230,6 +230,15 @@ def _read_slot(fd: int) -> dict[str, Any] | None:
     return d
 
 
+def slot_numbers(lock_dir: Path | None = None) -> list[int]:
+    """The slots this machine has had (a ``slot-NN.lock`` file each), held or not."""
+    try:
+        names = sorted(os.listdir(lock_dir or default_lock_dir()))
+    except OSError:
+        return []
+    return [int(n[5:7]) for n in names if SLOT_NAME.fullmatch(n)]
+
+
 def held_slots(lock_dir: Path | None = None) -> list[str]:
     """'slot NN: run R (pid P)' for every slot whose holder is alive (as its file says)."""
     d = lock_dir or default_lock_dir()
@@ -282,11 +291,12 @@ class NetSlot:
             raise RuntimeError("no slot held")
         return slot_prefix(self.slot)
 
-    def acquire(self, run_id: str) -> "NetSlot":
+    def acquire(self, run_id: str, slots: Iterable[int] | None = None) -> "NetSlot":
+        """The first free slot (of ``slots``, default all); BusyError when every one is held."""
         check_run_id(run_id, "run id")
         self.machine.acquire(run_id)
         try:
-            for slot in range(MAX_SLOTS):
+            for slot in (range(MAX_SLOTS) if slots is None else slots):
                 path = self.dir / f"slot-{slot:02d}.lock"
                 try:
                     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
@@ -311,7 +321,8 @@ class NetSlot:
                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "netids": list(self.previous)}
                 self._write()
                 return self
-            raise BusyError([f"all {MAX_SLOTS} network slots of this machine are held ({self.dir})"])
+            raise BusyError([f"all {'the' if slots is not None else MAX_SLOTS} network slots asked for are held "
+                             f"({self.dir})"])
         except BaseException:
             self.machine.release()
             raise
