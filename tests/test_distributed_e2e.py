@@ -22,9 +22,12 @@ pytest.importorskip("distributed")
 pytestmark = pytest.mark.root
 
 
+SIX = [f"p00{i}" for i in range(1, 7)]
+
+
 def sweep_spec(tmp_path: Path) -> Path:
     def mutate(spec):
-        spec["sweep"] = {"parameters": {"links[0].bw": [5, 10, 20]}}
+        spec["sweep"] = {"parameters": {"links[0].bw": [2, 5, 8, 10, 15, 20]}}
     return write_spec(tmp_path, "dual-path", traffic={"duration": 2, "repetitions": 1}, mutate=mutate)
 
 
@@ -44,19 +47,20 @@ def test_two_local_workers_match_a_local_run_and_resume_locally(tmp_path, no_lef
     assert sorted(p.name for p in (dist / "raw").iterdir()) == sorted(p.name for p in (local / "raw").iterdir())
     meta = json.loads((dist / "metadata.json").read_text())
     where = meta["distributed"]["points"]
-    assert sorted(where) == ["p001", "p002", "p003"] and all(w["host"] and w["worker"] for w in where.values())
+    assert sorted(where) == SIX and all(w["host"] and w["worker"] for w in where.values())
+    assert len({w["worker"] for w in where.values()}) == 2  # both workers ran points
     assert all(set(w["switches"].values()) <= {f"mw{w['slot']:02d}s0", f"mw{w['slot']:02d}s1"} for w in where.values())
-    assert sorted(meta["self_checks"]) == ["p001", "p002", "p003"] and meta["status"] == "complete"
+    assert sorted(meta["self_checks"]) == SIX and meta["status"] == "complete"
     # A distributed run cut short (its last point pending) is finished by a local --resume.
     pts = json.loads((dist / "points.json").read_text())
-    pts[2]["status"] = "pending"
+    pts[5]["status"] = "pending"
     (dist / "points.json").write_text(json.dumps(pts))
-    before = d[d.point != "p003"].sort_values("test")
+    before = d[d.point != "p006"].sort_values("test")
     r = cli("run-experiment", "--resume", str(dist))
     assert r.returncode == 0, r.stderr[-3000:]
     after = pd.read_csv(dist / "summary.csv")
     assert sorted(after["test"]) == sorted(l["test"])
-    assert after[after.point != "p003"].sort_values("test")["started"].tolist() == before["started"].tolist()
+    assert after[after.point != "p006"].sort_values("test")["started"].tolist() == before["started"].tolist()
 
 
 def test_a_worker_killed_mid_point_leaves_nothing_and_its_point_is_retried(tmp_path, no_leftovers):

@@ -6,7 +6,7 @@ import pytest
 
 from mptcplab.figures import render
 from mptcplab.errors import RunDirError
-from mptcplab.results import PM_EVENTS, SUBFLOWS, RunDir, read_rows, read_summary, read_tables, write_atomic
+from mptcplab.results import PM_EVENTS, SPEC, SUBFLOWS, RunDir, read_rows, read_summary, read_tables, write_atomic
 
 
 def test_atomic_write_leaves_no_temporaries(tmp_path):
@@ -112,6 +112,31 @@ def test_sweep_figures_from_saved_results(tmp_path):
     # links.s2-h2.bw moves with links.h1-s2.bw (a zip group): one plot for the pair
     assert names == ["goodput-cdf.png", "goodput-vs-links-h1-s2-bw.png", "goodput-vs-links-h1-s2-loss.png",
                      "mptcp-gain-heatmap.png", "subflow-share.png"]
+
+
+def test_a_distributed_sweep_is_checked_and_faceted_by_host(tmp_path):
+    """Points run on two hosts: goodput-by-host marks each point by the host that ran it, and a
+    custom figure can facet by `host`; a host name read back that is not one is not used."""
+    rd = RunDir.create("sweep", out=tmp_path / "run")
+    rows, where = [], {}
+    for k, bw in enumerate((2, 5, 10, 20), start=1):
+        where[f"p{k:03d}"] = {"host": "node1" if k % 2 else "node2", "worker": "tcp://10.0.0.1:4000"}
+        for proto in ("mptcp", "tcp"):
+            rows.append({"experiment": "sweep", "test": f"p{k:03d}-{proto}-r1", "protocol": proto, "repetition": 1,
+                         "goodput_mbps": bw * (1.8 if proto == "mptcp" else 0.95), "error": None,
+                         "point": f"p{k:03d}", "links.h1-s2.bw": bw})
+    where["p004"]["host"] = "node2; rm -rf /"
+    rd.write_summary(rows)
+    rd.write_json("metadata.json", {"formats": ["png"], "swept": ["links.h1-s2.bw"],
+                                    "distributed": {"points": where}})
+    (rd.path / SPEC).write_text("figures: [{name: per-host, x: links.h1-s2.bw, col: host}]\n")
+    assert RunDir.open_existing(rd.path).meta.point_hosts() == {"p001": "node1", "p002": "node2", "p003": "node1"}
+    names = sorted(f.name for f in render(rd.path))
+    assert names == ["goodput-by-host.png", "goodput-cdf.png", "goodput-vs-links-h1-s2-bw.png", "per-host.png"]
+    one_host = {p: {**w, "host": "node1"} for p, w in where.items()}
+    rd.write_json("metadata.json", {"formats": ["png"], "swept": ["links.h1-s2.bw"],
+                                    "distributed": {"points": one_host}})
+    assert "goodput-by-host.png" not in {f.name for f in render(rd.path)}  # one host: nothing to compare
 
 
 def test_subflow_share_groups_tests_by_variant(tmp_path):

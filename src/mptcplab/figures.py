@@ -986,9 +986,33 @@ def render(run_dir: str | Path | RunDir, formats: list[str] | None = None) -> li
     from .outcomes import outcome_figures  # here: outcomes imports this module
 
     paths += outcome_figures(rd, df, formats)
-    for i, fs in enumerate(rd.figure_specs()):
-        paths += custom(df, fs.model_dump(), i, rd, formats)
+    hosts = meta.point_hosts()
+    by_host = df.assign(host=df["point"].map(hosts)) if hosts and "point" in df else df
+    if not multi and hosts and len(set(hosts.values())) > 1:
+        paths += goodput_by_host(by_host, rd, formats, [c for c in meta.swept if c in df])
+    for i, fs in enumerate(rd.figure_specs()):  # a distributed run's `host` column is theirs too
+        paths += custom(by_host, fs.model_dump(), i, rd, formats)
     return paths
+
+
+def goodput_by_host(df: pd.DataFrame, out: RunDir, formats: list[str], swept: list[str]) -> list[Path]:
+    """A distributed sweep's check by host: goodput against the first swept parameter, one
+    colour per protocol/variant and one marker per host that ran the point -- a slower or
+    differently configured machine shows as its markers below the others'."""
+    ok = df[df["error"].isna() & df["goodput_mbps"].notna() & df["host"].notna()]
+    xs = factors(ok, swept)
+    if ok.empty or not xs:
+        return []
+    hue = _hue(ok)
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
+    sns.scatterplot(data=ok, x=xs[0], y="goodput_mbps", hue=hue, style="host", s=22, ax=ax)
+    ax.set_xlabel(param_label(xs[0], moves_with(df, swept, xs[0]), df))
+    ax.set_ylabel("Goodput (Mbit/s)")
+    ax.set_ylim(bottom=0)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [label(l).replace("\n", " ") if l in set(ok[hue]) else l for l in labels],
+              title=None, frameon=False, fontsize="small")
+    return _save(fig, out, "goodput-by-host", formats)
 
 
 def single_flow(rd: RunDir, df: pd.DataFrame, ok: pd.DataFrame, formats: list[str]) -> list[Path]:

@@ -352,6 +352,10 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 # --------------------------------------------------------------------------- validation of what is read back
 
 
+#: A host name as a distributed run records it (socket.gethostname()).
+HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+
+
 class Metadata(BaseModel):
     """The fields of metadata.json that are used after a run: validated, the rest kept as is."""
 
@@ -383,6 +387,16 @@ class Metadata(BaseModel):
         if v is not None and not EXPERIMENT.fullmatch(v):
             raise ValueError(f"{v!r} is not an experiment name")
         return v
+
+    def point_hosts(self) -> dict[str, str]:
+        """Point id -> the host that ran it, for a distributed run (``distributed.points``);
+        empty otherwise. Read back from disk, so only well-formed ids and host names count."""
+        points = ((self.model_extra or {}).get("distributed") or {}).get("points")
+        if not isinstance(points, dict):
+            return {}
+        return {pid: w["host"] for pid, w in points.items()
+                if isinstance(pid, str) and ids.POINT_ID.fullmatch(pid) and isinstance(w, dict)
+                and isinstance(w.get("host"), str) and HOSTNAME.fullmatch(w["host"])}
 
 
 class PointRecord(BaseModel):
