@@ -115,7 +115,9 @@ def test_plot_of_a_run_where_every_test_failed_draws_nothing_and_says_so(tmp_pat
 
 
 def test_resume_over_the_leftovers_of_a_killed_attempt_asks_for_clean(tmp_path):
-    """Resuming would record the run afresh and lose what `mptcplab clean` needs to remove."""
+    """A resume removes what the last attempt recorded before it records the run afresh; a
+    record it cannot read it does not act on, and it refuses (`mptcplab clean` reports it). The
+    dry run says what the resume would remove."""
     run = tmp_path / "run"
     shutil.copytree(REPO / "tests/data/recorded-run", run)
     state = tmp_path / "state"
@@ -124,7 +126,13 @@ def test_resume_over_the_leftovers_of_a_killed_attempt_asks_for_clean(tmp_path):
     (state / f"{run_id}.json").write_text("{}")
     env = {**os.environ, "MPTCPLAB_STATE_DIR": str(state)}
     r = cli("run-experiment", "--resume", str(run), "--dry-run", env=env)
-    assert r.returncode == 2 and "run `mptcplab clean` first" in r.stderr.replace("\n", " "), r.stderr
+    assert f"left 1 network(s) recorded ({run_id})" in r.stderr.replace("\n", " "), r.stderr
+    assert (state / f"{run_id}.json").read_text() == "{}"  # the dry run changed nothing
+    if os.geteuid() == 0:
+        r = cli("run-experiment", "--resume", str(run), env={**env, "MPTCPLAB_LOCK_DIR": str(tmp_path / "locks")})
+        text = " ".join(r.stderr.split())
+        assert r.returncode == 2 and "not acted on" in text and "run `mptcplab clean` first" in text, r.stderr
+        assert (state / f"{run_id}.json").read_text() == "{}"
 
 
 def test_no_spec_and_no_resume():

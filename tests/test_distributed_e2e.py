@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -15,7 +16,7 @@ from typing import Iterator
 import pandas as pd
 import pytest
 
-from helpers import cli, write_spec
+from helpers import BIN, REPO, cli, write_spec
 from test_distributed import run_fake
 
 pytest.importorskip("distributed")
@@ -81,6 +82,45 @@ def test_a_worker_killed_mid_point_leaves_nothing_and_its_point_is_retried(tmp_p
     tries = {p: w["attempts"] for p, w in meta["distributed"]["points"].items()}
     assert sorted(tries.values()) == [1, 1, 2], tries
     assert [p["status"] for p in json.loads((out / "points.json").read_text())] == ["done"] * 3
+
+
+def test_a_killed_distributed_run_is_finished_by_a_local_resume(tmp_path, no_leftovers):
+    """SIGKILL of the client (run-experiment --local-workers 2) while a worker builds or runs a
+    point: its LocalCluster dies with it, leaving the workers' networks. `run-experiment
+    --resume` -- local, no `mptcplab clean` -- removes exactly what the run's slots recorded,
+    then runs the points not done; the done ones are kept, none runs twice."""
+    def mutate(spec):
+        spec["sweep"] = {"parameters": {"links[0].bw": [5, 10, 15, 20]}}
+    spec = write_spec(tmp_path, "dual-path", traffic={"duration": 2, "repetitions": 1}, mutate=mutate)
+    out = tmp_path / "run"
+    p = subprocess.Popen([str(BIN / "run-experiment"), str(spec), "--out", str(out), "--local-workers", "2"],
+                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:  # a point done, and a worker's network up
+            pts = json.loads((out / "points.json").read_text()) if (out / "points.json").exists() else []
+            bridges = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
+                                     text=True).stdout.split()
+            if any(x["status"] == "done" for x in pts) and any(b.startswith("mw") for b in bridges):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no point done with another running within 180 s")
+        time.sleep(0.5)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    before = pd.read_csv(out / "summary.csv")
+    done = [x["id"] for x in json.loads((out / "points.json").read_text()) if x["status"] == "done"]
+    assert 1 <= len(done) < 4
+    r = cli("run-experiment", "--resume", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "removed what the last attempt left" in " ".join(r.stderr.split()), r.stderr[:2000]
+    after = pd.read_csv(out / "summary.csv")
+    assert sorted(after["point"].unique()) == ["p001", "p002", "p003", "p004"] and not after.duplicated(["test"]).any()
+    for pid in done:  # kept, not run again
+        assert before[before.point == pid]["started"].tolist() == after[after.point == pid]["started"].tolist()
+    assert after["error"].isna().all()
 
 
 #: What covers the distribution when this machine cannot serve SSH: the LocalCluster tests above

@@ -176,28 +176,10 @@ def execute(task: PointTask) -> PointResult:
 def clean_previous(slot: Any) -> list[str]:
     """What the slot's previous holder (a worker that died) registered and left: removed, as
     `mptcplab clean` would, but only those network ids, and only when their owner is gone."""
-    from .registry import CleanReport, clean_state, default_state_dir, read_state, remaining, state_path, write_state
+    from .registry import CleanReport, reclaim
 
-    done, report = [], CleanReport()
-    for netid in slot.previous:
-        path = state_path(netid, default_state_dir())
-        if not path.exists():
-            done.append(netid)
-            continue
-        try:
-            state = read_state(path)
-        except ValueError:
-            continue  # not acted on; `mptcplab clean` reports it
-        if state.owner_alive():
-            continue
-        clean_state(state, report)
-        left = remaining(state)
-        if left.empty():
-            path.unlink(missing_ok=True)
-            done.append(netid)
-        else:
-            write_state(left, default_state_dir())
-    slot.forget(done)
+    report = CleanReport()
+    slot.forget(reclaim(slot.previous, report))
     return report.remaining
 
 

@@ -239,6 +239,25 @@ def slot_numbers(lock_dir: Path | None = None) -> list[int]:
     return [int(n[5:7]) for n in names if SLOT_NAME.fullmatch(n)]
 
 
+def slot_netids(run_id: str, lock_dir: Path | None = None) -> list[str]:
+    """The network ids the slots of this machine last recorded for run ``run_id`` (its
+    distributed workers', held or not): what a resume of that run may have to remove."""
+    d = lock_dir or default_lock_dir()
+    out: list[str] = []
+    for n in slot_numbers(d):
+        try:
+            fd = os.open(d / f"slot-{n:02d}.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            c = _read_slot(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        finally:
+            os.close(fd)
+        if c is not None and c["run_id"] == run_id:
+            out += [netid for netid in c["netids"] if netid not in out]
+    return out
+
+
 def held_slots(lock_dir: Path | None = None) -> list[str]:
     """'slot NN: run R (pid P)' for every slot whose holder is alive (as its file says)."""
     d = lock_dir or default_lock_dir()

@@ -565,6 +565,37 @@ def remaining(state: RunState) -> RunState:
     )
 
 
+def reclaim(netids: list[str], report: CleanReport, state_dir: Path | None = None) -> list[str]:
+    """Clean exactly the networks registered under ``netids`` whose owner is gone (a killed
+    worker's, a killed run's), as ``mptcplab clean`` would; returns the ids of which nothing is
+    left (no state file, or everything removed). A live owner's or an unreadable state is
+    reported in ``report.skipped`` and not acted on."""
+    sd = state_dir or default_state_dir()
+    done = []
+    for netid in netids:
+        path = state_path(netid, sd)
+        if not path.exists():
+            done.append(netid)
+            continue
+        try:
+            state = read_state(path)
+        except (ValueError, RunDirError) as e:
+            report.skipped.append(f"{path}: {e}; not acted on (`mptcplab clean` reports it)")
+            continue
+        if state.owner_alive():
+            report.skipped.append(f"run {netid} is still running (pid {state.owner_pid})")
+            continue
+        clean_state(state, report)
+        report.runs.append(netid)
+        left = remaining(state)
+        if left.empty():
+            path.unlink(missing_ok=True)
+            done.append(netid)
+        else:
+            write_state(left, sd)
+    return done
+
+
 def load_states(state_dir: Path | None = None, report: CleanReport | None = None) -> list[RunState]:
     """Every valid state file in the directory. An invalid one (a name or value that fails
     validation) is reported in ``report.skipped`` and left where it is."""

@@ -110,6 +110,8 @@ def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
         if opts.dry_run:
             return dry_run(source, points, opts, console)
         with hold_machine(source, opts):
+            if source.resume:
+                reclaim_last_attempt(source.run_id, console)
             caps, pox_home = check_machine(source, points, opts)
             with open_run(source, points, caps, opts) as active:
                 run_points(active, points, pox_home, console)
@@ -220,8 +222,36 @@ def dry_run(source: Source, points: list[PointPlan], opts: RunOptions, console: 
     lock = MachineLock()
     if lock.holder():  # its bridges and interfaces would be listed as clashes: say why instead
         raise BusyError([lock.busy_message() + "; a run now would be refused"])
+    if source.resume:
+        from .lock import slot_netids
+        from .registry import default_state_dir, state_path
+
+        left = [n for n in (source.run_id, *slot_netids(source.run_id)) if state_path(n, default_state_dir()).exists()]
+        if left:
+            console.print(f"resume: the last attempt left {len(left)} network(s) recorded ({', '.join(left)}); "
+                          "the resume removes them first (their owners gone)", highlight=False)
     check_machine(source, points, opts)
     console.print("preflight: this machine can run every point")
+
+
+def reclaim_last_attempt(run_id: str, console: Console) -> None:
+    """On --resume, with the machine lock held: what the run's killed last attempt left -- its
+    own network, and its distributed workers' networks on this machine (the slots record them)
+    -- removed, as `mptcplab clean` would, but only this run's and only with its owner gone.
+    Raises PreflightError (nothing started) when some of it would not go."""
+    from .lock import slot_netids
+    from .registry import CleanReport, reclaim
+
+    report = CleanReport()
+    reclaim([run_id, *slot_netids(run_id)], report)
+    if report.runs:
+        console.print(f"resume: removed what the last attempt left ({len(report.bridges)} bridge(s), "
+                      f"{len(report.interfaces)} interface(s), {report.processes} process(es))")
+    for note in report.skipped:
+        console.print(f"[yellow]resume[/]: {note}", highlight=False)
+    if report.remaining:
+        raise PreflightError([*report.remaining, "--resume: the last attempt's leftovers would not go; "
+                              "see `mptcplab clean`"])
 
 
 def check_machine(source: Source, points: list[PointPlan], opts: RunOptions
@@ -235,7 +265,7 @@ def check_machine(source: Source, points: list[PointPlan], opts: RunOptions
                                 interfaces=capabilities.existing_interfaces())
     pox_home = None
     problems = []
-    if source.resume and state_path(source.run_id, default_state_dir()).exists():
+    if source.resume and not opts.dry_run and state_path(source.run_id, default_state_dir()).exists():
         problems.append(f"--resume: the run's last attempt left processes, bridges or interfaces behind "
                         f"(recorded in {state_path(source.run_id, default_state_dir())}): run `mptcplab clean` first")
     if opts.out is not None and os.path.lexists(opts.out):
