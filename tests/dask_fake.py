@@ -7,6 +7,7 @@ import os
 import time
 
 from mptcplab.distributed import PointResult
+from mptcplab.ids import new_run_id
 from mptcplab.lock import NetSlot
 from mptcplab.runner import PointRows
 
@@ -14,8 +15,11 @@ from mptcplab.runner import PointRows
 def fake_point(task) -> PointResult:
     pp = task.pp
     with NetSlot().acquire(task.run_id) as slot:
+        netid = new_run_id()
+        slot.record(netid)  # as the real one does before it builds (nothing is built here)
         started = time.time()
         time.sleep(float(os.environ.get("MPTCPLAB_FAKE_SLEEP", "0.5")))
+        slot.forget([netid])
         out = PointRows()
         for test in pp.plan.tests:
             label = f"{pp.point.id}-{test.label}"

@@ -108,6 +108,9 @@ def test_a_killed_worker_gets_its_point_retried(env, monkeypatch):
     meta = json.loads((out / results.METADATA).read_text())
     tries = {p: w["attempts"] for p, w in meta["distributed"]["points"].items()}
     assert max(tries.values()) == 2 and sum(tries.values()) == 7, tries
+    # the killed worker's slot record was taken over (or swept at the end): no slot lists a network
+    slots = sorted((env / "locks").glob("slot-*.lock"))
+    assert slots and all(json.loads(p.read_text())["netids"] == [] for p in slots)
 
 
 def test_resume_runs_only_what_is_not_done(env, monkeypatch):

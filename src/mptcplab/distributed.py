@@ -454,8 +454,12 @@ def run_points(active: Any, points: list[Any], client: Any, opts: Any, console: 
             raise
         finally:
             with suppress(Exception):  # what a killed worker left in a slot no later point took
-                for addr, left in client.run(reclaim_slots, active.meta["run_id"]).items():
-                    for what in left:
+                run_id = active.meta["run_id"]
+                sweeps = {a: client.submit(reclaim_slots, run_id, workers=[a], allow_other_workers=False,
+                                           pure=False, key=f"mptcplab-reclaim-{run_id}-{k}")
+                          for k, a in enumerate(sorted(client.scheduler_info()["workers"]))}
+                for addr, fut in sweeps.items():  # tasks, not client.run: see preflight_hosts
+                    for what in fut.result(timeout=120):
                         console.print(f"[red]left behind[/] on {addr}: {what}", highlight=False)
             active.registry.forget_network()  # the client itself created nothing: its state file goes
 
