@@ -26,13 +26,19 @@ def load_uml():
 
 
 def test_series_lists_every_patch_in_order_with_sign_off():
+    """The MPTCP series touches MPTCP (and its documentation) only; the UML harness's own fix
+    is a patch of its own in harness/, outside the series."""
     names = (KP / "series").read_text().split()
     assert names == sorted(p.name for p in KP.glob("*.patch"))
     for i, name in enumerate(names, 1):
         text = (KP / name).read_text()
         assert name.startswith(f"{i:04d}-")
+        assert re.search(rf"^Subject: \[PATCH {i}/{len(names)}\] mptcp: ", text, re.MULTILINE), name
         assert re.search(r"^Signed-off-by: .+ <.+>$", text, re.MULTILINE), name
-        assert re.search(r"^diff --git ", text, re.MULTILINE), name
+        touched = re.findall(r"^diff --git a/(\S+)", text, re.MULTILINE)
+        assert touched and all(t.startswith(("net/mptcp/", "Documentation/networking/mptcp")) for t in touched), name
+    harness = sorted(KP.glob("harness/*.patch"))
+    assert harness and all(re.search(r"^diff --git a/arch/um/", p.read_text(), re.MULTILINE) for p in harness)
 
 
 def e2e_result(auto_walks: int, user_walks: int, complete: bool = True, kept: bool = True,
@@ -47,9 +53,35 @@ def e2e_result(auto_walks: int, user_walks: int, complete: bool = True, kept: bo
                 "endpoints_kept": kept, "user_endpoint_kept": user_kept if auto else None,
                 "second_path_subflows_before": ["10.1.2.1%c2:40000"],
                 "second_path_subflows_after": list(subflows_after)}
-    return {"kernel": "6.12", "boot_to_poweroff_seconds": 1.0,
+    return {"kernel": "6.12", "boot_to_poweroff_seconds": 1.0, "dad": dict(DAD_OK),
             "runs": [run(True, "IPv4", auto_walks), run(False, "IPv4", user_walks),
                      run(True, "IPv6", v6_walks)]}
+
+
+#: The DAD check as the fixed kernel passes it.
+DAD_OK = {"delay_ms": 100, "valid_dad_ms": 1650, "valid_endpoint_ms": 1720,
+          "valid_endpoint_while_tentative": False, "valid_endpoint": True,
+          "duplicate_flags": ["dadfailed", "tentative"], "duplicate_endpoint": False,
+          "deprecated_flags": ["deprecated", "nodad"], "deprecated_endpoint": False, "walks": 1}
+
+
+@pytest.mark.parametrize(("change", "ok"), [
+    ({}, True),
+    ({"valid_endpoint": False, "valid_endpoint_ms": None}, False),  # the bug: never an endpoint
+    ({"valid_endpoint_while_tentative": True}, False),  # an endpoint for an unusable address
+    ({"duplicate_endpoint": True}, False),
+    ({"duplicate_flags": ["tentative"]}, False),  # the duplicate was not detected: nothing shown
+    ({"deprecated_endpoint": True}, False),
+    (None, False),  # no DAD check at all
+])
+def test_e2e_verdict_on_ipv6_dad(change, ok, capsys):
+    result = e2e_result(0, 2000)
+    if change is None:
+        del result["dad"]
+    else:
+        result["dad"].update(change)
+    assert load_uml().report_e2e(result) is ok
+    assert ("passed" if ok else "FAILED") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("case", "ok"), [

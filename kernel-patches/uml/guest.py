@@ -341,6 +341,76 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int, fam: Family) -> dict:
     }
 
 
+def addr6_flags(ns: str, dev: str, addr: str) -> set[str] | None:
+    """The flags ``ip -6 addr show`` gives ADDR on DEV (tentative, dadfailed, deprecated...),
+    None when the address is not there."""
+    known = {"tentative", "dadfailed", "deprecated", "temporary", "optimistic", "nodad", "mngtmpaddr"}
+    for line in ip("-6", "-o", "addr", "show", "dev", dev, ns=ns).splitlines():
+        words = line.split()
+        if "inet6" in words and words[words.index("inet6") + 1].split("/")[0] == addr:
+            return set(words) & known
+    return None
+
+
+def dad_check(delay_ms: int = 100) -> dict:
+    """IPv6 addresses added the normal way, with duplicate address detection, and the default
+    delay (shorter than DAD): a valid address gets its automatic endpoint once DAD is over, not
+    before; an address whose DAD fails never gets one; a deprecated address (preferred_lft 0)
+    gets none. Times in ms from the ``ip addr add``."""
+    cli, srv = "clid", "srvd"
+    for ns in (cli, srv):
+        ip("netns", "add", ns)
+        ip("link", "set", "lo", "up", ns=ns)
+    ip("link", "add", "c1", "netns", cli, "type", "veth", "peer", "s1", "netns", srv)
+    ip("addr", "add", "fd00:9::2/64", "dev", "s1", "nodad", ns=srv)
+    ip("addr", "add", "fd00:9::5/64", "dev", "s1", "nodad", ns=srv)  # what cli's ::5 collides with
+    ip("link", "set", "s1", "up", ns=srv)
+    ip("link", "set", "c1", "up", ns=cli)
+    sysctl(cli, "pm_auto_delay_ms", delay_ms)
+    sysctl(cli, "pm_auto_endpoints", SUBFLOW)
+    time.sleep(1)  # the link's own DAD (its link-local address) is over
+    before = mib(cli)
+
+    def endpoint(addr: str) -> bool:
+        return has_endpoint(ip("mptcp", "endpoint", "show", ns=cli).splitlines(), addr)
+
+    out: dict = {"delay_ms": delay_ms}
+    valid, dup, old = "fd00:9::1", "fd00:9::5", "fd00:9::7"
+    t0 = time.monotonic()
+    ip("addr", "add", f"{valid}/64", "dev", "c1", ns=cli)
+    ip("addr", "add", f"{dup}/64", "dev", "c1", ns=cli)
+    ip("addr", "add", f"{old}/64", "dev", "c1", "nodad", "preferred_lft", "0", ns=cli)
+    dad_ms = endpoint_ms = None
+    endpoint_while_tentative = False
+    while time.monotonic() - t0 < 6:
+        flags = addr6_flags(cli, "c1", valid) or set()
+        has = endpoint(valid)
+        ms = round((time.monotonic() - t0) * 1000)
+        if "tentative" in flags and has:
+            endpoint_while_tentative = True
+        if dad_ms is None and "tentative" not in flags:
+            dad_ms = ms
+        if has and endpoint_ms is None:
+            endpoint_ms = ms
+        if dad_ms is not None and endpoint_ms is not None:
+            break
+        time.sleep(0.02)
+    time.sleep(max(0.0, 4 - (time.monotonic() - t0)) + 3 * delay_ms / 1000)  # retries, if any, are over
+    after = mib(cli)
+    out.update({
+        "valid_dad_ms": dad_ms, "valid_endpoint_ms": endpoint_ms,
+        "valid_endpoint_while_tentative": endpoint_while_tentative,
+        "valid_endpoint": endpoint(valid),
+        "duplicate_flags": sorted(addr6_flags(cli, "c1", dup) or []), "duplicate_endpoint": endpoint(dup),
+        "deprecated_flags": sorted(addr6_flags(cli, "c1", old) or []), "deprecated_endpoint": endpoint(old),
+        "walks": after.get("PmWalks", 0) - before.get("PmWalks", 0),
+        "endpoints": ip("mptcp", "endpoint", "show", ns=cli).strip().splitlines(),
+    })
+    for ns in (cli, srv):
+        ip("netns", "del", ns)
+    return out
+
+
 def e2e(flaps: int) -> dict:
     """The automatic endpoints and the userspace way over IPv4, then the automatic endpoints
     over IPv6 (its own notifier, and addresses that go with the link)."""
@@ -348,7 +418,7 @@ def e2e(flaps: int) -> dict:
     # window, which the worker closes ten delays after its first event at the latest
     delay_ms = int(os.environ.get("mptcplab_delay_ms", "10000"))
     v4, v6 = Family(False), Family(True)
-    return {"check": "e2e", "kernel": os.uname().release,
+    return {"check": "e2e", "kernel": os.uname().release, "dad": dad_check(),
             "runs": [e2e_mode(True, flaps, delay_ms, v4), e2e_mode(False, flaps, delay_ms, v4),
                      e2e_mode(True, flaps, delay_ms, v6)]}
 

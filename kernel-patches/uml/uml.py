@@ -122,11 +122,27 @@ def report_e2e(result: dict) -> bool:
                       f"(10 x pm_auto_delay_ms = {window:.0f} s): try a larger --delay-ms")
         else:
             ok &= run["walks"] == 2 * run["flaps"]
+    dad = result.get("dad")
+    if dad is None:
+        ok = False
+        print("  DAD check: missing")
+    else:
+        print(f"  IPv6 with DAD, pm_auto_delay_ms {dad['delay_ms']}: valid address usable after "
+              f"{dad['valid_dad_ms']} ms, its endpoint after {dad['valid_endpoint_ms']} ms"
+              f"{' (while still TENTATIVE)' if dad['valid_endpoint_while_tentative'] else ''}; "
+              f"duplicate ({' '.join(dad['duplicate_flags'])}): endpoint {dad['duplicate_endpoint']}; "
+              f"deprecated ({' '.join(dad['deprecated_flags'])}): endpoint {dad['deprecated_endpoint']}; "
+              f"walks {dad['walks']}")
+        ok &= dad["valid_endpoint"] and not dad["valid_endpoint_while_tentative"]
+        ok &= "dadfailed" in dad["duplicate_flags"] and not dad["duplicate_endpoint"]
+        ok &= "deprecated" in dad["deprecated_flags"] and not dad["deprecated_endpoint"]
     modes = {(r["automatic"], r["family"]) for r in result["runs"]}
     ok &= {(True, "IPv4"), (False, "IPv4"), (True, "IPv6")} <= modes
     print("e2e: " + ("passed" if ok else "FAILED") + " (want 0 walks with automatic endpoints "
           "(IPv4 and IPv6), 2 per flap the userspace way, every transfer complete, endpoints as "
-          "they were, a subflow on the second path, with automatic endpoints the same one)")
+          "they were, a subflow on the second path, with automatic endpoints the same one; with "
+          "DAD, an endpoint for a valid IPv6 address once DAD is over, none for a duplicate or "
+          "deprecated one)")
     return ok
 
 
