@@ -19,7 +19,7 @@ pytest.importorskip("distributed")
 from helpers import write_spec  # noqa: E402
 from mptcplab import capabilities, distributed as dist, results  # noqa: E402
 from mptcplab.lock import MachineLock, NetSlot, slot_prefix  # noqa: E402
-from mptcplab.errors import BusyError, PlanError  # noqa: E402
+from mptcplab.errors import BusyError, PlanError, PreflightError, SpecError  # noqa: E402
 from mptcplab.plan import isolate  # noqa: E402
 from mptcplab.runner import RunOptions, load, open_run, plan_points  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -36,17 +36,19 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def sweep_spec(tmp_path: Path, n: int = 6) -> Path:
+def sweep_spec(tmp_path: Path, n: int = 6, pin: dict[str, str] | None = None) -> Path:
     def mutate(spec):
-        spec["sweep"] = {"parameters": {"links[0].bw": list(range(1, n + 1))}}
+        spec["sweep"] = {"parameters": {"links[0].bw": list(range(1, n + 1))}, "pin": pin or {}}
     return write_spec(tmp_path, "dual-path", traffic={"duration": 1, "repetitions": 1}, mutate=mutate)
 
 
 def run_fake(tmp_path: Path, workers: int = 2, resume: Path | None = None, kill_one: bool = False,
-             retries: int = 2, runner: str = FAKE, spec: Path | None = None, kill_after_s: float = 0.5):
+             retries: int = 2, runner: str = FAKE, spec: Path | None = None, kill_after_s: float = 0.5,
+             hosts: bool = False):
     """A distributed run in this process (``runner``: the fake by default, or
     mptcplab.distributed's network point); ``kill_one`` SIGKILLs the worker of the first point
-    to start ``kill_after_s`` after it started."""
+    to start ``kill_after_s`` after it started; ``hosts`` names the workers' machines node0,
+    node1... (in address order) for sweep.pin, as if each ran on a host of its own."""
     opts = RunOptions(spec=None if resume else (spec or sweep_spec(tmp_path)), out=None if resume else tmp_path / "run",
                       resume=resume, local_workers=workers, retries=retries)
     console = Console(stderr=True, width=150)
@@ -58,7 +60,9 @@ def run_fake(tmp_path: Path, workers: int = 2, resume: Path | None = None, kill_
             killer.start()
         with open_run(source, points, capabilities.probe(), opts, prepare=False) as active:
             active.meta["distributed"] = {"points": {}}
-            dist.run_points(active, points, client, opts, console, runner=runner)
+            names = ({a: f"node{k}" for k, a in enumerate(sorted(client.scheduler_info()["workers"]))}
+                     if hosts else None)
+            dist.run_points(active, points, client, opts, console, runner=runner, hosts=names)
     if source.resume:
         source.resume.close()
     return active
@@ -181,3 +185,22 @@ def test_slots_a_dead_worker_left_are_reclaimed_at_the_end(env):
     assert dist.reclaim_slots(run_id) == []
     with NetSlot().acquire(run_id) as again:
         assert again.slot == 0 and again.previous == []
+
+
+def test_pinned_points_run_on_their_host_and_a_pin_to_no_host_is_refused(env, monkeypatch):
+    """sweep.pin sends p001..p003 to node0's worker (the others go wherever a worker is free),
+    recorded as pinned; a pin naming a host without a worker is refused before any point runs,
+    and one naming no point of the sweep at plan time."""
+    monkeypatch.setenv("MPTCPLAB_FAKE_SLEEP", "0.3")
+    spec = sweep_spec(env, pin={"p001": "node0", "p002": "node0", "p003": "node0"})
+    run_fake(env, spec=spec, hosts=True)
+    where = json.loads((env / "run" / results.METADATA).read_text())["distributed"]["points"]
+    first = where["p001"]["worker"]
+    assert {where[p]["worker"] for p in ("p001", "p002", "p003")} == {first}
+    assert [where[p]["pinned"] for p in sorted(where)] == ["node0"] * 3 + [None] * 3
+    with pytest.raises(PreflightError, match=r"sweep.pin.p001: node7 runs no worker of this cluster \(hosts: a, b\)"):
+        dist.pin_workers({"p001": "node7"}, {"tcp://1": "a", "tcp://2": "b"})
+    assert dist.pin_workers({"p002": "b"}, {"tcp://1": "a", "tcp://2": "b", "tcp://3": "b"}) == {
+        "p002": ["tcp://2", "tcp://3"]}
+    with pytest.raises(SpecError, match=r"sweep.pin.p009: no such point \(this sweep has 6: p001..p006"):
+        plan_points(load(RunOptions(spec=sweep_spec(env, pin={"p009": "a"}), out=None)).exp, "20260101-000000-abcd")

@@ -203,3 +203,16 @@ def test_zipped_parameters_are_named_on_the_axis():
         "bw h1-s2, s2-h2 (Mbit/s); with delay s2-h2 (ms)"
     assert param_label("links.h1-s2.loss") == "loss h1-s2 (%)"
     assert param_label("traffic.duration") == "traffic.duration (s)"
+
+
+def test_host_is_a_column_custom_figures_may_use():
+    """`host` (who ran each point) is not in summary.csv but figures may name it; other unknown
+    columns are still refused before the run."""
+    from types import SimpleNamespace
+
+    from mptcplab.rows import figure_problems
+
+    fig = SimpleNamespace(x="links.h1-s2.bw", y="goodput_mbps", hue="protocol", col="host")
+    assert figure_problems([fig], ["links.h1-s2.bw", "goodput_mbps", "protocol"]) == []
+    bad = SimpleNamespace(x="links.h1-s2.bw", y="goodput_mbps", hue=None, col="hosts")
+    assert figure_problems([bad], ["links.h1-s2.bw", "goodput_mbps"])

@@ -390,6 +390,8 @@ def run(opts: Any, console: Console) -> Any:
             raise PreflightError([f"--out {opts.out}: exists; a run writes only into a new directory"])
         with connect(opts, console) as client:
             infos = preflight_hosts(client, points, source.run_id, opts, console)
+            pin_workers(source.exp.sweep.pin if source.exp.sweep else {},  # before anything is created
+                        {a: i["hostname"] for a, i in infos.items()})
             caps = next(iter(infos.values()))["caps"]
             with open_run(source, points, caps, opts, prepare=False) as active:
                 mode = ("local-workers" if opts.local_workers else "cluster" if opts.cluster else "scheduler")
@@ -405,7 +407,8 @@ def run(opts: Any, console: Console) -> Any:
                 dist["host_differences"] = diffs
                 dist.setdefault("points", {})
                 active.save_meta()
-                run_points(active, points, client, opts, console)
+                run_points(active, points, client, opts, console,
+                           hosts={a: i["hostname"] for a, i in infos.items()})
                 conclude(active, opts, console)
     finally:
         if source.resume:
@@ -417,9 +420,26 @@ def run(opts: Any, console: Console) -> Any:
                      [v.describe() for v in active.evidence.failed] if active.evidence else [])
 
 
+def pin_workers(pins: dict[str, str], hosts: dict[str, str]) -> dict[str, list[str]]:
+    """Point id -> the workers (addresses) on the host ``sweep.pin`` names for it, from
+    ``hosts`` (worker address -> hostname). Raises PreflightError for a host no worker is on."""
+    out, problems = {}, []
+    for pid, host in sorted(pins.items()):
+        workers = sorted(a for a, h in hosts.items() if h == host)
+        if not workers:
+            problems.append(f"sweep.pin.{pid}: {host} runs no worker of this cluster "
+                            f"(hosts: {', '.join(sorted(set(hosts.values())))})")
+        out[pid] = workers
+    if problems:
+        raise PreflightError(problems)
+    return out
+
+
 def run_points(active: Any, points: list[Any], client: Any, opts: Any, console: Console,
-               runner: str = NETWORK_POINT) -> None:
-    """Every point not done yet, one task each; results committed as they arrive."""
+               runner: str = NETWORK_POINT, hosts: dict[str, str] | None = None) -> None:
+    """Every point not done yet, one task each; results committed as they arrive. A point the
+    spec pins (sweep.pin) goes to the workers on its host (``hosts``: worker address ->
+    hostname), others to whichever worker is free."""
     import distributed
 
     from .rows import varying_link_params
@@ -430,14 +450,17 @@ def run_points(active: Any, points: list[Any], client: Any, opts: Any, console: 
                   f"{len(points)} point(s), {len(todo)} to run on {len(client.scheduler_info()['workers'])} worker(s)")
     per_link = varying_link_params([p.plan for p in points])
     by_id = {p.point.id: p for p in todo}
+    pins = pin_workers(active.exp.sweep.pin if active.exp.sweep else {}, hosts or {}) if hosts is not None else {}
     futures = []
     with signals_as_exceptions(), show.progress_bar(console) as progress:
         bar = progress.add_task("points", total=len(todo))
         try:
             for pp in todo:
                 task = PointTask(active.meta["run_id"], pp, per_link, opts.pox_home, runner)
+                # loose: a pinned point whose host is lost runs elsewhere rather than never
+                where = {"workers": pins[pp.point.id], "allow_other_workers": True} if pp.point.id in pins else {}
                 futures.append(client.submit(execute, task, key=f"mptcplab-{active.meta['run_id']}-{pp.point.id}",
-                                             resources={RESOURCE: 1}, pure=False))
+                                             resources={RESOURCE: 1}, pure=False, **where))
             for fut in distributed.as_completed(futures):
                 pid = fut.key.rsplit("-", 1)[1]
                 try:
@@ -497,6 +520,7 @@ def commit(active: Any, pp: Any, res: PointResult, tries: list[dict[str, Any]], 
         "host": res.where.get("hostname"), "worker": res.where.get("worker"), "slot": res.where.get("slot"),
         "network_id": res.where.get("network_id"), "switches": res.where.get("switches"),
         "attempts": max(1, len(tries)), "tried": [t.get("hostname") for t in tries],
+        "pinned": (active.exp.sweep.pin.get(pid) if active.exp.sweep else None),
         "elapsed_s": round(res.elapsed_s, 3), "error": res.error,
         # the distribution's cost: bytes of files shipped, the worker-to-client trip (one clock
         # only on one machine), and the client's writing of the files

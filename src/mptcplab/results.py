@@ -388,6 +388,11 @@ class Metadata(BaseModel):
             raise ValueError(f"{v!r} is not an experiment name")
         return v
 
+    def run_host(self) -> str | None:
+        """The host the run started on (metadata ``hostname``), when well formed."""
+        host = (self.model_extra or {}).get("hostname")
+        return host if isinstance(host, str) and HOSTNAME.fullmatch(host) else None
+
     def point_hosts(self) -> dict[str, str]:
         """Point id -> the host that ran it, for a distributed run (``distributed.points``);
         empty otherwise. Read back from disk, so only well-formed ids and host names count."""

@@ -181,6 +181,11 @@ def summary_columns(plans: list[Plan], swept: list[str], n_paths: int = 0) -> li
     return [*point_cols, *TEST_COLUMNS, *data, *multi, *cut, *link_cols, *(f"path{j + 1}_bytes" for j in range(n_paths))]
 
 
+#: Columns a custom figure may use beside summary.csv's: the host that ran each point (from
+#: metadata.json; a local run's points all ran on the host it started on).
+FIGURE_COLUMNS = ("host",)
+
+
 def figure_problems(figures: list[Any], columns: list[str]) -> list[str]:
     """A custom figure naming a column the run will not produce is found before the run, not
     after it."""
@@ -188,7 +193,7 @@ def figure_problems(figures: list[Any], columns: list[str]) -> list[str]:
     for i, fig in enumerate(figures):
         for key in ("x", "y", "hue", "col"):
             name = getattr(fig, key)
-            if name is not None and name not in columns:
+            if name is not None and name not in columns and name not in FIGURE_COLUMNS:
                 problems.append(f"figures[{i}].{key}: {name!r} is not a column of summary.csv "
                                 f"(columns: {', '.join(columns)})")
     return problems

@@ -107,6 +107,8 @@ def run(opts: RunOptions, console: Console | None = None) -> RunReport | None:
     source = load(opts)
     try:
         points = plan_points(source.exp, source.run_id)
+        if source.exp.sweep and source.exp.sweep.pin:
+            console.print("sweep.pin: ignored here (this run is not distributed: every point runs on this machine)")
         if opts.dry_run:
             return dry_run(source, points, opts, console)
         with hold_machine(source, opts):
@@ -169,6 +171,12 @@ def plan_points(exp: Experiment, run_id: str) -> list[PointPlan]:
         at = sweep.apply(exp, point)
         out.append(PointPlan(point, at, make_plan(at, run_id)))
     check_columns(exp, out)
+    pins = exp.sweep.pin if exp.sweep else {}
+    unknown = sorted(set(pins) - {p.point.id for p in out})
+    if unknown:
+        raise SpecError([f"sweep.pin.{pid}: no such point (this sweep has {len(out)}: "
+                         f"{out[0].point.id}..{out[-1].point.id}; `run-experiment SPEC --dry-run` lists them)"
+                         for pid in unknown])
     return out
 
 

@@ -743,6 +743,11 @@ class Sweep(_Model):
     zip: list[dict[str, list[Any]]] = Field(default_factory=list)
     shuffle: bool = Field(False, description="run the points in a random order drawn from seed")
     seed: int = 1
+    pin: dict[Annotated[str, Field(pattern=r"^p[0-9]{3,6}$")],
+              Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")]] = Field(
+        default_factory=dict, description="distributed runs: point id -> the host (its hostname) that runs "
+        "it, e.g. {p001: node1}; other points go to whichever worker is free. A pinned point whose host is "
+        "lost runs elsewhere (recorded). Ignored by a local run")
 
     @field_validator("parameters")
     @classmethod
