@@ -185,6 +185,15 @@ def test_slots_a_dead_worker_left_are_reclaimed_at_the_end(env):
     assert dist.reclaim_slots(run_id) == []
     with NetSlot().acquire(run_id) as again:
         assert again.slot == 0 and again.previous == []
+    # another run's dead worker: neither cleaned nor relabelled as this run's
+    other_run = "20260101-000000-ffff"
+    theirs = NetSlot().acquire(other_run)
+    theirs.record("20260101-000003-0003")
+    theirs.release()
+    snapshot = {p.name: p.read_text() for p in sorted((env / "locks").glob("slot-*.lock"))}
+    assert dist.reclaim_slots(run_id) == []
+    assert {p.name: p.read_text() for p in sorted((env / "locks").glob("slot-*.lock"))} == snapshot
+    assert any("20260101-000003-0003" in t and other_run in t for t in snapshot.values()), snapshot
 
 
 def test_pinned_points_run_on_their_host_and_a_pin_to_no_host_is_refused(env, monkeypatch):
@@ -202,5 +211,9 @@ def test_pinned_points_run_on_their_host_and_a_pin_to_no_host_is_refused(env, mo
         dist.pin_workers({"p001": "node7"}, {"tcp://1": "a", "tcp://2": "b"})
     assert dist.pin_workers({"p002": "b"}, {"tcp://1": "a", "tcp://2": "b", "tcp://3": "b"}) == {
         "p002": ["tcp://2", "tcp://3"]}
+    # a pinned point whose workers are gone: their successors on the same machine, else anywhere
+    assert dist.repin(["tcp://10.0.0.2:4000"], {"tcp://10.0.0.2:4100", "tcp://10.0.0.3:4000"}) == [
+        "tcp://10.0.0.2:4100"]
+    assert dist.repin(["tcp://10.0.0.2:4000"], {"tcp://10.0.0.3:4000"}) is None
     with pytest.raises(SpecError, match=r"sweep.pin.p009: no such point \(this sweep has 6: p001..p006"):
         plan_points(load(RunOptions(spec=sweep_spec(env, pin={"p009": "a"}), out=None)).exp, "20260101-000000-abcd")

@@ -185,20 +185,25 @@ def clean_previous(slot: Any) -> list[str]:
 
 def reclaim_slots(run_id: str) -> list[str]:
     """Run on every worker at the end of a distributed run: each slot of this machine that no
-    live worker holds and whose last holder died with networks recorded (a worker killed
-    mid-point whose slot no later point took) is cleaned as the next holder would clean it.
-    Returns what could not be removed."""
+    live worker holds and whose last holder -- a worker of this run -- died with networks
+    recorded (killed mid-point, its slot taken by no later point) is cleaned as the next holder
+    would clean it. Returns what could not be removed."""
     from .lock import NetSlot
 
     left: list[str] = []
     for n in slot_numbers():
-        try:
-            slot = NetSlot().acquire(run_id, slots=[n])
+        try:  # only this run's slots: another run's dead worker is that run's (or `clean`'s) to remove
+            slot = NetSlot().acquire(run_id, slots=[n], only_run=run_id)
         except BusyError:
-            continue  # held: its holder is alive and cleans after itself
+            continue  # held (its holder is alive and cleans after itself), or not this run's
+        except (PreflightError, OSError) as e:
+            left.append(f"slot {n:02d}: {e}")
+            continue
         with slot:
-            if slot.previous:
+            try:
                 left += clean_previous(slot)
+            except Exception as e:  # noqa: BLE001  (one slot's trouble does not stop the others)
+                left.append(f"slot {n:02d}: {type(e).__name__}: {e}")
     return left
 
 
@@ -435,11 +440,26 @@ def pin_workers(pins: dict[str, str], hosts: dict[str, str]) -> dict[str, list[s
     return out
 
 
+def _machine(address: str) -> str:
+    """'tcp://10.0.0.5:40123' -> '10.0.0.5': the machine a worker runs on (a worker its nanny
+    restarts comes back on another port)."""
+    return address.rpartition("://")[2].rpartition(":")[0]
+
+
+def repin(allowed: list[str], workers: set[str]) -> list[str] | None:
+    """Where a pinned point whose workers are all gone may run now: the workers now on the
+    same machines (restarted ones), else None (its host is lost: anywhere)."""
+    machines = {_machine(a) for a in allowed}
+    return sorted(a for a in workers if _machine(a) in machines) or None
+
+
 def run_points(active: Any, points: list[Any], client: Any, opts: Any, console: Console,
                runner: str = NETWORK_POINT, hosts: dict[str, str] | None = None) -> None:
     """Every point not done yet, one task each; results committed as they arrive. A point the
-    spec pins (sweep.pin) goes to the workers on its host (``hosts``: worker address ->
-    hostname), others to whichever worker is free."""
+    spec pins (sweep.pin) runs only on the workers of its host (``hosts``: worker address ->
+    hostname; strict, so that Dask's work stealing cannot move it); if those workers go, it
+    follows their restarted successors on the same machine, or -- its host lost -- runs on
+    any worker, recorded as ``pin_lost``. Others go to whichever worker is free."""
     import distributed
 
     from .rows import varying_link_params
@@ -451,40 +471,91 @@ def run_points(active: Any, points: list[Any], client: Any, opts: Any, console: 
     per_link = varying_link_params([p.plan for p in points])
     by_id = {p.point.id: p for p in todo}
     pins = pin_workers(active.exp.sweep.pin if active.exp.sweep else {}, hosts or {}) if hosts is not None else {}
-    futures = []
+    run_id = active.meta["run_id"]
+    pending: dict[Any, str] = {}  # future -> point id
+    allowed: dict[str, list[str]] = {}  # pinned point -> the workers it may run on now
+    lost: set[str] = set()
+
+    def submit(pp: Any, key: str) -> None:
+        task = PointTask(run_id, pp, per_link, opts.pox_home, runner)
+        where = {"workers": allowed[pp.point.id], "allow_other_workers": False} if pp.point.id in allowed else {}
+        pending[client.submit(execute, task, key=key, resources={RESOURCE: 1}, pure=False, **where)] = pp.point.id
+
     with signals_as_exceptions(), show.progress_bar(console) as progress:
         bar = progress.add_task("points", total=len(todo))
         try:
             for pp in todo:
-                task = PointTask(active.meta["run_id"], pp, per_link, opts.pox_home, runner)
-                # loose: a pinned point whose host is lost runs elsewhere rather than never
-                where = {"workers": pins[pp.point.id], "allow_other_workers": True} if pp.point.id in pins else {}
-                futures.append(client.submit(execute, task, key=f"mptcplab-{active.meta['run_id']}-{pp.point.id}",
-                                             resources={RESOURCE: 1}, pure=False, **where))
-            for fut in distributed.as_completed(futures):
-                pid = fut.key.rsplit("-", 1)[1]
+                if pp.point.id in pins:
+                    allowed[pp.point.id] = pins[pp.point.id]
+                submit(pp, f"mptcplab-{run_id}-{pp.point.id}")
+            while pending:
                 try:
-                    res = fut.result()
-                    res.where["return_s"] = round(time.time() - res.finished, 4) if res.finished else None
-                except distributed.KilledWorker as e:
-                    res = PointResult(point_id=pid, error=f"its worker died {opts.retries + 1} time(s) ({e})")
-                except Exception as e:  # noqa: BLE001  (the task itself raised: the point failed)
-                    res = PointResult(point_id=pid, error=f"{type(e).__name__}: {e}")
-                commit(active, by_id[pid], res, attempts(client, pid), progress.console)
-                progress.advance(bar)
+                    done, _ = distributed.wait(list(pending), timeout=2, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    done = set()
+                for fut in done:
+                    pid = pending.pop(fut)
+                    try:
+                        res = fut.result()
+                        res.where["return_s"] = round(time.time() - res.finished, 4) if res.finished else None
+                    except distributed.KilledWorker as e:
+                        res = PointResult(point_id=pid, error=f"its worker died {opts.retries + 1} time(s) ({e})")
+                    except Exception as e:  # noqa: BLE001  (the task itself raised: the point failed)
+                        res = PointResult(point_id=pid, error=f"{type(e).__name__}: {e}")
+                    commit(active, by_id[pid], res, attempts(client, pid), progress.console, pid in lost)
+                    progress.advance(bar)
+                stranded = [(f, pid) for f, pid in pending.items() if pid in allowed and f.status == "pending"]
+                if stranded:  # a pinned point whose every worker is gone would wait for ever
+                    workers = set(client.scheduler_info()["workers"])
+                    for fut, pid in stranded:
+                        if set(allowed[pid]) & workers:
+                            continue
+                        fut.cancel()
+                        del pending[fut]
+                        now = repin(allowed[pid], workers)
+                        if now is None:
+                            del allowed[pid]
+                            lost.add(pid)
+                            progress.console.print(f"[yellow]pin lost[/] {pid}: {active.exp.sweep.pin[pid]} runs "
+                                                   "no worker now; it runs on another host", highlight=False)
+                        else:
+                            allowed[pid] = now
+                        submit(by_id[pid], f"mptcplab-{run_id}-{pid}-{time.monotonic_ns()}")
         except BaseException:
-            client.cancel(futures)
+            client.cancel(list(pending))
             raise
         finally:
-            with suppress(Exception):  # what a killed worker left in a slot no later point took
-                run_id = active.meta["run_id"]
-                sweeps = {a: client.submit(reclaim_slots, run_id, workers=[a], allow_other_workers=False,
-                                           pure=False, key=f"mptcplab-reclaim-{run_id}-{k}")
-                          for k, a in enumerate(sorted(client.scheduler_info()["workers"]))}
-                for addr, fut in sweeps.items():  # tasks, not client.run: see preflight_hosts
-                    for what in fut.result(timeout=120):
-                        console.print(f"[red]left behind[/] on {addr}: {what}", highlight=False)
-            active.registry.forget_network()  # the client itself created nothing: its state file goes
+            try:
+                sweep_slots(client, run_id, console)
+            finally:
+                active.registry.forget_network()  # the client itself created nothing: its state file goes
+
+
+def sweep_slots(client: Any, run_id: str, console: Console, timeout: float = 60) -> None:
+    """What a killed worker left in a slot no later point took, removed on every worker's machine
+    (tasks pinned to each worker, not client.run: see preflight_hosts); waits at most
+    ``timeout`` s in all, and says what is left or could not be looked at."""
+    import distributed
+
+    try:
+        workers = sorted(client.scheduler_info()["workers"])
+        futs = {client.submit(reclaim_slots, run_id, workers=[a], allow_other_workers=False, pure=False,
+                              key=f"mptcplab-reclaim-{run_id}-{k}-{time.monotonic_ns()}"): a
+                for k, a in enumerate(workers)}
+        try:
+            distributed.wait(list(futs), timeout=timeout)
+        except TimeoutError:
+            pass
+        for fut, addr in futs.items():
+            if fut.status != "finished":
+                console.print(f"[yellow]not swept[/] {addr}: its slots were not looked at ({fut.status}); "
+                              "`mptcplab clean` there removes what a killed worker left", highlight=False)
+                fut.cancel()
+                continue
+            for what in fut.result():
+                console.print(f"[red]left behind[/] on {addr}: {what}", highlight=False)
+    except Exception as e:  # noqa: BLE001  (the cluster itself is gone: nothing to ask)
+        console.print(f"[yellow]not swept[/]: {type(e).__name__}: {e}", highlight=False)
 
 
 def attempts(client: Any, point_id: str) -> list[dict[str, Any]]:
@@ -494,7 +565,8 @@ def attempts(client: Any, point_id: str) -> list[dict[str, Any]]:
     return []
 
 
-def commit(active: Any, pp: Any, res: PointResult, tries: list[dict[str, Any]], console: Console) -> None:
+def commit(active: Any, pp: Any, res: PointResult, tries: list[dict[str, Any]], console: Console,
+           pin_lost: bool = False) -> None:
     """A point's result written as a local run writes it: files, metadata, then rows and the
     point's done flag (or its failure)."""
     pid = pp.point.id
@@ -520,7 +592,7 @@ def commit(active: Any, pp: Any, res: PointResult, tries: list[dict[str, Any]], 
         "host": res.where.get("hostname"), "worker": res.where.get("worker"), "slot": res.where.get("slot"),
         "network_id": res.where.get("network_id"), "switches": res.where.get("switches"),
         "attempts": max(1, len(tries)), "tried": [t.get("hostname") for t in tries],
-        "pinned": (active.exp.sweep.pin.get(pid) if active.exp.sweep else None),
+        "pinned": (active.exp.sweep.pin.get(pid) if active.exp.sweep else None), "pin_lost": pin_lost,
         "elapsed_s": round(res.elapsed_s, 3), "error": res.error,
         # the distribution's cost: bytes of files shipped, the worker-to-client trip (one clock
         # only on one machine), and the client's writing of the files

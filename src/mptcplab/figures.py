@@ -987,7 +987,10 @@ def render(run_dir: str | Path | RunDir, formats: list[str] | None = None) -> li
 
     paths += outcome_figures(rd, df, formats)
     hosts = meta.point_hosts()  # a local run's points all ran where it started
-    by_host = df.assign(host=df["point"].map(hosts) if hosts and "point" in df else meta.run_host())
+    if hosts and "point" in df:
+        by_host = df.assign(host=df["point"].map(hosts))
+    else:  # no sweep: one point, wherever it ran
+        by_host = df.assign(host=next(iter(hosts.values())) if len(set(hosts.values())) == 1 else meta.run_host())
     if not multi and hosts and len(set(hosts.values())) > 1:
         paths += goodput_by_host(by_host, rd, formats, [c for c in meta.swept if c in df])
     for i, fs in enumerate(rd.figure_specs()):  # a distributed run's `host` column is theirs too

@@ -310,8 +310,10 @@ class NetSlot:
             raise RuntimeError("no slot held")
         return slot_prefix(self.slot)
 
-    def acquire(self, run_id: str, slots: Iterable[int] | None = None) -> "NetSlot":
-        """The first free slot (of ``slots``, default all); BusyError when every one is held."""
+    def acquire(self, run_id: str, slots: Iterable[int] | None = None, only_run: str | None = None) -> "NetSlot":
+        """The first free slot (of ``slots``, default all); BusyError when every one is held.
+        ``only_run``: only a slot whose last holder was of that run (and left networks
+        recorded), which is left as it was otherwise -- not relabelled as this holder's."""
         check_run_id(run_id, "run id")
         self.machine.acquire(run_id)
         try:
@@ -331,7 +333,14 @@ class NetSlot:
                 except BaseException:
                     os.close(fd)
                     raise
-                old = _read_slot(fd)
+                try:
+                    old = _read_slot(fd)
+                except BaseException:
+                    os.close(fd)  # its flock goes with it
+                    raise
+                if only_run is not None and (old is None or old["run_id"] != only_run or not old["netids"]):
+                    os.close(fd)
+                    continue
                 self.previous = list(old["netids"]) if old else []
                 pid = os.getpid()
                 st = proc_stat(pid)

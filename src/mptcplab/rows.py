@@ -281,7 +281,7 @@ def flow_rows(experiment: str, test: PlanTest, outcome: Any, optimum: Any | None
             "scheduled_start_s": f.start_s,
             "launch_offset_ms": None if o.launch_offset_ms is None else round(o.launch_offset_ms, 3),
             "goodput_mbps": goodput, "bytes": nbytes, "duration_s": seconds, "fct_s": completion_s(o),
-            "data_intact": (o.client_json or {}).get("transfer", {}).get("intact") if f.bytes is not None else None,
+            "data_intact": data_columns(o.client_json, o.server_json)["data_intact"] if f.bytes is not None else None,
             "iperf3_retransmits": (o.client_json or {}).get("end", {}).get("sum_sent", {}).get("retransmits"),
             "optimum_mbps": optimum.per_flow_mbps[k] if optimum else None,
             "bottleneck": bottlenecks[k] if bottlenecks else None, "error": o.error,
@@ -343,7 +343,9 @@ def multi_flow_summary(experiment: str, plan: Plan, test: PlanTest, outcome: Any
         "bytes": sum(r["bytes"] or 0 for r in flows),
         "duration_s": max((r["duration_s"] or 0.0 for r in flows), default=None),
         "retransmits": sum(counters.get(h, {}).get("TcpRetransSegs", 0) for h in sources),
-        "iperf3_retransmits": sum(r["iperf3_retransmits"] or 0 for r in flows),
+        # iperf3's own count, only when every flow has one (byte-count flows are not iperf3's)
+        "iperf3_retransmits": (None if any(r["iperf3_retransmits"] is None for r in flows)
+                               else sum(r["iperf3_retransmits"] for r in flows)),
         "jain": jain(goodputs) if len(flows) > 1 else None,
         "jain_bottleneck": _jain_per_bottleneck(flows),
         "jain_of_optimum": normalized_jain(goodputs, optimum) if optimum and len(flows) > 1 else None,

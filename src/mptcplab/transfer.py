@@ -145,6 +145,10 @@ def send(address: str, port: int, mptcp: bool, nbytes: int | None, duration: flo
         return {"error": f"unable to connect to {address}:{port}: {e}"}
     sock.settimeout(None)
     local = sock.getsockname()
+    try:  # what the kernel really uses (as iperf3 reports it)
+        algorithm = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).split(b"\0")[0].decode()
+    except OSError:
+        algorithm = None
     start = {"connected": [{"local_host": local[0], "local_port": local[1], "remote_host": address,
                             "remote_port": port}],
              "test_start": {"protocol": "MPTCP" if mptcp else "TCP", "bytes": nbytes or 0,
@@ -180,7 +184,8 @@ def send(address: str, port: int, mptcp: bool, nbytes: int | None, duration: flo
     got = int(received.get("bytes", 0)) if isinstance(received.get("bytes"), int) else 0
     digest = str(received.get("sha256", ""))
     out = {"start": start, "intervals": [],
-           "end": {"sum_sent": _sum(t0, ended, sent), "sum_received": _sum(t0, ended, got)},
+           "end": {"sum_sent": _sum(t0, ended, sent), "sum_received": _sum(t0, ended, got),
+                   "sender_tcp_congestion": algorithm},
            "transfer": {"role": "sender", "seed": seed, "bytes_sent": sent, "sha256_sent": h.hexdigest(),
                         "bytes_received": got if summary else None, "sha256_received": digest or None,
                         "intact": bool(summary) and got == sent and digest == h.hexdigest(),
