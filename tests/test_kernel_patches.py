@@ -53,9 +53,12 @@ def e2e_result(auto_walks: int, user_walks: int, complete: bool = True, kept: bo
                 "endpoints_kept": kept, "user_endpoint_kept": user_kept if auto else None,
                 "second_path_subflows_before": ["10.1.2.1%c2:40000"],
                 "second_path_subflows_after": list(subflows_after)}
+    def default_delay(auto: bool, walks: int) -> dict:  # the flapping outlasts the window
+        return {**run(auto, "IPv4", walks), "one_window": False, "delay_ms": 100, "daemon": not auto,
+                "daemon_changes": None if auto else walks, "second_path_subflows_after": ["10.1.2.1%c2:40009"]}
     return {"kernel": "6.12", "boot_to_poweroff_seconds": 1.0, "dad": dict(DAD_OK),
             "runs": [run(True, "IPv4", auto_walks), run(False, "IPv4", user_walks),
-                     run(True, "IPv6", v6_walks)]}
+                     run(True, "IPv6", v6_walks), default_delay(True, 6), default_delay(False, 7)]}
 
 
 #: The DAD check as the fixed kernel passes it.
@@ -176,3 +179,18 @@ def test_pytest_runner_passes_arguments_without_spaces_or_a_shell():
     assert json.loads(bytes.fromhex(encoded)) == args
     assert mod.result_of("boot...\nMPTCPLAB-RESULT {\"returncode\": 3}\nreboot") == {"returncode": 3}
     assert mod.result_of("Kernel panic") is None
+
+
+def test_e2e_at_the_default_delay_reports_walks_and_checks_the_rest(capsys):
+    """At the default delay the flapping outlasts the batch window: walks (and a new subflow)
+    are expected of both automatic endpoints and the debounced userspace daemon, and reported
+    side by side; the pair must be there, and the rest must still hold."""
+    result = e2e_result(0, 2000)
+    assert load_uml().report_e2e(result) is True
+    assert "automatic endpoints 6 walks, a userspace daemon with the same debounce 7" in capsys.readouterr().out
+    result["runs"][3]["transfer_complete"] = False
+    assert load_uml().report_e2e(result) is False
+    result = e2e_result(0, 2000)
+    del result["runs"][4]
+    assert load_uml().report_e2e(result) is False
+    assert "default-delay pair" in capsys.readouterr().out

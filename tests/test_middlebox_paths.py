@@ -254,7 +254,8 @@ def test_the_middlebox_matrix_nat_isn_and_coalescing(tmp_path, no_leftovers):
     expectations for them, and the one for every box with checksums, pass for MPTCP -- a source
     NAT on the first path leaves two subflows and intact data, randomised ISNs change nothing.
     Coalescing: the box is faithful (TCP through it gets every byte as sent) and MPTCP's receiver
-    notices the merged segment's unmapped bytes and resets that subflow (RFC 8684 3.3, 3.7). (Not
+    notices the merged segment's unmapped bytes and resets that subflow, or falls back to TCP
+    (RFC 8684 3.3, 3.7). (Not
     asserted: MPTCP's data integrity through the coalescing box -- Linux 6.18 delivered changed
     bytes with checksums on; see README.)"""
     def mutate(spec):
@@ -269,7 +270,12 @@ def test_the_middlebox_matrix_nat_isn_and_coalescing(tmp_path, no_leftovers):
 
     out = tmp_path / "run"
     r = cli("run-experiment", str(write_spec(tmp_path, "middleboxes", mutate=mutate)), "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
+    # Through the coalescing box MPTCP may also stall until the test's time limit (Linux 6.18,
+    # 2 of 3 runs in one session: after a DSS-corruption fallback to TCP, or both subflows reset): then
+    # that one test, and only it, is flagged and the run exits 1; every check below still holds.
+    flagged = json.loads((out / "metadata.json").read_text()).get("flagged", []) if out.exists() else []
+    assert r.returncode == 0 or (r.returncode == 1 and flagged and all(f.startswith("p003-001-mptcp-") for f in flagged)
+                                 and any("did not finish" in f for f in flagged)), r.stderr[-3000:]
     verdicts = pd.read_csv(out / "expect.csv")
     assert len(verdicts) == 5 and verdicts.passed.all(), verdicts.to_dict("records")
     summary = pd.read_csv(out / "summary.csv")
@@ -282,6 +288,9 @@ def test_the_middlebox_matrix_nat_isn_and_coalescing(tmp_path, no_leftovers):
     assert coalesce["mb_coalesced"] > 10, coalesce
     mib = pd.read_csv(out / "mptcp-mib.csv")
     mptcp3 = summary[(summary.protocol == "mptcp") & (summary.point == "p003")].test.iloc[0]
-    resets = mib[(mib.test == mptcp3) & (mib.counter == "MPTcpExtDSSCorruptionReset")].delta.sum()
-    assert resets >= 1, mib[mib.test == mptcp3]
+    # the receiver noticed: it resets that subflow, or -- the corruption on the first subflow
+    # before the second has joined -- falls back to TCP (after which Linux 6.18 stalls: above)
+    noticed = mib[(mib.test == mptcp3) & mib.counter.isin(["MPTcpExtDSSCorruptionReset",
+                                                           "MPTcpExtDSSCorruptionFallback"])].delta.sum()
+    assert noticed >= 1, mib[mib.test == mptcp3]
     assert (out / "figures" / "middlebox-outcomes.png").exists()

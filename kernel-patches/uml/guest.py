@@ -259,8 +259,71 @@ def has_endpoint(lines: list[str], addr: str, eid: str | None = None, *flags: st
     return False
 
 
-def e2e_mode(auto: bool, flaps: int, delay_ms: int, fam: Family) -> dict:
-    tag = ("a" if auto else "u") + ("6" if fam.v6 else "")
+class Daemon:
+    """A fair userspace baseline: a daemon that follows c2's link and address events (``ip
+    monitor``, as mptcpd follows RTM_NEWADDR/DELADDR) with the kernel's own debounce -- act a
+    delay after the last event, at the latest ten delays after the first -- and then makes the
+    endpoint list what the interface says: the client's second address an endpoint (id 2,
+    subflow) while c2 is up and holds it, none otherwise. Each netlink change is one walk."""
+
+    def __init__(self, ns: str, fam: Family, delay_ms: int) -> None:
+        self.ns, self.fam, self.delay = ns, fam, delay_ms / 1000
+        self.changes = 0
+        self._lock = threading.Lock()
+        self._first: float | None = None
+        self._due: float | None = None
+        self._stop = threading.Event()
+        self._proc = subprocess.Popen(["ip", "-n", ns, "monitor", "link", "address"],
+                                      stdout=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read)
+        self._worker = threading.Thread(target=self._work)
+        self._reader.start()
+        self._worker.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if " c2" in line or "c2:" in line:
+                with self._lock:
+                    now = time.monotonic()
+                    self._first = self._first or now
+                    self._due = min(now + self.delay, self._first + 10 * self.delay)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                due = self._due is not None and time.monotonic() >= self._due
+                if due:
+                    self._first = self._due = None
+            if due:
+                self.reconcile()
+            time.sleep(0.005)
+
+    def reconcile(self) -> None:
+        link = ip("-o", "link", "show", "dev", "c2", ns=self.ns)
+        up = ",UP" in link or "<UP" in link
+        present = any(f" {self.fam.cli(2)}/" in f" {w}" for w in
+                      ip("-o", "addr", "show", "dev", "c2", ns=self.ns).split())
+        have = has_endpoint(ip("mptcp", "endpoint", "show", ns=self.ns).splitlines(), self.fam.cli(2))
+        if up and present and not have:
+            ip("mptcp", "endpoint", "add", self.fam.cli(2), "dev", "c2", "id", "2", "subflow", ns=self.ns)
+            self.changes += 1
+        elif not (up and present) and have:
+            ip("mptcp", "endpoint", "delete", "id", "2", ns=self.ns)
+            self.changes += 1
+
+    def settle(self, timeout: float) -> None:
+        """Waits until no batch is pending (the last events acted on), then stops."""
+        wait_for(lambda: self._due is None, timeout, step=0.05)
+        self._stop.set()
+        self._worker.join(10)
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._reader.join(10)
+
+
+def e2e_mode(auto: bool, flaps: int, delay_ms: int, fam: Family, daemon: bool = False) -> dict:
+    tag = ("a" if auto else "d" if daemon else "u") + ("6" if fam.v6 else "") + str(delay_ms)
     cli, srv = f"cli{tag}", f"srv{tag}"
     two_paths(cli, srv)
     if auto:
@@ -293,7 +356,10 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int, fam: Family) -> dict:
     time.sleep(1)
     subflows_before = subflows_from(cli, fam.cli(2))
     before = mib(cli)
-    flap_s = ip_batch(cli, flap_lines(fam, auto) * flaps)
+    follower = Daemon(cli, fam, delay_ms) if daemon else None
+    flap_s = ip_batch(cli, flap_lines(fam, auto or daemon) * flaps)
+    if follower is not None:
+        follower.settle(12 * delay_ms / 1000 + 10)
     if auto:
         # The worker runs a delay after the last event (at the latest ten delays after the
         # first) and reports the events it found to the MIB before it takes the batch.
@@ -312,12 +378,17 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int, fam: Family) -> dict:
     delta = {k: after.get(k, 0) - before.get(k, 0)
              for k in ("PmWalks", "PmAutoEvents", "PmAutoCancelled", "PmAutoRescans")}
     return {
-        "mode": ("automatic endpoints" if auto else "userspace del/add")
-        + (", IPv6" if fam.v6 else ""),
+        "mode": ("automatic endpoints" if auto else "userspace daemon" if daemon else "userspace del/add")
+        + (", IPv6" if fam.v6 else "") + (f", {delay_ms} ms" if auto or daemon else ""),
         "automatic": auto,
+        "daemon": daemon,
+        "daemon_changes": follower.changes if follower is not None else None,
         "family": fam.name,
         "flaps": flaps,
-        "delay_ms": delay_ms if auto else None,
+        "delay_ms": delay_ms if auto or daemon else None,
+        # the 10 s runs are meant to hold all the flapping in one batch window (0 walks); at the
+        # default delay the flapping outlasts it and walks are what is measured
+        "one_window": delay_ms >= 10000,
         "flap_seconds": round(flap_s, 3),
         "walks": delta["PmWalks"],
         "walks_per_flap": delta["PmWalks"] / flaps,
@@ -418,9 +489,13 @@ def e2e(flaps: int) -> dict:
     # window, which the worker closes ten delays after its first event at the latest
     delay_ms = int(os.environ.get("mptcplab_delay_ms", "10000"))
     v4, v6 = Family(False), Family(True)
+    # At the default delay (100 ms) the flapping outlasts the batch window: what automatic
+    # endpoints cost then, against a userspace daemon with the same debounce (a fair baseline).
+    default_ms = int(os.environ.get("mptcplab_default_delay_ms", "100"))
     return {"check": "e2e", "kernel": os.uname().release, "dad": dad_check(),
             "runs": [e2e_mode(True, flaps, delay_ms, v4), e2e_mode(False, flaps, delay_ms, v4),
-                     e2e_mode(True, flaps, delay_ms, v6)]}
+                     e2e_mode(True, flaps, delay_ms, v6),
+                     e2e_mode(True, flaps, default_ms, v4), e2e_mode(False, flaps, default_ms, v4, daemon=True)]}
 
 
 def open_connections(cli: str, srv: str, n: int) -> list[socket.socket]:
