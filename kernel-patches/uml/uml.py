@@ -92,7 +92,7 @@ def report_e2e(result: dict) -> bool:
     endpoint untouched, the userspace run 2 walks per flap, every transfer complete over both
     subflows and every endpoint list as it began."""
     ok = True
-    w = 26
+    w = 36
     print(f"UML {result['kernel']}: {result['runs'][0]['flaps']} flaps of the second path's "
           f"interface during an MPTCP transfer ({result['boot_to_poweroff_seconds']} s in all)")
     for run in result["runs"]:
