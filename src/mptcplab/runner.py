@@ -231,10 +231,9 @@ def dry_run(source: Source, points: list[PointPlan], opts: RunOptions, console: 
     if lock.holder():  # its bridges and interfaces would be listed as clashes: say why instead
         raise BusyError([lock.busy_message() + "; a run now would be refused"])
     if source.resume:
-        from .lock import slot_netids
         from .registry import default_state_dir, state_path
 
-        left = [n for n in (source.run_id, *slot_netids(source.run_id)) if state_path(n, default_state_dir()).exists()]
+        left = [n for n in last_attempt_networks(source.run_id) if state_path(n, default_state_dir()).exists()]
         if left:
             console.print(f"resume: the last attempt left {len(left)} network(s) recorded ({', '.join(left)}); "
                           "the resume removes them first (their owners gone)", highlight=False)
@@ -242,16 +241,23 @@ def dry_run(source: Source, points: list[PointPlan], opts: RunOptions, console: 
     console.print("preflight: this machine can run every point")
 
 
+def last_attempt_networks(run_id: str) -> list[str]:
+    """The network ids a killed attempt of this run may have left on this machine: its own, and
+    its distributed workers' (the slots record them)."""
+    from .lock import slot_netids
+
+    return [run_id, *slot_netids(run_id)]
+
+
 def reclaim_last_attempt(run_id: str, console: Console) -> None:
     """On --resume, with the machine lock held: what the run's killed last attempt left -- its
     own network, and its distributed workers' networks on this machine (the slots record them)
     -- removed, as `mptcplab clean` would, but only this run's and only with its owner gone.
     Raises PreflightError (nothing started) when some of it would not go."""
-    from .lock import slot_netids
     from .registry import CleanReport, reclaim
 
     report = CleanReport()
-    reclaim([run_id, *slot_netids(run_id)], report)
+    reclaim(last_attempt_networks(run_id), report)
     if report.runs:
         console.print(f"resume: removed what the last attempt left ({len(report.bridges)} bridge(s), "
                       f"{len(report.interfaces)} interface(s), {report.processes} process(es))")
