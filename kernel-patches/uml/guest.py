@@ -461,8 +461,10 @@ def dad_check(delay_ms: int = 100) -> dict:
     dad_ms = endpoint_ms = None
     endpoint_while_tentative = False
     while time.monotonic() - t0 < 6:
-        flags = addr6_flags(cli, "c1", valid) or set()
+        # the endpoint first, then the flags: an endpoint seen while the address is still
+        # tentative afterwards was there before DAD was over (the other order would race it)
         has = endpoint(valid)
+        flags = addr6_flags(cli, "c1", valid) or set()
         ms = round((time.monotonic() - t0) * 1000)
         if "tentative" in flags and has:
             endpoint_while_tentative = True
