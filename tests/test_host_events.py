@@ -145,6 +145,41 @@ def test_every_cut_measured_until_the_next_and_summarized():
     assert capped["before_mbps"] == 6.0 and capped["recovery_s"] == 0.5
 
 
+def test_the_fate_of_a_cut_connection_stalled_reset_survived_or_failed():
+    """A TCP flow whose path was cut and whose client the runner abandoned at its time limit (the
+    runner's own words for it) stalled; a reset (or refused) connection was reset, even after
+    data flowed again; one that delivered again survived; an error with nothing delivered before
+    the cut either (the test never ran) failed. Only the last cut reads the test's error."""
+    from mptcplab.recovery import fate
+    from mptcplab.traffic import not_finished
+
+    timed_out = not_finished("iperf3", 31)
+    assert timed_out == "iperf3 client did not finish within 31 s"      # what the runner reports
+    dead = after_event(flat(1, 21, 5.0) + flat(21, 61, 0.0), 2.0)       # nothing after the cut
+    back = after_event(flat(1, 21, 5.0) + flat(21, 31, 0.0) + flat(31, 61, 5.0), 2.0)
+    never = after_event(flat(1, 61, 0.0), 2.0)                          # nothing before either
+    assert fate(dead, timed_out) == "stalled"
+    assert fate(dead, f"1 of 2 flow(s) failed: h1-h2: {timed_out}") == "stalled"  # a multi-flow test's
+    assert fate(dead, None) == "stalled"
+    assert fate(dead, "iperf3: error - control socket has closed unexpectedly") == "stalled"
+    assert fate(dead, "iperf3: Connection reset by peer") == "reset"
+    assert fate(back, "iperf3: error - unable to connect to server: Connection refused") == "reset"
+    assert fate(back, None) == fate(back, timed_out) == "survived"
+    assert fate(never, "iperf3 server did not start listening on port 5201: ") == "failed"
+    assert fate(never, timed_out) == "stalled"
+    # per cut: the error is the last cut's; an earlier one survived whatever it says
+    series = flat(1, 21, 8.0) + flat(21, 26, 0.0) + flat(26, 41, 8.0) + flat(41, 61, 0.0)
+    events = [{"action": "down", "link": "h1-s1", "interface": None, "applied_s": 2.0},
+              {"action": "down", "link": "h1-s1", "interface": None, "applied_s": 4.0}]
+    rows = per_event(events, series, error="iperf3: Connection reset by peer")
+    assert [(r["fate"], r["survived"]) for r in rows] == [("survived", True), ("reset", False)]
+    rows = per_event(events, series, error=timed_out)
+    assert [r["fate"] for r in rows] == ["survived", "stalled"] and summary_of(rows)["fate"] == "stalled"
+    # survived agrees with the fate: a reset after data flowed again did not survive
+    reset = per_event(events[:1], series, error="iperf3: Connection reset by peer")[0]
+    assert (reset["fate"], reset["survived"]) == ("reset", False)
+
+
 def test_several_flows_as_one_series():
     rows = [{"flow": "a", "t": 0.1, "goodput_mbps": 1.0}, {"flow": "b", "t": 0.1004, "goodput_mbps": 2.0},
             {"flow": "a", "t": 0.2, "goodput_mbps": 1.5}, {"flow": "b", "t": 0.2, "goodput_mbps": None}]
@@ -181,7 +216,7 @@ def test_a_handover_mptcp_moves_to_the_other_address_tcp_loses_its_own(tmp_path,
     summary = pd.read_csv(out / "summary.csv").set_index("protocol")
     mp, tcp = summary.loc["mptcp"], summary.loc["tcp"]
     assert mp["fate"] == "survived" and mp["event_link"] == "h1-eth0", mp
-    assert tcp["fate"] in ("stalled", "reset", "failed") and not tcp["survived"], tcp
+    assert tcp["fate"] in ("stalled", "reset") and not tcp["survived"], tcp
     # restored after the MPTCP test: TCP ran (not restored, it would get nothing). The level of the
     # first 2 s includes iperf3's start and slow start's overshoot: CI once measured 3.65 Mbit/s
     # with a 0.3 s stall at 0.6 s (a burst of queue drops), 4.75 after it

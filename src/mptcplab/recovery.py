@@ -79,12 +79,33 @@ def after_event(series: Sequence[tuple[float, float]], event_s: float, *, before
     return Recovery(level, round(outage, 3), end, round(delivered, 4), flowed, remaining)
 
 
+#: Words of an error that say the connection was torn down by its peer or the network (iperf3:
+#: "Connection reset by peer"; "Connection refused" when the server's end was gone).
+RESET_WORDS = ("reset", "refused")
+#: What the runner reports for a client abandoned at its time limit (mptcplab.traffic: "<tool>
+#: client did not finish within N s"): the connection was still open, waiting -- a stall.
+TIMED_OUT = "did not finish"
+
+
 def fate(r: Recovery, error: str | None) -> str:
-    """What became of the connection after the event: ``reset`` (it failed with a reset or an
-    error), ``stalled`` (no data after the event to the end), or ``survived``."""
-    if error:
-        return "reset" if "reset" in error.lower() else "failed"
-    return "survived" if r.survived else "stalled"
+    """What became of the connection after a cut, for the issue's survived / stalled / reset:
+
+    - ``reset``: the test's error says the connection was reset (or refused) -- it ended;
+    - ``survived``: data flowed again after the outage the cut caused (or there was none);
+    - ``stalled``: nothing after the cut to the end -- with no error, with the client abandoned
+      at its time limit (it never finished: still waiting on the dead path), or with another error
+      after the flow had delivered before the cut (it ended in that silence);
+    - ``failed``: an error other than a reset or a time limit, and nothing delivered before the
+      cut either: the test never ran properly, so the cut cannot be blamed (a server that did not
+      start, a client that printed nothing)."""
+    said = (error or "").lower()
+    if any(w in said for w in RESET_WORDS):
+        return "reset"
+    if r.survived:
+        return "survived"
+    if error and TIMED_OUT not in said and not r.before_mbps:
+        return "failed"
+    return "stalled"
 
 
 def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, float]],
@@ -92,8 +113,10 @@ def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, fl
               error: str | None = None, capacity_mbps: float | None = None) -> list[dict[str, Any]]:
     """The events' rows (events.csv), each disruptive one that was applied (down, address-del,
     endpoint-del, backup) with its aftermath on ``series`` until the next disruptive one (or the
-    end), measured against the level before the first: the Recovery fields, its fate, and the
-    subflows the client's path manager saw close and establish meanwhile. ``remaining_mbps``: per
+    end), measured against the level before the first: the Recovery fields, its fate (``survived``
+    then says whether that is survived: a reset ends a connection even after data flowed again),
+    and the subflows the client's path manager saw close and establish meanwhile. ``error``: the
+    test's, which only the last cut's fate reads. ``remaining_mbps``: per
     target, what the network offers without it; ``capacity_mbps``: what it offers whole (the level
     before is capped there: 0.1 s intervals burst above the link rate when a hole in the received
     data is filled). Other rows come back unchanged."""
@@ -107,6 +130,7 @@ def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, fl
     if level is not None and capacity_mbps:
         level = min(level, capacity_mbps)
     out = []
+    last = cuts[-1] if cuts else None
     for e in events:
         at = e.get("applied_s")
         if not cut(e):
@@ -118,7 +142,10 @@ def per_event(events: Sequence[dict[str, Any]], series: Sequence[tuple[float, fl
         # each event until the next one: a recovery the next cut interrupts did not happen
         r = after_event([(t, g) for t, g in series if t <= until], at,
                         remaining_mbps=(remaining_mbps or {}).get(target), level_mbps=level)
-        out.append({**e, **r.to_dict(), "fate": fate(r, error),
+        # the test's error is how it ended: the last cut's aftermath; one before it was
+        # followed by another cut, whatever the error says
+        f = fate(r, error if at == last else None)
+        out.append({**e, **r.to_dict(), "survived": f == "survived", "fate": f,
                     "subflows_closed": seen.count("sf_closed"), "subflows_established": seen.count("sf_established")})
     return out
 

@@ -32,6 +32,12 @@ class TrafficError(RuntimeError):
     pass
 
 
+def not_finished(tool: str, time_limit: float) -> str:
+    """The error of a client abandoned at its time limit. mptcplab.recovery reads it (its
+    ``TIMED_OUT`` words) as a stall: the connection was still open, waiting."""
+    return f"{tool} client did not finish within {time_limit:.0f} s"
+
+
 @dataclass
 class TestOutcome:
     protocol: str
@@ -188,7 +194,7 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
             out, err = cli.communicate(timeout=time_limit)
         except subprocess.TimeoutExpired:
             out, err = stop(cli)
-            outcome.error = f"{tool} client did not finish within {time_limit:.0f} s"
+            outcome.error = not_finished(tool, time_limit)
         except BaseException:  # interrupted: nothing of this test keeps running
             stop(cli)
             sampler.stop()
@@ -368,7 +374,7 @@ def run_flows(network: Any, test: Any, probes: tuple[Any, ...], *, mptcp_mode: s
                     out, err = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     out, err = stop(p)
-                    o.error = f"{flow_tool(o.flow)} client did not finish within {time_limit:.0f} s"
+                    o.error = not_finished(flow_tool(o.flow), time_limit)
                 ns, o.stderr = started_at(err)
                 o.launched_s = None if ns is None else (ns - t0_ns) / 1e9
                 o.client_json = _parse(out)
