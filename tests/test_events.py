@@ -46,6 +46,44 @@ def test_events_are_checked_against_the_topology_and_the_test():
         dual({"flaps": [{"link": "h1-s1", "start": 2, "period": 2, "down_for": 0.5, "count": 5}]})))
 
 
+def flows_spec(events: dict, flows: list[dict], **traffic) -> dict:
+    """dual-path with ``flows:`` instead of traffic's one client/server."""
+    spec = dual(events, **traffic)
+    for role in ("client", "server", "protocols"):
+        spec["traffic"].pop(role, None)
+    spec["flows"] = flows
+    return spec
+
+
+def test_events_of_a_multi_flow_spec_fall_inside_its_flows():
+    """A multi-flow test lasts until its last flow is due to end (start + its duration, or
+    traffic.duration): an event at 3000 s of 20 s flows is refused (exit 2) naming the event and
+    the flow that sets the length; one inside is accepted; byte-count flows leave the length
+    unknown, so nothing is refused for it."""
+    at = lambda t: {"at": [{"at": t, "link": "s1-h2", "action": "down"}]}  # noqa: E731
+    flows = [{"src": "h1", "dst": "h2", "duration": 20}, {"src": "h2", "dst": "h1", "start": 2, "duration": 10}]
+    with pytest.raises(SpecError) as e:
+        parse_spec(flows_spec(at(3000), flows))
+    assert e.value.exit_code == 2
+    assert any(p.startswith("events.at[0]: ends at 3000 s, not inside the 20 s test") and "flows[0].duration" in p
+               for p in e.value.problems), e.value.problems
+    assert parse_spec(flows_spec(at(19), flows)).events.at[0].at == 19
+    # the last to end sets it: a later start with traffic.duration (10 s) ends at 25 s
+    later = [*flows, {"src": "h1", "dst": "h2", "start": 15}]
+    assert any("not inside the 25 s test (flows[2].start 15 s + traffic.duration 10 s" in p
+               for p in problems(flows_spec(at(26), later)))
+    assert parse_spec(flows_spec(at(24), later))
+    # a matrix's flows: its start and duration
+    matrix = flows_spec({"flaps": [{"link": "s1-h2", "start": 1, "period": 2, "down_for": 0.5, "count": 5}]}, [],
+                        duration=8)
+    matrix.pop("flows")
+    matrix["matrix"] = {"kind": "permutation", "start": 1}
+    assert any(p.startswith("events.flaps[0]: ends at 9.5 s, not inside the 9 s test (matrix.start 1 s + "
+                            "traffic.duration 8 s") for p in problems(matrix))
+    # a flow sending a byte count may end at any time: nothing to check against
+    assert parse_spec(flows_spec(at(3000), [*flows, {"src": "h1", "dst": "h2", "bytes": 10**6}]))
+
+
 def test_flaps_and_random_failures_expand_deterministically():
     flap = SimpleNamespace(link="h1-s1", start=1.0, period=2.0, down_for=0.5, count=3)
     assert [(s.at_s, s.action) for s in flap_steps(flap, "flaps[0]")] == [

@@ -981,7 +981,7 @@ class Experiment(_Model):
             return []
         names = [l.name for l in self.topology.links]
         problems = []
-        length = self.traffic.duration if not self.multi_flow else None
+        length, why = self._test_length()
         for where, items in (("at", self.events.at), ("flaps", self.events.flaps), ("random", self.events.random)):
             for i, e in enumerate(items):
                 interface = getattr(e, "interface", None)
@@ -997,10 +997,32 @@ class Experiment(_Model):
                                                    else e.until)
                 if length is not None and last >= length:
                     problems.append(f"events.{where}[{i}]: ends at {last:g} s, not inside the {length:g} s test "
-                                    "(traffic.duration)")
+                                    f"({why})")
         if self.traffic.bytes is not None and not self.multi_flow:
             problems.append("events: need tests of a known length: give traffic.duration, not bytes")
         return problems
+
+    def _test_length(self) -> tuple[float | None, str]:
+        """How long every test runs, and the fields that say so: traffic.duration for one flow;
+        with flows/matrix, when the last flow is due to end on the test's shared clock (its start
+        plus its duration, its own or traffic.duration), as mptcplab.flows resolves them. (None,
+        ...) when a flow sends a byte count: its end is not known, an event after the others end
+        may still fall inside it."""
+        tr = self.traffic
+        if not self.multi_flow:
+            return tr.duration, "traffic.duration"
+        sources = [(f"flows[{i}]", f) for i, f in enumerate(self.flows)]
+        sources += [("matrix", self.matrix)] if self.matrix is not None else []
+        ends: list[tuple[float, str]] = []
+        for where, f in sources:
+            own = f.duration is not None or f.bytes is not None
+            duration = f.duration if own else tr.duration
+            if duration is None:
+                return None, ""
+            field = f"{where}.duration" if own else "traffic.duration"
+            ends.append((f.start + duration, f"{where}.start {f.start:g} s + {field} {duration:g} s, the last "
+                                             "flow to end"))
+        return max(ends, key=lambda e: e[0]) if ends else (None, "")
 
     def _single_flow_fields(self) -> list[str]:
         """Fields of the one-flow shorthand a multi-flow spec would silently ignore."""
