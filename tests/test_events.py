@@ -1,7 +1,9 @@
 """Networks that change during a test (issue 13, first step): the events timeline -- validated
 in the spec, expanded deterministically (pure) -- and a link cut while MPTCP and TCP run (root)."""
 
+import csv
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -11,6 +13,7 @@ from helpers import cli, write_spec
 from mptcplab.errors import SpecError
 from mptcplab.events import flap_steps, random_steps, timeline
 from mptcplab.plan import make_plan
+from mptcplab.recovery import SubflowAfterCut, subflows_after_cut
 from mptcplab.spec import load_spec, parse_spec, Events
 
 DUAL = "experiments/dual-path.yaml"
@@ -31,6 +34,42 @@ def problems(d: dict) -> list[str]:
     with pytest.raises(SpecError) as e:
         parse_spec(d)
     return e.value.problems
+
+
+#: Bytes a subflow whose path is cut may still get acked after the cut + 1 s (an ACK that was
+#: already on its way): about 5 segments. A live 5 Mbit/s subflow gets that in 13 ms.
+SILENT_BYTES = 8_000
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))  # text cells: a token such as 2e761670 stays a token
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.rpartition(":")[0].strip("[]")
+
+
+def subflows_by_path(run: Path, test: str, link: str, cut_s: float, until_s: float = float("inf")
+                     ) -> tuple[list[SubflowAfterCut], list[SubflowAfterCut]]:
+    """The data connection's subflows of ``test`` as subflows.csv lists them, split into those
+    with an end on ``link``'s host interface (its address in plan.json: they cross the link) and
+    the others, each measured around the cut by recovery.subflows_after_cut on the test's raw
+    ss samples and pm-events.csv. Asserts that subflows.csv has the test and that every subflow
+    it lists was sampled."""
+    plan = json.loads((run / "plan.json").read_text())
+    (cut_link,) = [l for l in plan["links"] if l["name"] == link]
+    on_link = {i["address"].split("/")[0] for i in (cut_link["intf1"], cut_link["intf2"]) if i["address"]}
+    listed = [r for r in _rows(run / "subflows.csv") if r["test"] == test]
+    assert listed and len({r["token"] for r in listed}) == 1, listed
+    token = listed[0]["token"]
+    measured = {(m.local, m.remote): m for m in subflows_after_cut(
+        _rows(run / "raw" / f"{test}-samples.csv"), token, cut_s, settle_s=1.0, until_s=until_s,
+        pm_events=[r for r in _rows(run / "pm-events.csv") if r["test"] == test])}
+    assert all((r["local"], r["remote"]) in measured for r in listed), (listed, measured)
+    cut = [measured[r["local"], r["remote"]] for r in listed if {_host(r["local"]), _host(r["remote"])} & on_link]
+    other = [measured[r["local"], r["remote"]] for r in listed if not {_host(r["local"]), _host(r["remote"])} & on_link]
+    return cut, other
 
 
 def test_events_are_checked_against_the_topology_and_the_test():
@@ -116,8 +155,10 @@ def test_the_timeline_merges_every_source_in_time_order_and_is_planned():
 @pytest.mark.root
 def test_a_cut_path_mptcp_goes_on_over_the_other_tcp_stalls(tmp_path, no_leftovers):
     """dual-path, 6 s tests: the initial subflow's path (s1-h2) is cut at t = 2 s. MPTCP survives
-    and keeps delivering over the second path; TCP, on the cut path, stalls and its test says so
-    (its client never finishes, survived is False). events.csv says the cut was applied within
+    and keeps delivering over the second path: the cut path's subflow closes or goes silent (its
+    ss samples: nothing acked from 1 s after the cut), the other's bytes grow. TCP, on the cut
+    path, stalls and its test says so (its client never finishes, survived is False, its fate is
+    stalled). events.csv says the cut was applied within
     10 ms of its schedule for both tests (so the link was back up for the second), and the
     client's path manager events are recorded on the test's clock."""
     def mutate(spec):
@@ -148,6 +189,17 @@ def test_a_cut_path_mptcp_goes_on_over_the_other_tcp_stalls(tmp_path, no_leftove
     assert mp["survived"] and mp["event_link"] == "s1-h2" and abs(mp["event_s"] - 2) < 0.01
     assert 0 < mp["outage_s"] < 3.0, mp
     assert summary.loc["tcp", "survived"] == False  # noqa: E712  (numpy bool)
+    # TCP's client never finished over the cut path: the flow stalled (not reset, not failed)
+    assert summary.loc["tcp", "fate"] == "stalled", summary.loc["tcp"]
+    assert events.loc[~events.test.str.contains("mptcp"), "fate"].tolist() == ["stalled"], events
+    # the cut path's subflow (the initial one, to h2's address on s1-h2) closes or goes silent
+    # once its sender has had an RTO or two (1 s) to notice; the other subflow carries on
+    (mp_test,) = [t for t in events.test if "mptcp" in t]
+    cut_s = float(events.loc[events.test == mp_test, "applied_s"].iloc[0])
+    cut, other = subflows_by_path(out, mp_test, "s1-h2", cut_s)
+    assert len(cut) == 1 and len(other) == 1, (cut, other)
+    assert cut[0].silent(SILENT_BYTES), cut
+    assert other[0].acked_after > 100_000, other
     # the client's path manager: the connection and its second subflow established, on the test's clock
     pm = pd.read_csv(out / "pm-events.csv")
     assert {"created", "established", "sf_established"} <= set(pm.event), set(pm.event)
@@ -155,6 +207,36 @@ def test_a_cut_path_mptcp_goes_on_over_the_other_tcp_stalls(tmp_path, no_leftove
     mib = pd.read_csv(out / "mptcp-mib.csv")
     joins = mib[(mib.test.str.contains("mptcp")) & (mib.counter == "MPTcpExtMPJoinSynAckRx")]
     assert list(joins.host) == ["client"] and joins.delta.iloc[0] >= 1  # the client joined the second path
+
+
+def test_the_cut_paths_subflow_goes_silent_the_other_carries_on_in_a_recorded_handover():
+    """tests/data/handover-run (Wi-Fi, h1-s1, down at 5 s and up at 15 s): in both MPTCP tests
+    the Wi-Fi subflow (h1's 10.0.1.1) gets nothing acked from 1 s after the cut until Wi-Fi
+    returns, while the cellular one carries megabytes. Measured to the end instead, Wi-Fi carried
+    again after 15 s: not silent -- the check can fail. An sf_closed counts for its own subflow
+    (token and 4-tuple; ports as text or pandas floats), not for another connection's."""
+    from helpers import REPO
+
+    run = REPO / "tests/data/handover-run"
+    events = _rows(run / "events.csv")
+    for test in ("002-mptcp-r1", "003-mptcp-backup-r1"):
+        down, up = (float(e["applied_s"]) for e in events if e["test"] == test)
+        cut, other = subflows_by_path(run, test, "h1-s1", down, until_s=up)
+        assert [_host(s.local) for s in cut] == ["10.0.1.1"] and [_host(s.local) for s in other] == ["10.0.2.1"]
+        assert cut[0].acked_after == 0 and cut[0].closed_s is None and cut[0].silent(SILENT_BYTES), cut
+        assert other[0].acked_after > 1_000_000 and not other[0].silent(SILENT_BYTES), other
+    cut, _ = subflows_by_path(run, "002-mptcp-r1", "h1-s1", down)
+    assert cut[0].acked_after > 1_000_000 and not cut[0].silent(SILENT_BYTES)
+    # closes: matched on the data connection's token and the subflow's 4-tuple, after the cut
+    samples = _rows(run / "raw/002-mptcp-r1-samples.csv")
+    closed = {"event": "sf_closed", "token": "29e7f530", "saddr4": "10.0.1.1", "daddr4": "10.0.1.2",
+              "sport": 48134.0, "dport": "5201", "saddr6": float("nan"), "t": 5.6}
+    control = {**closed, "token": "a8c85dc2", "sport": "48118", "t": 5.5}      # iperf3's control connection
+    early = {**closed, "t": 4.0}                                               # before the cut
+    got = subflows_after_cut(samples, "29e7f530", 5.0, pm_events=[early, control, closed])
+    assert [(s.local, s.closed_s) for s in got] == [("10.0.1.1:48134", 5.6), ("10.0.2.1:46293", None)]
+    assert got[0].silent(SILENT_BYTES) and not got[1].silent(SILENT_BYTES)
+    assert subflows_after_cut(samples, "29e7f530", 5.0, pm_events=[control])[0].closed_s is None
 
 
 def test_outage_and_recovery_on_known_series():

@@ -174,3 +174,86 @@ def total_series(rows: Sequence[dict[str, Any]], step_s: float = 0.1) -> list[tu
         k = round(r["t"] / step_s)
         bins[k] = bins.get(k, 0.0) + (r["goodput_mbps"] or 0.0)
     return [(round(k * step_s, 6), g) for k, g in sorted(bins.items())]
+
+
+# --------------------------------------------------------------------------- subflows around a cut
+
+
+@dataclass(frozen=True)
+class SubflowAfterCut:
+    """One subflow of an MPTCP connection around a cut, from the client's ss samples: the bytes
+    acked on it once its sender has had time to notice the cut, and when the path manager said it
+    closed. The subflow on a cut path either closes or goes silent; the others carry on."""
+
+    local: str               # address:port, as ss reports it (and subflows.csv)
+    remote: str
+    acked_after: float       # bytes acked after cut_s + settle_s (until until_s)
+    closed_s: float | None   # sf_closed in pm-events after the cut (test clock); None: not seen
+
+    def silent(self, slack_bytes: float) -> bool:
+        """Closed, or fewer than ``slack_bytes`` acked after the settling time: what a subflow
+        whose path is gone does (an ACK already in flight may still land)."""
+        return self.closed_s is not None or self.acked_after < slack_bytes
+
+
+def _number(v: Any) -> float | None:
+    """A CSV cell as a number: csv gives text, pandas floats with NaN for a blank."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if x != x else x
+
+
+def _given(v: Any) -> bool:
+    """A CSV cell holds something: not None, blank text or pandas' NaN."""
+    return v is not None and v == v and str(v).strip() != ""
+
+
+def _address(addr: Any, port: Any = None) -> tuple[str, int | None]:
+    """('10.0.1.1', 48134) from '10.0.1.1:48134' (an ss endpoint; '[fd00::1]:80' too), or from an
+    address and a port apart (pm-events: saddr4 and sport, the port text or a float)."""
+    text = str(addr)
+    if port is None:
+        text, _, port = text.rpartition(":")
+    p = _number(port)
+    return text.strip("[]"), None if p is None else int(p)
+
+
+def _closed_at(pm_events: Sequence[dict[str, Any]], token: str, local: str, remote: str, after_s: float,
+               until_s: float) -> float | None:
+    """When the path manager first reported this subflow of ``token`` closed, after the cut."""
+    me = (_address(local), _address(remote))
+    for p in sorted(pm_events, key=lambda p: _number(p.get("t")) or 0.0):
+        t = _number(p.get("t"))
+        if p.get("event") != "sf_closed" or str(p.get("token")) != token or t is None or not after_s <= t <= until_s:
+            continue
+        saddr = next((p[k] for k in ("saddr4", "saddr6") if _given(p.get(k))), None)
+        daddr = next((p[k] for k in ("daddr4", "daddr6") if _given(p.get(k))), None)
+        if (_address(saddr, p.get("sport")), _address(daddr, p.get("dport"))) == me:
+            return t
+    return None
+
+
+def subflows_after_cut(samples: Sequence[dict[str, Any]], token: str, cut_s: float, *,
+                       pm_events: Sequence[dict[str, Any]] = (), settle_s: float = 1.0,
+                       until_s: float = float("inf")) -> list[SubflowAfterCut]:
+    """Each subflow of connection ``token`` (the client's ss samples: kind tcp, its token,
+    cumulative bytes_acked, t on the sampler's clock, which starts a few ms before the test's)
+    in the order first seen: the bytes acked between its last sample at ``cut_s + settle_s`` (an
+    RTO or two: what was in flight had time to be acked or given up) and ``until_s`` (the end,
+    or when the path came back), and whether ``pm_events`` saw it close meanwhile. Rows as
+    csv.DictReader or pandas give them."""
+    seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for s in samples:
+        t, acked = _number(s.get("t")), _number(s.get("bytes_acked"))
+        if s.get("kind") != "tcp" or str(s.get("token")) != token or t is None or acked is None or t > until_s:
+            continue
+        seen.setdefault((str(s["local"]), str(s["remote"])), []).append((t, acked))
+    out = []
+    for (local, remote), points in seen.items():
+        before = [a for t, a in points if t <= cut_s + settle_s]
+        grown = max(a for _, a in points) - (max(before) if before else 0.0)
+        out.append(SubflowAfterCut(local, remote, max(0.0, grown),
+                                   _closed_at(pm_events, token, local, remote, cut_s, until_s)))
+    return out
