@@ -81,13 +81,18 @@ def test_a_sweep_moves_a_flap_schedule_and_keeps_the_network():
 
     exp = load_spec("experiments/flaps.yaml")
     pts = points(exp)
+    # every flap period (with its count) at each loss of the Wi-Fi link: a product, 8 points
     assert [dict(p.values) for p in pts] == [
-        {"events.flaps[0].period": p, "events.flaps[0].count": c} for p, c in ((1, 17), (2, 9), (4, 5), (8, 3))]
+        {"links.h1-s1.loss": loss, "events.flaps[0].period": p, "events.flaps[0].count": c}
+        for loss in (0, 1) for p, c in ((1, 17), (2, 9), (4, 5), (8, 3))]
     at = [apply(exp, p) for p in pts]
-    assert [len(timeline(e.events)) for e in at] == [34, 18, 10, 6]
-    assert max(s.at_s for s in timeline(at[3].events)) == 18.5 < exp.traffic.duration
+    assert [len(timeline(e.events)) for e in at] == [34, 18, 10, 6] * 2
+    assert max(s.at_s for e in at for s in timeline(e.events)) == 18.5 < exp.traffic.duration
+    assert [next(l.base.loss for l in make_plan(e).links if l.name == "h1-s1") for e in (at[0], at[4])] == [0.0, 1.0]
     a, b = (e.model_dump(mode="json") for e in at[:2])
     assert link_only_change(a, b)                       # events differ: the network is kept
+    assert all(link_only_change(x.model_dump(mode="json"), y.model_dump(mode="json"))  # loss too
+               for x, y in zip(at, at[1:]))
     b["mptcp"]["scheduler"] = "other"
     assert not link_only_change(a, b)
     from mptcplab.sweep import Point
