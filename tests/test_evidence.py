@@ -50,6 +50,10 @@ def test_expectations_are_parsed_and_their_names_checked_before_the_run():
     spec["capture"] = {}
     spec["expect"] = ["options.MP_JOIN_SYN >= 1", "mib.MPTcpExtMPJoinSynAckRx >= 1", "mean(goodput_mbps) > 1"]
     plan_points(parse_spec(spec), "20261127-000000-abcd")   # known names: no problem
+    spec["expect"] = ["fallback == false"]                  # two columns it could mean: both named
+    with pytest.raises(SpecError, match=r"'fallback' is not a column of the results \(did you mean mptcp_fallback "
+                                        r".* or options.fallback .*options.fallback == false\)\?\)"):
+        plan_points(parse_spec(spec), "20261127-000000-abcd")
     spec["expect"] = ["mib.Nonsense == 0"]
     with pytest.raises(SpecError, match=r"expect\[0\]: col 1: mib.Nonsense is not an MPTCP MIB counter"):
         plan_points(parse_spec(spec), "20261127-000000-abcd")
