@@ -59,6 +59,23 @@ def test_expectations_are_parsed_and_their_names_checked_before_the_run():
         plan_points(parse_spec(spec), "20261127-000000-abcd")
 
 
+def test_the_readmes_expectations_are_accepted_before_a_run():
+    """The evidence section's expect: block -- a column against another included -- parses and
+    names only columns a captured dual-path run has."""
+    import yaml
+
+    from helpers import REPO
+    from mptcplab.runner import plan_points
+
+    section = (REPO / "README.md").read_text().split("### Evidence", 1)[1]
+    block = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    assert "protocol=mptcp: options.wire_subflows >= expected_subflows" in block["expect"]
+    spec = dual({})
+    spec.pop("events")
+    spec.update(capture=block["capture"], expect=block["expect"])
+    plan_points(parse_spec(spec), "20261127-000000-abcd")
+
+
 @pytest.mark.root
 def test_dual_path_captured_its_census_and_expectations(tmp_path, no_leftovers):
     """dual-path, one 3 s MPTCP and one TCP test, captured on every interface of h1 and h2. The
