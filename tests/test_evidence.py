@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers import cli, write_spec
+from mptcplab import census
 from mptcplab.errors import SpecError
 from mptcplab.plan import make_plan
 from mptcplab.spec import parse_spec
@@ -49,9 +50,30 @@ def test_expectations_are_parsed_and_their_names_checked_before_the_run():
     spec["capture"] = {}
     spec["expect"] = ["options.MP_JOIN_SYN >= 1", "mib.MPTcpExtMPJoinSynAckRx >= 1", "mean(goodput_mbps) > 1"]
     plan_points(parse_spec(spec), "20261127-000000-abcd")   # known names: no problem
+    spec["expect"] = ["fallback == false"]                  # two columns it could mean: both named
+    with pytest.raises(SpecError, match=r"'fallback' is not a column of the results \(did you mean mptcp_fallback "
+                                        r".* or options.fallback .*options.fallback == false\)\?\)"):
+        plan_points(parse_spec(spec), "20261127-000000-abcd")
     spec["expect"] = ["mib.Nonsense == 0"]
     with pytest.raises(SpecError, match=r"expect\[0\]: col 1: mib.Nonsense is not an MPTCP MIB counter"):
         plan_points(parse_spec(spec), "20261127-000000-abcd")
+
+
+def test_the_readmes_expectations_are_accepted_before_a_run():
+    """The evidence section's expect: block -- a column against another included -- parses and
+    names only columns a captured dual-path run has."""
+    import yaml
+
+    from helpers import REPO
+    from mptcplab.runner import plan_points
+
+    section = (REPO / "README.md").read_text().split("### Evidence", 1)[1]
+    block = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    assert "protocol=mptcp: options.wire_subflows >= expected_subflows" in block["expect"]
+    spec = dual({})
+    spec.pop("events")
+    spec.update(capture=block["capture"], expect=block["expect"])
+    plan_points(parse_spec(spec), "20261127-000000-abcd")
 
 
 @pytest.mark.root
@@ -86,9 +108,11 @@ def test_dual_path_captured_its_census_and_expectations(tmp_path, no_leftovers):
                                          "MP_JOIN_SYN", "MP_JOIN_SYNACK", "MP_JOIN_ACK"]].sum()
     assert len(per_conn) == 2 and (per_conn == 1).all().all(), per_conn
     assert mp.ADD_ADDR.sum() >= 1 and not mp.fallback.any(), mp
+    # the TCP test's connections are in the census (role tcp: a SYN without MPTCP options), with
+    # no MPTCP option of any kind -- an empty census would say nothing
     tcp = options[options.test.str.contains("-tcp-")]
-    kinds = [c for c in options.columns if c.isupper()]
-    assert tcp.empty or (tcp[kinds].fillna(0).sum().sum() == 0), tcp
+    assert (tcp.role == "tcp").any() and not tcp.mptcp.any(), tcp
+    assert (tcp[list(census.COUNTERS)] == 0).all().all(), tcp
     expect = pd.read_csv(out / "expect.csv")
     assert expect.passed.all() and len(expect) == 6, expect
     meta = json.loads((out / "metadata.json").read_text())

@@ -149,10 +149,31 @@ def test_unknown_names_are_found_before_the_run():
                       "variant=a: mib.MPTcpExtMPFailTx == 0"])
     cols = ["variant", "mptcp_fallback", "options_MP_JOIN_SYN", "links[0].bw_mbps"]
     assert unknown_names(exps, cols) == [
-        "expect[0]: col 1: 'fallback' is not a column of the results (did you mean mptcp_fallback?)",
+        "expect[0]: col 1: 'fallback' is not a column of the results (did you mean mptcp_fallback (the "
+        "client's MIB fallback counters, MPTCP tests only: protocol=mptcp: mptcp_fallback == 0)?)",
         "expect[3]: col 12: 'mib.MPTcpExtMPFailTx' is not a column of the results"]
     assert unknown_names(exps, cols + ["fallback", "mib_MPTcpExtMPFailTx"]) == []
     assert column_of("options.X") == "options_X" and column_of("links.*.loss") == "links.*.loss"
+
+
+def test_fallback_names_both_columns_it_could_mean():
+    """The issue's `fallback == false` has two readings that can disagree (the kernel's
+    counters, the wire): both are spelled out, none is picked; a near miss still gets the
+    closest column."""
+    cols = ["protocol", "mptcp_fallback", "options_fallback", "subflows"]
+    (problem,) = unknown_names(parse_all(["fallback == false"]), cols)
+    assert problem == (
+        "expect[0]: col 1: 'fallback' is not a column of the results (did you mean mptcp_fallback (the client's "
+        "MIB fallback counters, MPTCP tests only: protocol=mptcp: mptcp_fallback == 0) or options.fallback "
+        "(a fallback seen in the captures: options.fallback == false)?)")
+    assert unknown_names(parse_all(["protocol=mptcp: mptcp_fallback == 0", "options.fallback == false"]), cols) == []
+    assert unknown_names(parse_all(["subflow >= 2"]), cols) == [
+        "expect[0]: col 1: 'subflow' is not a column of the results (did you mean subflows?)"]
+    # both suggestions are written as they are judged
+    rows = [{"test": "001-mptcp-r1", "protocol": "mptcp", "mptcp_fallback": 0, "options_fallback": False},
+            {"test": "002-tcp-r1", "protocol": "tcp", "mptcp_fallback": None, "options_fallback": False}]
+    assert [v.passed for v in evaluate(parse_all(["protocol=mptcp: mptcp_fallback == 0",
+                                                  "options.fallback == false"]), rows)] == [True, True]
 
 
 # --------------------------------------------------------------------------- verdicts

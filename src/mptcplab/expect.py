@@ -36,6 +36,11 @@ text that reads as a number is a number (compared as floats; ``==`` within 1e-9 
 CSV may round the last digit), anything else is a string. A boolean compared with a number asks
 whether the number is non-zero (``mptcp_fallback == false``: no fallback counted).
 
+There is no ``fallback``: a connection that fell back to TCP shows in two places that can
+disagree -- ``mptcp_fallback`` (the client's MIB fallback counters; MPTCP tests only) and
+``options.fallback`` (seen in the captures) -- and an expectation names the one it means; the
+name alone is refused with both spelled out (:data:`AMBIGUOUS`).
+
 ``options.X`` and ``mib.X`` name an option-census count and an MPTCP MIB counter delta: by
 default the columns ``options_X`` and ``mib_X`` (see :func:`column_of`); the caller's resolver
 may look them up anywhere else.
@@ -57,6 +62,14 @@ FUNCTIONS: dict[str, Callable[[list[float]], float]] = {
     "min": min, "max": max, "mean": statistics.fmean, "median": statistics.median}
 #: name prefixes that stand for a column with an underscore: options.X -> options_X
 PREFIXED = ("options", "mib")
+#: Names that could mean more than one column, each with how to write what it may mean. Never
+#: resolved to one of them: the kernel's counters and the wire can disagree (a middlebox that
+#: strips options one way), and which one an expectation checks is its writer's to say.
+AMBIGUOUS: dict[str, tuple[tuple[str, str], ...]] = {
+    "fallback": (("mptcp_fallback", "the client's MIB fallback counters, MPTCP tests only: "
+                                    "protocol=mptcp: mptcp_fallback == 0"),
+                 ("options.fallback", "a fallback seen in the captures: options.fallback == false")),
+}
 
 Resolver = Callable[[Mapping[str, Any], str], Any]
 
@@ -291,10 +304,18 @@ def unknown_names(exps: Iterable[Expectation], columns: Iterable[str], field: st
     for e in exps:
         for n in e.name_nodes():
             if n.path not in cols and column_of(n.path) not in cols:
-                close = difflib.get_close_matches(column_of(n.path), sorted(cols), 1)
                 problems.append(f"{field}[{e.index}]: col {n.col}: {n.path!r} is not a column of the results"
-                                + (f" (did you mean {close[0]}?)" if close else ""))
+                                + _suggestion(n.path, cols))
     return problems
+
+
+def _suggestion(name: str, cols: set[str]) -> str:
+    """' (did you mean ...?)': every reading of an AMBIGUOUS name the run has, with how to
+    write it; else the closest column; else ''."""
+    meant = [f"{alt} ({how})" for alt, how in AMBIGUOUS.get(name, ()) if column_of(alt) in cols]
+    if not meant:
+        meant = difflib.get_close_matches(column_of(name), sorted(cols), 1)
+    return f" (did you mean {' or '.join(meant)}?)" if meant else ""
 
 
 # --------------------------------------------------------------------------- values
