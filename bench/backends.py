@@ -19,7 +19,17 @@ the spec:
          netem: the pfifo's length sampled every 20 ms), and the frames the queue dropped /
          the frames that did not arrive (1.00: every loss is a queue drop, none from the delay
          line); `drops` is the queue drops, `netem own` what netem itself dropped
+- drops: the queue drops / the drops the spec gives the flood (`expected`): the datagrams
+         iperf3 sends at -b (it counts the payload only: 2 x rate x 3 s / 1400 bytes) less the
+         frames the rate carries in those 3 s (1442 bytes on the wire: payload + UDP 8 + IPv4
+         20 + Ethernet 14) less the queue, full at the end and drained after it
+         (mptcplab.testbed.expected_queue_drops). Below 1: the sender could not flood at its
+         target (or the link carried more than the rate); above 1: the link carried less.
 - loss:  1500 pings 2 ms apart through 10 % random loss one way: lost / 10 %
+
+The cases: 5 Mbit/s with 40 ms (~17 full frames in the delay line), 10 Mbit/s with 200 ms
+(~173: the delay line longer than the queue of 100, the trap of netem's old layout, at a flood
+the UML guest sustains) and --high-mbps with 20 ms.
 """
 
 from __future__ import annotations
@@ -38,13 +48,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from mptcplab.testbed import UdpFlood, expected_queue_drops  # noqa: E402 -- after the path
+
 TCP_EFF = 1448 / 1514
 MARK = "BENCH-RESULT "
 
 
 def cases(high: float) -> list[dict]:
     return [{"name": "5M-40ms-q100", "bw": 5, "delay": 40, "queue": 100},
+            {"name": "10M-200ms-q100", "bw": 10, "delay": 200, "queue": 100},
             {"name": f"{high:g}M-20ms-q100", "bw": high, "delay": 20, "queue": 100}]
+
+
+def flood_of(case: dict) -> UdpFlood:
+    """The queue-filling flood of a case: twice its rate."""
+    return UdpFlood(2 * case["bw"])
+
+
+def drop_figures(case: dict, queue_drops: int) -> dict:
+    """The queue drops the spec gives the case's flood, and the measured ones as a ratio of it."""
+    expected = expected_queue_drops(flood_of(case), case["bw"], case["queue"])
+    return {"expected_drops": expected, "drops_ratio": queue_drops / expected if expected else None}
 
 
 def ping_rtts(net, count: int, interval: float) -> tuple[list[float], int]:
@@ -54,10 +78,11 @@ def ping_rtts(net, count: int, interval: float) -> tuple[list[float], int]:
     return [float(x) for x in re.findall(r"time=([0-9.]+) ms", out)], count
 
 
-def iperf3(net, *args: str, seconds: float) -> tuple[dict, dict]:
+def iperf3(net, args: list[str]) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """iperf3's client (h1a, with ``args``) and server (h1b, one test), both started."""
     srv = net["h1b"].popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)
-    cli = net["h1a"].popen(["iperf3", "-c", "10.9.1.2", "-J", "-t", f"{seconds:g}", *args],
+    cli = net["h1a"].popen(["iperf3", "-c", "10.9.1.2", "-J", *args],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return cli, srv
 
@@ -79,14 +104,14 @@ def measure_case(shaper: str, case: dict) -> dict:
         expected_rtt = delay + 98 * 8 / (bw * 1e6) * 1e3  # one direction shaped
         out["rtt_ms"] = statistics.median(rtts) if rtts else None
         out["rtt_ratio"] = out["rtt_ms"] / expected_rtt if rtts else None
-        cli, srv = iperf3(net, seconds=4)
+        cli, srv = iperf3(net, ["-t", "4"])
         data = json.loads(cli.communicate(timeout=60)[0])
         srv.communicate(timeout=30)
         out["rate_mbps"] = data["end"]["sum_received"]["bits_per_second"] / 1e6
         out["rate_ratio"] = out["rate_mbps"] / (bw * TCP_EFF)
         time.sleep(1.0)  # the link idle again
         before = link.stats()["a2b"] if shaper == "userspace" else None
-        cli, srv = iperf3(net, "-u", "-b", f"{2 * bw:g}M", "-l", "1400", seconds=3)
+        cli, srv = iperf3(net, flood_of(case).iperf3_args())
         depth = []
         while cli.poll() is None:
             if shaper == "netem":
@@ -108,7 +133,7 @@ def measure_case(shaper: str, case: dict) -> dict:
             out["deepest_queue"] = st["max_backlog_pkts"]
         out.update(udp_sent=sent, udp_lost=lost, queue_drops=drops,
                    queue_ratio=out["deepest_queue"] / queue if out["deepest_queue"] is not None else None,
-                   drops_accounted=drops / lost if lost else None)
+                   drops_accounted=drops / lost if lost else None, **drop_figures(case, drops))
     return out
 
 
@@ -141,18 +166,22 @@ def table(rows: list[dict]) -> str:
     def f(x, nd=2):
         return "-" if x is None else f"{x:.{nd}f}"
 
+    def n(x) -> str:
+        return "-" if x is None else f"{x:.0f}"
+
     lines = [f"{'case':<16} {'backend':<10} {'where':<5} {'rtt':>6} {'rate':>6} {'queue':>6} "
-             f"{'deepest':>7} {'drops':>6} {'accounted':>9} {'netem own':>9} {'loss':>6}"]
+             f"{'deepest':>7} {'drops':>6} {'expected':>8} {'drops/exp':>9} {'accounted':>9} "
+             f"{'netem own':>9} {'loss':>6}"]
     for r in rows:
         lines.append(f"{r['case']:<16} {r['shaper']:<10} {r['where']:<5} {f(r.get('rtt_ratio'), 3):>6} "
                      f"{f(r.get('rate_ratio'), 3):>6} {f(r.get('queue_ratio')):>6} "
-                     f"{'-' if r.get('deepest_queue') is None else r['deepest_queue']:>7} "
-                     f"{'-' if r.get('queue_drops') is None else r['queue_drops']:>6} "
-                     f"{f(r.get('drops_accounted')):>9} "
-                     f"{'-' if r.get('netem_own_drops') is None else r['netem_own_drops']:>9} "
+                     f"{n(r.get('deepest_queue')):>7} {n(r.get('queue_drops')):>6} "
+                     f"{n(r.get('expected_drops')):>8} {f(r.get('drops_ratio'), 3):>9} "
+                     f"{f(r.get('drops_accounted')):>9} {n(r.get('netem_own_drops')):>9} "
                      f"{f(r.get('loss_ratio')):>6}")
-    lines.append("(ratios of the spec: rtt, rate, queue = deepest/spec queue, accounted = queue drops / "
-                 "UDP datagrams lost, loss = measured / 10 %)")
+    lines.append("(ratios of the spec: rtt, rate, queue = deepest/spec queue, drops/exp = queue drops / "
+                 "the spec's drops of the flood, accounted = queue drops / UDP datagrams lost, "
+                 "loss = measured / 10 %)")
     return "\n".join(lines)
 
 

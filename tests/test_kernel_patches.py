@@ -181,6 +181,94 @@ def test_pytest_runner_passes_arguments_without_spaces_or_a_shell():
     assert mod.result_of("Kernel panic") is None
 
 
+GUEST_TESTS = """
+import pytest
+
+def test_ok():
+    pass
+
+def test_skipped_inside():
+    pytest.skip("no netem here")
+
+@pytest.mark.skip(reason="marked")
+def test_marked():
+    pass
+
+@pytest.mark.xfail(reason="known")
+def test_xfailed():
+    assert 0
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup")
+
+def test_setup_error(broken):
+    pass
+
+def test_failed():
+    assert 0
+"""
+
+
+def guest_outcomes(tmp_path: Path, files: dict[str, str]) -> tuple[int, dict | None]:
+    """pytest run on ``files`` as the guest runs it (its options, its JUnit report), and the
+    outcomes the guest would report."""
+    import subprocess
+    import sys
+
+    guest = load_script("pytest_guest")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    junit = tmp_path / "junit.xml"
+    opts = [o for o in guest.PYTEST_OPTS if not o.startswith(("--junitxml", "--basetemp"))]
+    r = subprocess.run([sys.executable, "-m", "pytest", *opts, f"--junitxml={junit}", "-q",
+                        "--rootdir", str(tmp_path), str(tmp_path)], cwd=tmp_path, capture_output=True, text=True)
+    return r.returncode, guest.report_outcomes(str(junit))
+
+
+def test_the_guest_reports_every_test_that_did_not_pass_from_pytests_junit_report(tmp_path):
+    """Every way a test can fail to pass -- skipped inside, skipped by a mark, skipped with its
+    module at collection, xfailed, failed, errored in setup -- is in the guest's result."""
+    files = {"test_a.py": GUEST_TESTS,
+             "test_b.py": "import pytest\npytest.importorskip('no_such_module_here')\n"}
+    rc, found = guest_outcomes(tmp_path, files)
+    assert rc == 1 and found is not None
+    assert found["counts"] == {"passed": 1, "skipped": 3, "xfailed": 1, "failed": 1, "error": 1}
+    by_test = {t["test"]: (t["outcome"], t["reason"]) for t in found["not_passed"]}
+    assert by_test["test_a::test_skipped_inside"] == ("skipped", "no netem here")
+    assert by_test["test_a::test_marked"] == ("skipped", "marked")
+    assert by_test["test_a::test_xfailed"] == ("xfailed", "known")
+    assert by_test["test_a::test_failed"][0] == "failed"
+    assert by_test["test_a::test_setup_error"][0] == "error"
+    assert by_test["test_b"][0] == "skipped"
+    assert load_script("pytest_guest").report_outcomes(str(tmp_path / "none.xml")) is None
+
+
+def test_the_guest_run_fails_when_pytest_exits_0_with_a_skip(tmp_path):
+    """pytest exits 0 with skipped tests; the runner's verdict does not."""
+    rc, found = guest_outcomes(tmp_path, {"test_a.py": "import pytest\n\ndef test_ok():\n    pass\n\n"
+                                                       "def test_skipped():\n    pytest.skip('no tc here')\n"})
+    assert rc == 0
+    code, lines = load_pytest_runner().verdict({"returncode": rc, "outcomes": found})
+    assert code == 1
+    assert "uml: not passed in the guest: test_a::test_skipped: skipped: no tc here" in lines
+
+
+def test_the_runner_verdict():
+    verdict = load_pytest_runner().verdict
+    passed = {"counts": {"passed": 12}, "not_passed": []}
+    assert verdict({"returncode": 0, "outcomes": passed}) == (0, ["uml: in the guest: 12 passed"])
+    assert verdict({"returncode": 1, "outcomes": passed})[0] == 1  # pytest's own failure kept
+    xfailed = {"counts": {"passed": 1, "xfailed": 1},
+               "not_passed": [{"test": "t::x", "outcome": "xfailed", "reason": "known"}]}
+    assert verdict({"returncode": 0, "outcomes": xfailed})[0] == 1
+    assert verdict({"returncode": 0, "outcomes": {"counts": {}, "not_passed": []}})[0] == 1  # no test ran
+    assert verdict({"returncode": 0, "outcomes": None})[0] == 1  # no report: pytest did not get there
+    assert verdict({"returncode": 0})[0] == 1
+    assert verdict({"returncode": 5, "outcomes": None})[0] == 5
+    assert verdict({"returncode": 0}, raw=True) == (0, [])  # a script: its own status
+
+
 def test_e2e_at_the_default_delay_reports_walks_and_checks_the_rest(capsys):
     """At the default delay the flapping outlasts the batch window: walks (and a new subflow)
     are expected of both automatic endpoints and the debounced userspace daemon, and reported

@@ -7,9 +7,11 @@
 The guest sees the host's root read-only through hostfs (so the checkout, its venv, iperf3,
 Mininet's mnexec, tc and the user-space emulator already built on the host), boots with
 pytest-init.sh as init and runs pytest_guest.py as PID 1, which runs pytest in the checkout and
-powers off. The guest's console (pytest's output) is printed as it comes and saved (--log);
-the exit status is pytest's in the guest. Only the UML process is started here, and it is
-stopped by its PID if it outlives the timeout.
+powers off. The guest's console (pytest's output) is printed as it comes and saved (--log).
+The exit status is pytest's in the guest, and 1 where pytest exits 0 but a test did not pass:
+the guest is where the netem tests run, so a skip or an xfail there fails the run (the guest
+reports every outcome from pytest's JUnit XML; see :func:`verdict`). Only the UML process is
+started here, and it is stopped by its PID if it outlives the timeout.
 """
 
 from __future__ import annotations
@@ -44,6 +46,28 @@ def result_of(text: str) -> dict | None:
             except ValueError:
                 return None
     return None
+
+
+def verdict(result: dict, raw: bool = False) -> tuple[int, list[str]]:
+    """(exit status, lines to print) for the guest's result. A script (``raw``) has its own exit
+    status. pytest's is not enough: it exits 0 when tests are skipped or xfailed, and the guest
+    exists to run the tests the host cannot -- so anything but a pass, or no report of the
+    outcomes at all, or no test run, makes it 1 (pytest's own failure status is kept)."""
+    rc = int(result["returncode"])
+    if raw:
+        return rc, []
+    found = result.get("outcomes")
+    if found is None:
+        return rc or 1, ["uml: the guest's pytest wrote no report of the outcomes"]
+    counts = found.get("counts", {})
+    lines = [f"uml: in the guest: {', '.join(f'{n} {k}' for k, n in sorted(counts.items())) or 'no test'}"]
+    for t in found.get("not_passed", []):
+        lines.append(f"uml: not passed in the guest: {t['test']}: {t['outcome']}: {t['reason']}")
+    if not counts.get("passed"):
+        return rc or 1, lines + ["uml: no test passed in the guest"]
+    if found.get("not_passed"):
+        return rc or 1, lines + ["uml: every test must pass in the guest (none skipped, none xfailed)"]
+    return rc, lines
 
 
 class Echo:
@@ -117,7 +141,10 @@ def main() -> int:
     if result is None:
         print(f"uml: no result from the guest; console in {log}", file=sys.stderr)
         return 1
-    return int(result["returncode"])
+    rc, lines = verdict(result, a.raw)
+    for line in lines:
+        print(line, file=sys.stderr if rc else sys.stdout)
+    return rc
 
 
 if __name__ == "__main__":

@@ -22,9 +22,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 err = Console(stderr=True)
 
 if TYPE_CHECKING:
+    from rich.console import Group
     from rich.table import Table
 
+    from .plan import Plan
     from .runner import RunOptions
+    from .spec import Experiment
+    from .sweep import Point
 
 
 def _fail(problems: list[str], code: int = 2, what: str = "error") -> None:
@@ -211,8 +215,9 @@ def schema() -> None:
 
 
 @app.command()
-def check(spec: Optional[str] = typer.Argument(None, help="also: per link of this spec, the backend "
-                                                          "shaper auto picks here, and why")) -> None:
+def check(spec: Optional[str] = typer.Argument(None, help="also: per link of this spec (at each sweep "
+                                                          "point whose picks differ), the backend shaper "
+                                                          "auto picks here, and why")) -> None:
     """What this machine supports: netem, OVS datapaths, iperf3 MPTCP, MPTCP sysctls."""
     from rich.table import Table
 
@@ -234,29 +239,55 @@ def check(spec: Optional[str] = typer.Argument(None, help="also: per link of thi
         Console().print(links)
 
 
-def _backend_table(spec: str) -> "Table":
-    """Per link of the spec's first point: the backend ``shaper: auto`` picks on this kernel
-    and why (and the spec's own shaper, where it asks for another)."""
-    from rich.table import Table
+def _backend_table(spec: str) -> Group:
+    """Per link: the backend ``shaper: auto`` picks on this kernel and why (and the spec's own
+    shaper, where it asks for another) -- at every point of a sweep, since a swept delay, loss
+    or middlebox changes the pick: one table per distinct set of picks, naming its points."""
+    from rich.console import Group
 
     from .capabilities import has_netem
     from .errors import MptcplabError
-    from .linkmodel import LinkEmulationError, backend_and_reason
-    from .plan import make_plan
     from .spec import load_spec, resolve_spec_path
 
     try:
         exp = load_spec(resolve_spec_path(spec))
-        plan = make_plan(exp)
+        netem = has_netem()
+        groups = _points_by_backends(exp, netem)
     except MptcplabError as e:
         _fail(e.problems)
-    netem = has_netem()
-    t = Table(title=f"{exp.name}: links (this kernel {'has' if netem else 'has no'} netem)")
-    for col in ("link", "auto picks", "why"):
-        t.add_column(col)
-    asked = exp.emulation.shaper
-    if asked != "auto":
-        t.add_column(f"shaper {asked} (the spec's)")
+    n_points = sum(len(points) for points, _ in groups)
+    kernel = f"this kernel {'has' if netem else 'has no'} netem"
+    tables = []
+    for points, rows in groups:
+        where = "" if n_points == 1 else \
+            f" at every point ({n_points})" if len(groups) == 1 else f" at {_point_names(points)}"
+        caption = _point_labels(points) if len(groups) > 1 else None
+        tables.append(_links_table(f"{exp.name}: links{where} ({kernel})", rows, exp.emulation.shaper, caption))
+    return Group(*tables)
+
+
+Rows = tuple[tuple[str, ...], ...]
+
+
+def _points_by_backends(exp: Experiment, netem: bool) -> list[tuple[list[Point], Rows]]:
+    """The sweep's points (in index order) grouped by the rows of their links' table, in the
+    order each set of rows first appears. A spec without a sweep is one point."""
+    from . import sweep
+    from .plan import make_plan
+
+    groups: dict[Rows, list[sweep.Point]] = {}
+    for point in sorted(sweep.points(exp), key=lambda p: p.index):
+        plan = make_plan(sweep.apply(exp, point))
+        groups.setdefault(_link_rows(plan, exp.emulation.shaper, netem), []).append(point)
+    return [(points, rows) for rows, points in groups.items()]
+
+
+def _link_rows(plan: Plan, asked: str, netem: bool) -> Rows:
+    """Per link of one point's plan: name, auto's pick, why, and the spec's shaper's answer
+    (where it is not auto)."""
+    from .linkmodel import LinkEmulationError, backend_and_reason
+
+    rows = []
     for link in plan.links:
         row = [link.name, *backend_and_reason("auto", link.up, link.down, netem)]
         if asked != "auto":
@@ -264,8 +295,43 @@ def _backend_table(spec: str) -> "Table":
                 row.append(backend_and_reason(asked, link.up, link.down, netem)[0])
             except LinkEmulationError as e:
                 row.append(f"refused: {e}")
+        rows.append(tuple(row))
+    return tuple(rows)
+
+
+def _links_table(title: str, rows: Rows, asked: str, caption: str | None = None) -> Table:
+    """One table of links (the caption: the values of the points it is for)."""
+    from rich.table import Table
+
+    t = Table(title=title, caption=caption)
+    for col in ("link", "auto picks", "why"):
+        t.add_column(col)
+    if asked != "auto":
+        t.add_column(f"shaper {asked} (the spec's)")
+    for row in rows:
         t.add_row(*row)
     return t
+
+
+def _point_names(points: list[Point]) -> str:
+    """Every point's id, consecutive ones as a run: ``p001-p004, p009`` (4 points or fewer:
+    ``p001, p002``)."""
+    runs: list[list[Point]] = []
+    for p in points:
+        if runs and p.index == runs[-1][-1].index + 1:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    if len(points) <= 4:
+        return ", ".join(p.id for p in points)
+    ids = ", ".join(r[0].id if len(r) == 1 else f"{r[0].id}-{r[-1].id}" for r in runs)
+    return f"{len(points)} points: {ids}"
+
+
+def _point_labels(points: list[Point], most: int = 4) -> str | None:
+    """The values of a few points (``p001: x=1; p002: x=2``); for more, None: the dry run
+    lists them."""
+    return "; ".join(f"{p.id}: {p.label()}" for p in points) if len(points) <= most else None
 
 
 def main() -> None:
