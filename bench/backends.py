@@ -110,7 +110,9 @@ def measure_case(shaper: str, case: dict) -> dict:
         out["rate_mbps"] = data["end"]["sum_received"]["bits_per_second"] / 1e6
         out["rate_ratio"] = out["rate_mbps"] / (bw * TCP_EFF)
         time.sleep(1.0)  # the link idle again
-        before = link.stats()["a2b"] if shaper == "userspace" else None
+        # the queue's drop counters since the link was made include the TCP test's (slow start
+        # overflows it at long RTTs): count the flood's own
+        before = link.stats()["a2b"] if shaper == "userspace" else qdiscs(net)
         cli, srv = iperf3(net, flood_of(case).iperf3_args())
         depth = []
         while cli.poll() is None:
@@ -123,8 +125,9 @@ def measure_case(shaper: str, case: dict) -> dict:
         sent, lost = rec.get("packets", 0), rec.get("lost_packets", 0)
         if shaper == "netem":
             q = qdiscs(net)
-            drops = q["pfifo"]["drops"]
-            out["netem_own_drops"] = q["netem"]["drops"] - drops  # netem counts its child's drops too
+            drops = q["pfifo"]["drops"] - before["pfifo"]["drops"]
+            # netem counts its child's drops too
+            out["netem_own_drops"] = q["netem"]["drops"] - before["netem"]["drops"] - drops
             out["deepest_queue"] = max(depth) if depth else None
         else:
             st = link.stats()["a2b"]
