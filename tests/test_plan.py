@@ -131,3 +131,18 @@ def test_more_endpoints_than_the_kernel_keeps_is_refused():
     assert "mptcp.hosts.h2: 9 MPTCP endpoints" in e.value.problems[0] and "at most 8" in e.value.problems[0]
     data["variants"] = data["variants"][1:]
     assert make_plan(parse_spec(data)).tests[0].expected_subflows > 1
+
+
+def test_the_least_rto_reaches_every_host_and_is_bounded():
+    """mptcp.rto_min_ms (net.ipv4.tcp_rto_min_us in each host's namespace): how soon a subflow on
+    a failed path times out -- the knob recovery after a cut depends on (bench/events.py)."""
+    data = yaml.safe_load((REPO / "experiments/dual-path.yaml").read_text())
+    data["topology"] = yaml.safe_load((REPO / "topologies/dual-path.yaml").read_text())
+    data["mptcp"]["rto_min_ms"] = 50
+    plan = make_plan(parse_spec(data))
+    assert [h.mptcp.rto_min_ms for h in plan.hosts] == [50, 50]
+    assert [h.mptcp.rto_min_ms for h in dual().hosts] == [None, None]  # the kernel's default, recorded
+    for bad in (0, 5000):
+        data["mptcp"]["rto_min_ms"] = bad
+        with pytest.raises(Exception, match="rto_min_ms"):
+            parse_spec(data)

@@ -174,6 +174,8 @@ class Network:
             sysctls.append(f"net.mptcp.scheduler={h.mptcp.scheduler}")
         if h.mptcp.stale_loss_cnt is not None:
             sysctls.append(f"net.mptcp.stale_loss_cnt={h.mptcp.stale_loss_cnt}")
+        if h.mptcp.rto_min_ms is not None:
+            sysctls.append(f"net.ipv4.tcp_rto_min_us={round(h.mptcp.rto_min_ms * 1000)}")
         if h.mptcp.checksum is not None:
             sysctls.append(f"net.mptcp.checksum_enabled={int(h.mptcp.checksum)}")
         # Congestion control is set per socket by iperf3 (-C): a non-initial namespace may only
@@ -366,7 +368,7 @@ class Network:
                 lim = mp.limits("show")[0]
                 limits = {"subflows": lim.get_attr("MPTCP_PM_ATTR_SUBFLOWS"),
                           "add_addr_accepted": lim.get_attr("MPTCP_PM_ATTR_RCV_ADD_ADDRS")}
-            r = node_run(node, ["sysctl", "-a", "--pattern", r"^net\.(mptcp\.|ipv4\.tcp_congestion_control)"])
+            r = node_run(node, ["sysctl", "-a", "--pattern", r"^net\.(mptcp\.|ipv4\.tcp_congestion_control|ipv4\.tcp_rto_min_us)"])
             sysctls = dict(line.split(" = ", 1) for line in r.stdout.splitlines() if " = " in line)
             rules = node_run(node, ["ip", "-j", "rule", "show"]).stdout
             out["hosts"][h.name] = {"endpoints": eps, "limits": limits, "sysctls": sysctls,

@@ -97,6 +97,7 @@ class PlanMptcp:
     congestion_control: str | None
     signal_ports: tuple[int, ...] = ()
     stale_loss_cnt: int | None = None  # net.mptcp.stale_loss_cnt; None: the kernel's
+    rto_min_ms: float | None = None  # net.ipv4.tcp_rto_min_us / 1000; None: the kernel's
     checksum: bool | None = None  # net.mptcp.checksum_enabled; None: the kernel's
 
 
@@ -567,6 +568,7 @@ def _mptcp_hosts(exp: Experiment, intfs_of: dict[str, list[PlanIntf]], servers: 
             add_addr_accepted=limits.add_addr_accepted,
             scheduler=over.scheduler if over and over.scheduler else m.scheduler,
             stale_loss_cnt=m.stale_loss_cnt,
+            rto_min_ms=m.rto_min_ms,
             checksum=m.checksum,
             congestion_control=over.congestion_control if over and over.congestion_control else m.congestion_control,
             signal_ports=tuple(over.signal_ports) if over else (),

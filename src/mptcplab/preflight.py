@@ -104,6 +104,8 @@ def plan_problems(exp: Experiment, plan: Plan, caps: Capabilities, machine: Mach
     if exp.mptcp.stale_loss_cnt is not None and not os.path.exists("/proc/sys/net/mptcp/stale_loss_cnt"):
         problems.append("mptcp.stale_loss_cnt: this kernel has no net.mptcp.stale_loss_cnt (Linux 5.19+); "
                         "leave it out")
+    if exp.mptcp.rto_min_ms is not None and not os.path.exists("/proc/sys/net/ipv4/tcp_rto_min_us"):
+        problems.append("mptcp.rto_min_ms: this kernel has no net.ipv4.tcp_rto_min_us (Linux 6.11+); leave it out")
     flow_ccs = {f.congestion_control: f.label for t in plan.tests for f in t.flows if f.congestion_control}
     for cc, label in sorted(flow_ccs.items()):
         if caps.congestion_controls and cc not in caps.congestion_controls:

@@ -439,6 +439,10 @@ class Mptcp(_Model):
         None, ge=1, le=1000, description="net.mptcp.stale_loss_cnt of every host: a subflow is stale (the "
         "scheduler stops using it) after this many retransmission timeouts without progress; none = the "
         "kernel's default (4, recorded)")
+    rto_min_ms: float | None = Field(
+        None, ge=1, le=1000, description="net.ipv4.tcp_rto_min_us of every host, in ms: the least "
+        "retransmission timeout of its TCP subflows (how soon a subflow on a failed path times out and "
+        "turns stale); none = the kernel's default (200 ms, recorded)")
     hosts: dict[NodeName, MptcpHost] = Field(default_factory=dict)
 
     @field_validator("hosts")
