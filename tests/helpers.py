@@ -56,9 +56,10 @@ class Snapshot:
 
 
 def snapshot() -> Snapshot:
-    """What of the toolkit's kind exists now: OVS bridges, Mininet-style interfaces in the root
-    namespace, experiment processes, registry state files."""
+    """What of the toolkit's kind exists now: OVS bridges and Linux bridges, Mininet-style
+    interfaces in the root namespace, experiment processes, registry state files."""
     br = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True).stdout.split()
+    br += [n for n in os.listdir("/sys/class/net") if os.path.isdir(f"/sys/class/net/{n}/bridge")]
     links = [n for n in os.listdir("/sys/class/net") if re.search(r"-eth\d+$", n)]
     procs = []
     for d in Path("/proc").iterdir():

@@ -25,9 +25,12 @@ def short_spec(tmp_path: Path, duration: float = 4, repetitions: int = 2, **traf
     return write_spec(tmp_path, traffic={"duration": duration, "repetitions": repetitions, **traffic})
 
 
-def test_dual_path_end_to_end(tmp_path, no_leftovers):
+@pytest.mark.parametrize("switch", ["bridge", "ovs"])
+def test_dual_path_end_to_end(tmp_path, no_leftovers, switch):
+    """Learning switches either way: the kernel's Linux bridge (what auto picks without a
+    controller) and Open vSwitch (what a controller needs), the self-check passing on both."""
     out = tmp_path / "run"
-    r = cli("run-experiment", str(short_spec(tmp_path, duration=8)), "--out", str(out))
+    r = cli("run-experiment", str(short_spec(tmp_path, duration=8)), "--out", str(out), "--switch", switch)
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out / "summary.csv")
     assert len(df) == 4 and df["error"].isna().all()
@@ -57,6 +60,8 @@ def test_dual_path_end_to_end(tmp_path, no_leftovers):
         assert g["share"].between(0.25, 0.75).all()
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["status"] == "complete"
+    assert meta["network"]["switch"] == switch and meta["switch_requested"] == switch
+    assert ("Linux bridges" if switch == "bridge" else "OVS ") in r.stderr
     assert meta["datapath"] in ("kernel", "user") and meta["shaping_backend"]
     assert meta["versions"]["iperf3"] and meta["versions"]["openvswitch"] and meta["versions"]["mininet"]
     for host in ("h1", "h2"):

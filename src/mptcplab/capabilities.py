@@ -218,9 +218,12 @@ def probe() -> Capabilities:
     )
 
 
-def prepare(caps: Capabilities) -> Capabilities:
+def prepare(caps: Capabilities, ovs: bool = True) -> Capabilities:
     """Make the machine ready for a run that passed preflight: Open vSwitch running, its kernel
-    module loaded where possible. Returns the capabilities probed again."""
+    module loaded where possible -- when ``ovs`` (some switch is Open vSwitch; Linux bridges need
+    neither). Returns the capabilities probed again."""
+    if not ovs:
+        return caps
     start_ovs()
     load_ovs_module()
     return dataclasses.replace(caps, ovs_kernel_datapath=ovs_kernel_datapath())

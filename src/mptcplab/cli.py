@@ -74,6 +74,7 @@ def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; touch nothing"),
     shaper: Optional[str] = typer.Option(None, "--shaper", help="auto, netem or userspace (overrides the spec)"),
     check: Optional[str] = typer.Option(None, "--check", help="self-check: none, rtt or full (overrides the spec)"),
+    switch: Optional[str] = typer.Option(None, "--switch", help="switches: auto, ovs or bridge (overrides the spec)"),
     pox_home: Optional[str] = typer.Option(None, "--pox-home", help="POX checkout (else $POX_HOME)"),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="sweep PATH=V1,V2,... (repeatable), e.g. links.h1-s1.loss=0,1,2"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run in RUN_DIR, as recorded"),
@@ -96,8 +97,8 @@ def run_cmd(
     hosts = tuple(h.strip() for h in (cluster or "").split(",") if h.strip())
     if cluster is not None and not hosts:
         _fail(["--cluster: give HOST[,HOST...]"])
-    _run(RunOptions(spec=spec, out=out, dry_run=dry_run, shaper=shaper, check=check, pox_home=pox_home,
-                    sets=tuple(sets or ()), resume=resume, capture=capture, cluster=hosts, scheduler=scheduler,
+    _run(RunOptions(spec=spec, out=out, dry_run=dry_run, shaper=shaper, check=check, switch=switch,
+                    pox_home=pox_home, sets=tuple(sets or ()), resume=resume, capture=capture, cluster=hosts, scheduler=scheduler,
                     local_workers=local_workers, retries=retries, skip_bad_hosts=skip_bad_hosts))
 
 

@@ -1,7 +1,8 @@
 """The network stage: builds and tears down exactly what the plan says.
 
-Mininet hosts and Open vSwitch switches (kernel datapath where the kernel has it, else the
-userspace datapath with offloads off on every veth, without which TCP hangs), links shaped by
+Mininet hosts; switches that are Linux bridges where no controller programs them, else Open
+vSwitch (kernel datapath where the kernel has it, else the userspace datapath with offloads off on
+every veth, without which TCP hangs; :func:`mptcplab.plan.switch_kind`); links shaped by
 :mod:`mptcplab.links`, then per host over netlink (pyroute2): addresses, one routing table and one
 ``ip rule`` per address (so a subflow bound to an address leaves through its own interface), and
 the MPTCP endpoints and limits. Everything created is recorded in the :class:`Registry` first, so
@@ -34,6 +35,7 @@ from .proc import node_run, offloads, offloads_off
 from .registry import ALIAS_PREFIX, Registry
 from . import router as routers
 from .spec import Experiment
+from .bridge import LabBridge
 from .switch import LabSwitch
 
 
@@ -85,13 +87,18 @@ class Network:
         root_intfs = [i.name for link in self.plan.links for i in (link.intf1, link.intf2)
                       if i.node not in in_namespaces]
         # Intent first: should we die from here on, `mptcplab clean` knows what to look for.
-        self.registry.bridges([s.name for s in self.plan.switches])
-        self.registry.interfaces(root_intfs + ([s.name for s in self.plan.switches]
-                                               if self.caps.datapath == "user" else []))
-        # With a controller the switches must not fall back to flooding (loops): secure mode.
-        switch = partial(LabSwitch, run_id=self.registry.run_id, datapath=self.caps.datapath,
-                         failMode="secure" if self.controller else "standalone",
-                         protocols=getattr(self.controller, "protocols", None))
+        switch: Any
+        names = [s.name for s in self.plan.switches]
+        if self.plan.switch == "bridge":
+            self.registry.interfaces(root_intfs + names)  # a Linux bridge is a tagged device
+            switch = partial(LabBridge, run_id=self.registry.run_id)
+        else:
+            self.registry.bridges(names)
+            self.registry.interfaces(root_intfs + (names if self.caps.datapath == "user" else []))
+            # With a controller the switches must not fall back to flooding (loops): secure mode.
+            switch = partial(LabSwitch, run_id=self.registry.run_id, datapath=self.caps.datapath,
+                             failMode="secure" if self.controller else "standalone",
+                             protocols=getattr(self.controller, "protocols", None))
         self.mininet = Mininet(topo=self._topo(), switch=switch, host=Host, link=EmuLink,
                            controller=None, autoSetMacs=True, build=False)
         from . import emulator
@@ -351,7 +358,7 @@ class Network:
     def describe(self) -> dict[str, Any]:
         """Per host: sysctls, endpoints, limits, rules; per interface: qdiscs and offloads."""
         assert self.mininet is not None
-        out: dict[str, Any] = {"hosts": {}, "interfaces": {}, "links": {},
+        out: dict[str, Any] = {"hosts": {}, "interfaces": {}, "links": {}, "switch": self.plan.switch,
                                "routers": {r.name: routers.describe(self.mininet[r.name]) for r in self.plan.routers},
                                "controller": self.controller.describe() if self.controller else {"kind": "none"}}
         for pl, link in zip(self.plan.links, self.mininet.links):

@@ -206,6 +206,8 @@ class Plan:
     tests: tuple[PlanTest, ...]
     controller: str = "none"
     policy: str = "mixed"
+    #: what the switches are: 'ovs' (Open vSwitch) or 'bridge' (Linux bridge); see switch_kind
+    switch: str = "ovs"
     notes: tuple[str, ...] = field(default=())
     probes: tuple[PlanProbe, ...] = ()
     #: the events of every test, in time order (mptcplab.events.Step)
@@ -335,6 +337,9 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
     if exp.topology.routers and exp.controller.kind != "none":
         problems.append(f"controller.kind: {exp.controller.kind} programs the switches for paths between hosts; "
                         "with routers the IP routes choose the path: use controller: {kind: none}")
+    if exp.emulation.switch == "bridge" and exp.controller.kind != "none":
+        problems.append(f"emulation.switch: bridge -- a Linux bridge cannot be programmed by controller.kind: "
+                        f"{exp.controller.kind}; use emulation.switch: ovs (or auto, which picks ovs here)")
     if exp.controller.kind == "none":
         loop = _switch_loop(exp)
         if loop:
@@ -359,12 +364,24 @@ def make_plan(exp: Experiment, run_id: str | None = None) -> Plan:
         tests=tuple(tests),
         controller=exp.controller.kind,
         policy=exp.controller.policy,
+        switch=switch_kind(exp),
         probes=probes,
         events=tuple(_events(exp)),
         capture=_capture(exp, hosts, tests, client, server),
         tool=exp.traffic.tool,
         routers=tuple(PlanRouter(r, tuple(router_intfs[r]), router_routes.get(r, ())) for r in exp.topology.routers),
     )
+
+
+def switch_kind(exp: Experiment) -> str:
+    """'ovs' or 'bridge': what the switches of this experiment are. Only Open vSwitch speaks
+    OpenFlow, so a controller (static rules, POX, ECMP groups) needs it; everything else gets the
+    kernel's Linux bridge under ``auto`` -- the same learning switch, forwarding in the kernel
+    instead of in ovs-vswitchd (which, without the OVS kernel module, copies every frame through
+    user space). Loops are refused without a controller either way."""
+    if exp.emulation.switch != "auto":
+        return exp.emulation.switch
+    return "ovs" if exp.controller.kind != "none" else "bridge"
 
 
 #: Switch names of a distributed worker's network (mptcplab.lock.slot_prefix, then the switch's

@@ -42,7 +42,8 @@ def link_backends(plan: Plan, shaper: str, netem: bool, problems: list[str]) -> 
     return out
 
 
-def machine_problems(caps: Capabilities, machine: Machine) -> list[str]:
+def machine_problems(caps: Capabilities, machine: Machine, ovs: bool = True) -> list[str]:
+    """What stops any run here; ``ovs``: some point's switches are Open vSwitch."""
     problems = []
     if not machine.root:
         problems.append("mptcplab builds networks with Mininet and needs root: run it with sudo")
@@ -53,8 +54,9 @@ def machine_problems(caps: Capabilities, machine: Machine) -> list[str]:
                         "/usr/bin/python3 -m venv --system-site-packages (make setup does both)")
     if caps.pyroute2 is None:
         problems.append("pyroute2 is not importable: pip install pyroute2 into the venv (make setup)")
-    if not caps.ovs_installed:
-        problems.append("Open vSwitch is missing: apt-get install openvswitch-switch (make setup)")
+    if ovs and not caps.ovs_installed:
+        problems.append("Open vSwitch is missing: apt-get install openvswitch-switch (make setup); the "
+                        "switches need it for a controller or with emulation.switch: ovs")
     if caps.iperf3 is None:
         problems.append("iperf3 is missing: apt-get install iperf3 (make setup)")
     if caps.iperf3_mptcp == "none":
@@ -145,7 +147,7 @@ def _length_problems(exp: Experiment, plan: Plan) -> list[str]:
 
 def check(points: list[tuple[str, Experiment, Plan]], caps: Capabilities, machine: Machine) -> None:
     """Every point of a run against this machine; PreflightError listing every problem once."""
-    problems = machine_problems(caps, machine)
+    problems = machine_problems(caps, machine, ovs=any(plan.switch == "ovs" for _, _, plan in points))
     where: dict[str, list[str]] = {}  # a problem -> the points that have it
     for label, exp, plan in points:
         for p in plan_problems(exp, plan, caps, machine):

@@ -35,6 +35,7 @@ def run_metadata(exp: Experiment, spec_file: Path, run_id: str, caps: Capabiliti
         "started": now(), "kernel": os.uname().release,
         "capabilities": caps.to_dict(), "versions": capabilities.versions(),
         "datapath": caps.datapath, "shaper_requested": exp.emulation.shaper,
+        "switch_requested": exp.emulation.switch,
         "root_sysctls": {k: capabilities.read_sysctl(k) for k in ROOT_SYSCTLS},
         "mptcp_mode": caps.iperf3_mptcp, "expected_subflows": expected_subflows,
         "formats": list(exp.outputs.formats), "swept": swept,

@@ -45,6 +45,7 @@ class RunOptions:
     figures: bool = True
     shaper: str | None = None
     check: str | None = None
+    switch: str | None = None
     pox_home: str | None = None
     sets: tuple[str, ...] = ()
     resume: Path | None = None
@@ -136,8 +137,8 @@ def load(opts: RunOptions) -> Source:
     --resume, the spec the run directory recorded (no overrides: a resumed run stays the run
     it was)."""
     if opts.resume:
-        if opts.sets or opts.shaper or opts.check or opts.capture:
-            raise RunDirError(["--resume continues a run as it was recorded: --set, --shaper, --check and "
+        if opts.sets or opts.shaper or opts.check or opts.switch or opts.capture:
+            raise RunDirError(["--resume continues a run as it was recorded: --set, --shaper, --check, --switch and "
                                "--capture cannot change it; start a new run for other values"])
         rd = results.RunDir.open_existing(opts.resume, resume=True)  # validated, and locked
         spec = rd.read_spec()
@@ -151,7 +152,7 @@ def load(opts: RunOptions) -> Source:
         raise SpecError(["SPEC: give an experiment spec (a path, or a name in experiments/), or --resume RUN_DIR"])
     spec_file = resolve_spec_path(opts.spec)
     exp = load_spec(spec_file)
-    overrides = {"emulation.shaper": opts.shaper, "emulation.check": opts.check}
+    overrides = {"emulation.shaper": opts.shaper, "emulation.check": opts.check, "emulation.switch": opts.switch}
     for path, value in overrides.items():
         if value is not None:
             exp = sweep.with_values(exp, {path: value}, "--" + path.split(".")[1])
@@ -311,10 +312,16 @@ def hold_machine(source: Source, opts: RunOptions) -> Any:
     return MachineLock().acquire(source.run_id, path)
 
 
+def switches_described(caps: capabilities.Capabilities, points: list[PointPlan]) -> str:
+    """'Linux bridges', 'OVS user datapath' or both: what the run's switches are."""
+    kinds = sorted({p.plan.switch for p in points})
+    return ", ".join("Linux bridges" if k == "bridge" else f"OVS {caps.datapath} datapath" for k in kinds)
+
+
 def prepare_machine(caps: capabilities.Capabilities, points: list[PointPlan]) -> capabilities.Capabilities:
     """After preflight, holding the machine: Open vSwitch running, its module loaded where the
     kernel allows, the link emulator built if a link needs it."""
-    caps = capabilities.prepare(caps)
+    caps = capabilities.prepare(caps, ovs=any(p.plan.switch == "ovs" for p in points))
     if any(l.up.shaped() or l.down.shaped() or p.exp.emulation.shaper == "userspace"
            for p in points for l in p.plan.links):
         from .emulator import binary
@@ -424,7 +431,7 @@ def run_points(active: ActiveRun, points: list[PointPlan], pox_home: Path | None
     caps = active.caps
     todo = [p for p in points if active.state.status(p.point.id) != "done"]
     console.print(f"[bold]{active.exp.name}[/]: run {active.meta['run_id']} -> {active.rd.path}  "
-                  f"(OVS {caps.datapath} datapath, netem {'present' if caps.netem else 'absent'}, "
+                  f"({switches_described(caps, points)}, netem {'present' if caps.netem else 'absent'}, "
                   f"shaper {active.exp.emulation.shaper}, MPTCP via {caps.iperf3_mptcp})"
                   + (f"; {len(points)} points, {len(todo)} to run" if len(points) > 1 else ""))
     per_link = varying_link_params([p.plan for p in points])

@@ -839,6 +839,10 @@ class Emulation(_Model):
     shaper: Literal["auto", "netem", "userspace"] = Field(
         "auto", description="auto: htb+netem where the kernel has netem and the link needs nothing "
         "netem cannot do, else the user-space emulator")
+    switch: Literal["auto", "ovs", "bridge"] = Field(
+        "auto", description="the switches: ovs -- Open vSwitch (OpenFlow, needed by a controller); "
+        "bridge -- the kernel's Linux bridge (no controller, far less CPU per Mbit/s where the kernel "
+        "has no OVS module); auto -- bridge where no controller is needed, else ovs")
     check: Literal["none", "rtt", "full"] = Field(
         "rtt", description="self-check before measuring: RTT per path; full adds rate and loss")
     rtt_tolerance_pct: float = Field(5.0, ge=0, le=100)

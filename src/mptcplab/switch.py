@@ -107,25 +107,12 @@ def _controller_target(c: Any) -> str:
     return f"{proto}:{ip}:{port}"
 
 
-class LabSwitch(OVSSwitch):
-    """An OVS bridge tagged with the run id, created and removed without a shell (module doc)."""
+class OwnInterfaces:
+    """Switch-side interfaces deleted only if each is still the device Mininet made for this
+    switch (its ifindex), with ``ip link del`` as an argument list -- shared by the Open vSwitch
+    and the Linux bridge switch. Mininet's own ``Intf.delete`` runs a shell string by name."""
 
-    def __init__(self, name: str, run_id: str, failMode: str = "standalone", datapath: str = "kernel",
-                 protocols: str | None = None, dpid: str | None = None, reconnectms: int | None = 1000,
-                 **params: Any):
-        _check_params(name, run_id, failMode, datapath, protocols, dpid, params.get("listenPort"), reconnectms)
-        if params.get("inNamespace"):
-            raise ValueError("LabSwitch inNamespace: an OVS bridge lives in the root namespace")
-        self.run_id = run_id
-        self._ifindex: dict[str, int] = {}  # set before Switch.__init__, which adds 'lo'
-        self._pending: list[str] | None = None
-        OVSSwitch.__init__(self, name, failMode=failMode, datapath=datapath, protocols=protocols,
-                           dpid=dpid, reconnectms=reconnectms, **params)
-        if not DPID.fullmatch(self.dpid):
-            self.terminate()
-            raise ValueError(f"LabSwitch dpid: {self.dpid!r} is not 16 hex digits")
-
-    # ------------------------------------------------------------------ interfaces
+    _ifindex: dict[str, int]
 
     def addIntf(self, intf: Intf, port: int | None = None, **kwargs: Any) -> None:
         """Remember the device's ifindex: at delete time a device of that name is deleted only if
@@ -153,6 +140,29 @@ class LabSwitch(OVSSwitch):
             self.delIntf(intf)
             intf.link = None
 
+    def data_intfs(self) -> list[Intf]:
+        """The interfaces that become bridge ports: numbered, without an IP (as Mininet)."""
+        return [i for i in self.intfList() if self.ports[i] and not i.IP()]
+
+
+class LabSwitch(OwnInterfaces, OVSSwitch):
+    """An OVS bridge tagged with the run id, created and removed without a shell (module doc)."""
+
+    def __init__(self, name: str, run_id: str, failMode: str = "standalone", datapath: str = "kernel",
+                 protocols: str | None = None, dpid: str | None = None, reconnectms: int | None = 1000,
+                 **params: Any):
+        _check_params(name, run_id, failMode, datapath, protocols, dpid, params.get("listenPort"), reconnectms)
+        if params.get("inNamespace"):
+            raise ValueError("LabSwitch inNamespace: an OVS bridge lives in the root namespace")
+        self.run_id = run_id
+        self._ifindex: dict[str, int] = {}  # set before Switch.__init__, which adds 'lo'
+        self._pending: list[str] | None = None
+        OVSSwitch.__init__(self, name, failMode=failMode, datapath=datapath, protocols=protocols,
+                           dpid=dpid, reconnectms=reconnectms, **params)
+        if not DPID.fullmatch(self.dpid):
+            self.terminate()
+            raise ValueError(f"LabSwitch dpid: {self.dpid!r} is not 16 hex digits")
+
     def _port_args(self, intf: Intf) -> list[str]:
         """``-- add-port`` for one data port, with the options intfOpts gives (ofport_request,
         patch peer)."""
@@ -169,10 +179,6 @@ class LabSwitch(OVSSwitch):
                 raise ValueError(f"switch {self.name}: patch peer {peer.name!r} is not an interface name")
             args += ["type=patch", f'options:peer="{peer.name}"']
         return args
-
-    def data_intfs(self) -> list[Intf]:
-        """The interfaces that become bridge ports: numbered, without an IP (as Mininet)."""
-        return [i for i in self.intfList() if self.ports[i] and not i.IP()]
 
     # ------------------------------------------------------------------ start
 
