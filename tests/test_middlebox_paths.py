@@ -61,9 +61,17 @@ def test_payload_rewriting_and_splitting_are_planned_and_passed_to_the_emulator(
     assert (down0["mb_rewrite"], down0["mb_rewrite_after"], down0["mb_split"]) == ("0", "0", "0")
     assert (up1["mb_split"], up1["mb_strip"], up1["mb_rewrite"]) == ("500", "add_addr", "0")
     # the new keys come last, after the first slice's, and are off without a middlebox
-    assert list(none)[-10:] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split",
-                               "mb_isn", "mb_nat", "mb_coalesce", "mb_coalesce_hold_us"]
+    assert list(none)[-11:] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split",
+                               "mb_isn", "mb_nat", "mb_coalesce", "mb_coalesce_hold_us", "mb_rewrite_max"]
     assert (none["mb_rewrite"], none["mb_rewrite_after"], none["mb_split"]) == ("0", "0", "0")
+    assert none["mb_rewrite_max"] == up0["mb_rewrite_max"] == "0"               # no limit
+    # rewrite-once: the 101st data segment of each connection, and no other
+    once = make_plan(parse_spec(with_boxes(l0={"up": {"middlebox": "rewrite-once"}}))).links[0].up
+    assert (once.rewrite_every, once.rewrite_after, once.rewrite_max) == (1, 100, 1)
+    assert (emulator_settings(once)["mb_rewrite"], emulator_settings(once)["mb_rewrite_max"]) == ("1", "1")
+    assert middlebox_text(once) == "rewrite payload (1 in 1 data segments after 100, at most 1 per connection)"
+    assert any("topology.links[0].middlebox.rewrite_max" in p
+               for p in problems(with_boxes(l0={"middlebox": {"rewrite_payload_every": 1, "rewrite_max": 0}})))
     # rewrite_after alone rewrites nothing: no middlebox
     alone = make_plan(parse_spec(with_boxes(l0={"middlebox": {"rewrite_after": 5}}))).links[0]
     assert not alone.up.middlebox() and choose_backend("auto", alone.up, alone.down, netem=True) == "netem"
