@@ -371,6 +371,31 @@ def test_rewrite_every_nth_data_segment_after_k(emu, every, after, v6):
     assert rewritten == {(1, 0): 8, (3, 0): 2, (2, 3): 2, (1, 6): 2, (5, 100): 0}[(every, after)]
 
 
+def test_rewrite_max_rewrites_that_many_segments_of_each_connection(emu):
+    """mb_rewrite_max=M: at most M rewrites per connection, the counts (data segments for
+    mb_rewrite_after, rewrites) started again by each SYN without ACK -- a box that corrupts the
+    K+1-th data segment of every connection once, and leaves what follows alone (what a test of
+    the fallback after MP_FAIL needs: the data after it arrives unchanged). A SYN/ACK passing the
+    same way restarts nothing."""
+    data = [segment("PA", TS + [DSS], bytes([65 + i]) * 20) for i in range(6)]
+    syn, synack = segment(*SEGMENTS["syn_mp_capable"]), segment(*SEGMENTS["synack_mp_capable"])
+    stream = [syn, *data, synack, *data, syn, *data]
+    out, stats = through(emu, "mb_rewrite=1 mb_rewrite_after=2 mb_rewrite_max=1", stream)
+    changed = [i for i, (a, b) in enumerate(zip(stream, out)) if a != b]
+    # the 3rd data segment of the first connection, then nothing until the next SYN, then its 3rd
+    assert changed == [3, 17], changed
+    assert out[3] == segment("PA", TS + [DSS], flipped(bytes([67]) * 20)) and checksum_ok(out[17])
+    assert stats["mb_rewritten"] == 2 and stats["mb_rewrite_max"] == 1
+    # two per connection, every second one after the first
+    out, stats = through(emu, "mb_rewrite=2 mb_rewrite_max=2", [syn, *data, syn, *data])
+    assert [i for i, (a, b) in enumerate(zip([syn, *data, syn, *data], out)) if a != b] == [2, 4, 9, 11]
+    # without it (0, the default) the count runs on across SYNs, as before
+    out, stats = through(emu, "mb_rewrite=1 mb_rewrite_after=2", [syn, *data, syn, *data])
+    assert stats["mb_rewritten"] == 12 - 2 and stats["mb_rewrite_max"] == 0
+    assert run(emu, ["set a2b mb_rewrite_max=-1", "set a2b mb_rewrite_max=x"]) == [
+        "error: bad value mb_rewrite_max=-1", "error: bad value mb_rewrite_max=x"]
+
+
 def test_rewrite_updates_the_checksum_incrementally_and_counts_across_settings(emu):
     """A corrupt segment leaves corrupt by the same amount; setting mb_rewrite again (as a link
     event does) does not restart the count."""
@@ -1014,7 +1039,7 @@ NEW_KEYS = ["mb_stripped_frames", "mb_stripped_options", "mb_dropped_syn", "mb_m
             "mb_rewritten", "mb_split_frames", "mb_rewrite", "mb_rewrite_after", "mb_split",
             "mb_isn_conns", "mb_isn_rewritten", "mb_isn_evicted", "mb_isn",
             "mb_nat_conns", "mb_nat_rewritten", "mb_nat_unknown", "mb_nat_arp", "mb_nat_evicted", "mb_nat",
-            "mb_coalesced", "mb_coalesce", "mb_coalesce_hold_us"]
+            "mb_coalesced", "mb_coalesce", "mb_coalesce_hold_us", "mb_rewrite_max"]
 
 
 def test_stats_keys_keep_their_order(emu):

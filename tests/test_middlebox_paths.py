@@ -7,8 +7,9 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 
-from helpers import cli, write_spec
+from helpers import REPO, cli, write_spec
 from mptcplab.console import middlebox_text
 from mptcplab.linkmodel import choose_backend, emulator_settings
 from mptcplab.plan import PlanError, make_plan
@@ -61,9 +62,17 @@ def test_payload_rewriting_and_splitting_are_planned_and_passed_to_the_emulator(
     assert (down0["mb_rewrite"], down0["mb_rewrite_after"], down0["mb_split"]) == ("0", "0", "0")
     assert (up1["mb_split"], up1["mb_strip"], up1["mb_rewrite"]) == ("500", "add_addr", "0")
     # the new keys come last, after the first slice's, and are off without a middlebox
-    assert list(none)[-10:] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split",
-                               "mb_isn", "mb_nat", "mb_coalesce", "mb_coalesce_hold_us"]
+    assert list(none)[-11:] == ["mb_strip", "mb_drop_syn", "mb_mss", "mb_rewrite", "mb_rewrite_after", "mb_split",
+                               "mb_isn", "mb_nat", "mb_coalesce", "mb_coalesce_hold_us", "mb_rewrite_max"]
     assert (none["mb_rewrite"], none["mb_rewrite_after"], none["mb_split"]) == ("0", "0", "0")
+    assert none["mb_rewrite_max"] == up0["mb_rewrite_max"] == "0"               # no limit
+    # rewrite-once: the 101st data segment of each connection, and no other
+    once = make_plan(parse_spec(with_boxes(l0={"up": {"middlebox": "rewrite-once"}}))).links[0].up
+    assert (once.rewrite_every, once.rewrite_after, once.rewrite_max) == (1, 100, 1)
+    assert (emulator_settings(once)["mb_rewrite"], emulator_settings(once)["mb_rewrite_max"]) == ("1", "1")
+    assert middlebox_text(once) == "rewrite payload (1 in 1 data segments after 100, at most 1 per connection)"
+    assert any("topology.links[0].middlebox.rewrite_max" in p
+               for p in problems(with_boxes(l0={"middlebox": {"rewrite_payload_every": 1, "rewrite_max": 0}})))
     # rewrite_after alone rewrites nothing: no middlebox
     alone = make_plan(parse_spec(with_boxes(l0={"middlebox": {"rewrite_after": 5}}))).links[0]
     assert not alone.up.middlebox() and choose_backend("auto", alone.up, alone.down, netem=True) == "netem"
@@ -128,12 +137,13 @@ def test_bad_middleboxes_are_refused_naming_the_field():
                    for p in problems(with_boxes(l1={"middlebox": {field: value}}))), (field, value)
 
 
-def _run(tmp_path, name, boxes, protocols=("mptcp",)):
-    """dual-path with these boxes, 2 MB sent by the transfer tool (one connection, data hashed at
-    both ends), captured."""
+def _run(tmp_path, name, boxes, protocols=("mptcp",), mptcp: dict | None = None):
+    """dual-path with these boxes (and these mptcp: fields), 2 MB sent by the transfer tool (one
+    connection, data hashed at both ends), captured."""
     def mutate(spec):
         for i, fields in boxes.items():
             spec["topology"]["links"][i].update(fields)
+        spec["mptcp"].update(mptcp or {})
         spec["traffic"].update(protocols=list(protocols), tool="transfer", bytes=2_000_000)
         spec["traffic"].pop("duration")
         spec["capture"] = {}
@@ -187,64 +197,109 @@ def test_mp_join_stripped_on_the_second_path_the_first_subflow_carries_everythin
 
 
 @pytest.mark.root
-def test_payload_rewritten_on_one_path_only_the_dss_checksum_notices(tmp_path, no_leftovers):
-    """DSS checksums on (both hosts); the box on s2 -> h2 rewrites one payload byte of every 50th
-    data segment after the 20th, fixing the TCP checksum -- TCP cannot notice, MPTCP's DSS
-    checksum must. RFC 8684 section 3.7: with another subflow up, the receiver reports MP_FAIL and
-    the failing subflow is closed (reset); data goes on over the first path and the connection
-    completes. The kernel counts the checksum errors; the census sees the MP_FAIL (or the reset)."""
-    def mutate(spec):
-        spec["topology"]["links"][3].update({"up": {"middlebox": {"rewrite_payload_every": 50, "rewrite_after": 20}}})
-        spec["mptcp"]["checksum"] = True
-        spec["traffic"]["protocols"] = ["mptcp"]
-        spec["capture"] = {}
-        spec["outputs"]["formats"] = ["png"]
-
-    out = tmp_path / "run"
-    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 4, "repetitions": 1}, mutate=mutate,
-                                             inline_topology=True)), "--out", str(out))
+def test_payload_rewritten_on_the_join_path_mp_fail_resets_that_subflow_and_the_data_arrives_intact(
+        tmp_path, no_leftovers):
+    """RFC 8684 section 3.7 with another subflow up: DSS checksums on (both hosts), the box on
+    h1 -> s2 (the joined subflow's data, the matrix's rewrite-payload row) changes one payload
+    byte of every 50th data segment after the 20th, fixing the TCP checksum -- TCP cannot notice,
+    only the DSS checksum can. The receiver counts the checksum error, sends MP_FAIL and resets
+    that subflow (MP_TCPRST), both seen on the join's subflow in the census and in the MIB; the
+    connection does not fall back, the data goes on over the first path, and the application
+    gets every byte as sent (the transfer tool's digests at both ends)."""
+    r, out = _run(tmp_path, "rewrite", {1: {"up": {"middlebox": "rewrite-payload"}}}, mptcp={"checksum": True})
     (row,) = pd.read_csv(out / "summary.csv").to_dict("records")
-    assert pd.isna(row["error"]) and row["goodput_mbps"] > 0.5 * 5, (row, r.stderr[-2000:])   # completed
+    assert pd.isna(row["error"]), (row, r.stderr[-2000:])
     (point,) = json.loads((out / "metadata.json").read_text())["link_stats"].values()
-    assert point["s2-h2"]["a2b"]["mb_rewritten"] >= 1, point["s2-h2"]
-    mib = pd.read_csv(out / "mptcp-mib.csv")
-    csum = mib[mib.counter == "MPTcpExtDataCsumErr"]
-    assert csum.delta.sum() >= 1, mib                   # the receiver's DSS checksum caught it
+    assert point["h1-s2"]["a2b"]["mb_rewritten"] >= 1, point["h1-s2"]
     options = pd.read_csv(out / "options.csv")
     join = options[options.role == "join"]
-    assert (options.MP_FAIL.sum() + options.MP_TCPRST.sum()) >= 1, options   # reported, as 3.7 says
-    assert not join.empty and options[options.role == "initial"].DSS.sum() > join.DSS.sum(), options
+    assert len(join) >= 1 and join.MP_FAIL.sum() >= 1 and join.MP_TCPRST.sum() >= 1, options
+    assert not options.fallback.any(), options
+    mib = pd.read_csv(out / "mptcp-mib.csv")
+    counted = mib.groupby("counter").delta.sum()
+    assert counted.get("MPTcpExtMPFailTx", 0) >= 1 and counted.get("MPTcpExtDataCsumErr", 0) >= 1, counted
+    assert row["mptcp_fallback"] == 0, row
+    assert row["data_intact"] and row["bytes_received"] == row["bytes_sent"] == 2_000_000, row
+    assert pd.isna(row["first_diff_offset"]), row
 
 
 @pytest.mark.root
-def test_the_transfer_tool_says_whether_rewritten_data_reached_the_application(tmp_path, no_leftovers):
-    """The same rewriting box on s2 -> h2, the data sent by the transfer tool (a seeded stream
-    hashed at both ends), DSS checksums off then on (a sweep): without checksums nothing in
-    MPTCP or TCP can notice, the application receives the changed bytes and the digests differ;
-    with them the receiver drops what fails the check (MP_FAIL, RFC 8684 section 3.7), the data
-    is sent again over the first path and arrives intact."""
-    def mutate(spec):
-        spec["topology"]["links"][3].update({"up": {"middlebox": {"rewrite_payload_every": 50, "rewrite_after": 20}}})
-        spec["traffic"].update(protocols=["mptcp"], tool="transfer")
-        spec["traffic"].pop("duration", None)
-        spec["sweep"] = {"parameters": {"mptcp.checksum": [False, True]}}
-        spec["outputs"]["formats"] = ["png"]
-
-    out = tmp_path / "run"
-    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"bytes": 3_000_000, "repetitions": 1},
-                                             mutate=mutate, inline_topology=True)), "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = {bool(x["mptcp.checksum"]): x for x in pd.read_csv(out / "summary.csv").to_dict("records")}
-    off, on = rows[False], rows[True]
-    assert off["bytes_sent"] == on["bytes_sent"] == 3_000_000, rows
-    assert off["bytes_received"] == 3_000_000 and not off["data_intact"], off   # all of it, changed
-    assert on["bytes_received"] == 3_000_000 and on["data_intact"], on         # all of it, as sent
-    stats = json.loads((out / "metadata.json").read_text())["link_stats"]
-    assert all(p["s2-h2"]["a2b"]["mb_rewritten"] >= 1 for p in stats.values()), stats
+def test_payload_rewritten_on_the_only_subflow_mp_fail_and_both_fall_back_by_an_infinite_mapping(
+        tmp_path, no_leftovers):
+    """RFC 8684 section 3.7's other case: one subflow only (subflow limit 0, the second path
+    unused), DSS checksums on, one payload byte of the 101st data segment rewritten on h1 -> s1
+    (the matrix's rewrite-once row). With no other subflow to go on over, the receiver sends
+    MP_FAIL, the sender answers with an infinite mapping and both fall back to TCP: the kernel
+    counts the checksum error, MP_FAIL and the infinite mapping sent and received, the census
+    sees MP_FAIL and the infinite mapping on the wire, and the connection is not reset; the
+    transfer completes. RFC 8684 has the failed data sent again, so the application gets it
+    unchanged. Linux 6.18 is expected to deliver the failed mapping's bytes instead (its own
+    selftest "Infinite map" expects the flipped byte): then exactly one byte differs -- asserted
+    through the receiver's report of where -- and the test is an expected failure that says so."""
+    r, out = _run(tmp_path, "once", {0: {"up": {"middlebox": "rewrite-once"}}},
+                  mptcp={"checksum": True, "limits": {"subflows": 0, "add_addr_accepted": 2}})
+    (row,) = pd.read_csv(out / "summary.csv").to_dict("records")
+    assert pd.isna(row["error"]) and row["bytes_received"] == row["bytes_sent"] == 2_000_000, (row, r.stderr[-2000:])
+    assert row["expected_subflows"] == 1, row
+    (point,) = json.loads((out / "metadata.json").read_text())["link_stats"].values()
+    assert point["h1-s1"]["a2b"]["mb_rewritten"] == 1, point["h1-s1"]        # once, and never again
     mib = pd.read_csv(out / "mptcp-mib.csv")
-    assert "point" in mib
-    by_point = mib[mib.counter == "MPTcpExtDataCsumErr"].groupby("point").delta.sum()
-    assert by_point.get(off["point"], 0) == 0 and by_point.get(on["point"], 0) >= 1, mib
+    counted = mib.groupby("counter").delta.sum()
+    for counter in ("MPTcpExtDataCsumErr", "MPTcpExtMPFailTx", "MPTcpExtInfiniteMapTx", "MPTcpExtInfiniteMapRx"):
+        assert counted.get(counter, 0) >= 1, (counter, counted)
+    assert row["mptcp_fallback"] >= 1, row                    # the client's InfiniteMapTx among them
+    options = pd.read_csv(out / "options.csv")
+    assert options.MP_JOIN_SYN.sum() == 0, options            # one subflow
+    assert options.MP_FAIL.sum() >= 1 and options.DSS_INFINITE_MAPPING.sum() >= 1, options
+    assert options.MP_TCPRST.sum() == 0 and counted.get("MPTcpExtMPRstTx", 0) == 0, options   # not reset
+    assert "infinite-mapping" in set(options.fallback_reason.dropna()), options
+    if not row["data_intact"]:
+        # Linux kept the mapping that failed and delivered it: one byte, the one the box flipped
+        assert row["first_diff_offset"] >= 0 and row["diff_run_bytes"] == 1, row
+        pytest.xfail(f"the application got the rewritten byte (offset {int(row['first_diff_offset'])}): "
+                     "Linux delivers a failed mapping's bytes after MP_FAIL on the only subflow; "
+                     "RFC 8684 3.7 has them sent again")
+
+
+#: Expectations of experiments/middleboxes.yaml that Linux 6.18 is known (or, for rewrite-once,
+#: expected from its code) not to meet, each explained in the yaml: reported, never required.
+LINUX_DEVIATIONS = {
+    "links.h1-s1.up.middlebox=coalesce: data_intact == true",
+    "mptcp.checksum=true: data_intact == true",   # through the coalesce and rewrite-once rows
+    "links.h1-s1.down.middlebox=strip-add-addr: mptcp_fallback == false",
+    "links.h1-s1.up.middlebox=rewrite-once, mptcp.checksum=true: data_intact == true",
+}
+
+
+@pytest.mark.root
+def test_the_whole_middlebox_matrix_meets_its_expectations(tmp_path, no_leftovers):
+    """experiments/middleboxes.yaml as it is, one repetition per point (26 tests, ~3 minutes):
+    every expectation is judged and passes, except the few Linux is known not to meet
+    (LINUX_DEVIATIONS) -- whose verdicts must be there all the same, the coalesce one among
+    them; the shared checksum=true line may fail only through those rows' tests."""
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(write_spec(tmp_path, "middleboxes", traffic={"repetitions": 1},
+                                             mutate=lambda spec: spec["outputs"].update(formats=["png"]))),
+            "--out", str(out), timeout=900)
+    assert r.returncode in (0, 1, 4) and (out / "expect.csv").exists(), r.stderr[-3000:]
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 26 and (summary.repetition == 1).all(), summary
+    # only coalescing may leave a transfer unfinished (the stall after a bad mapping: see README)
+    errors = summary[summary.error.notna()]
+    assert (errors["links.h1-s1.up.middlebox"] == "coalesce").all(), errors.to_dict("records")
+    verdicts = pd.read_csv(out / "expect.csv")
+    spec = yaml.safe_load((REPO / "experiments" / "middleboxes.yaml").read_text())
+    assert list(verdicts.expectation) == spec["expect"], verdicts.expectation
+    assert LINUX_DEVIATIONS <= set(verdicts.expectation)
+    assert (verdicts.tests >= 1).all(), verdicts[verdicts.tests < 1].to_dict("records")
+    failed = verdicts[~verdicts.passed.astype(bool)]
+    assert set(failed.expectation) <= LINUX_DEVIATIONS, failed.to_dict("records")
+    # the shared line fails, if at all, only through the coalesce and rewrite-once rows' tests
+    shared = verdicts[verdicts.expectation == "mptcp.checksum=true: data_intact == true"].iloc[0]
+    known = set(summary[summary["links.h1-s1.up.middlebox"].isin(["coalesce", "rewrite-once"])].test)
+    failing = {part.split()[0] for part in str(shared.observed).split("; ") if part and part != "nan"}
+    assert failing <= known, (failing, shared.to_dict())
+    assert (out / "figures" / "middlebox-outcomes.png").exists()
 
 
 @pytest.mark.root
@@ -277,7 +332,7 @@ def test_the_middlebox_matrix_nat_isn_and_coalescing(tmp_path, no_leftovers):
     assert r.returncode == 0 or (r.returncode == 1 and flagged and all(f.startswith("p003-001-mptcp-") for f in flagged)
                                  and any("did not finish" in f for f in flagged)), r.stderr[-3000:]
     verdicts = pd.read_csv(out / "expect.csv")
-    assert len(verdicts) == 5 and verdicts.passed.all(), verdicts.to_dict("records")
+    assert len(verdicts) == 7 and verdicts.passed.all(), verdicts.to_dict("records")   # 1 + 3 per box
     summary = pd.read_csv(out / "summary.csv")
     tcp = summary[summary.protocol == "tcp"]
     assert len(tcp) == 3 and tcp.data_intact.all() and (tcp.bytes_received == 1_000_000).all(), tcp

@@ -99,7 +99,8 @@ def middlebox_text(d: Any) -> str:
         parts.append(f"MSS <= {d.clamp_mss}")
     if d.rewrite_every:
         after = f" after {d.rewrite_after}" if d.rewrite_after else ""
-        parts.append(f"rewrite payload (1 in {d.rewrite_every} data segments{after})")
+        most = f", at most {d.rewrite_max} per connection" if d.rewrite_max else ""
+        parts.append(f"rewrite payload (1 in {d.rewrite_every} data segments{after}{most})")
     if d.split_at:
         parts.append(f"split segments > {d.split_at} B")
     if d.randomize_isn:

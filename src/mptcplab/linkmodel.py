@@ -88,6 +88,7 @@ class Direction:
     clamp_mss: int | None = None     # SYNs' MSS option lowered to this (bytes)
     rewrite_every: int | None = None  # one payload byte of every N-th data segment changed, checksum fixed
     rewrite_after: int = 0           # ... after this many data segments
+    rewrite_max: int | None = None   # ... at most this many per connection (counted from its SYN)
     split_at: int | None = None      # data segments longer than this (payload bytes) split in two
     randomize_isn: bool = False      # connections whose SYN passes here get a random sequence number offset
     nat: str | None = None           # source NAT to this IPv4 address (connections whose SYN passes here)
@@ -194,6 +195,7 @@ def _middlebox(value: Any) -> dict[str, Any]:
             "clamp_mss": int(m["clamp_mss"]) if m.get("clamp_mss") else None,
             "rewrite_every": int(m["rewrite_payload_every"]) if m.get("rewrite_payload_every") else None,
             "rewrite_after": int(m.get("rewrite_after") or 0),
+            "rewrite_max": int(m["rewrite_max"]) if m.get("rewrite_max") else None,
             "split_at": int(m["split_at"]) if m.get("split_at") else None,
             "randomize_isn": bool(m.get("randomize_isn")),
             "nat": str(m["nat"]) if m.get("nat") else None,
@@ -380,4 +382,5 @@ def emulator_settings(d: Direction) -> dict[str, str]:
         "mb_nat": d.nat or "off",
         "mb_coalesce": str(d.coalesce_up_to or 0),
         "mb_coalesce_hold_us": str(max(1, round(d.coalesce_hold * 1000))),
+        "mb_rewrite_max": str(d.rewrite_max or 0),
     }

@@ -45,7 +45,7 @@ FALLBACK_COUNTERS = ("MPTcpExtMPCapableFallbackACK", "MPTcpExtMPCapableFallbackS
                      "MPTcpExtBlackhole", "MPTcpExtInfiniteMapTx", "MPTcpExtInfiniteMapRx")
 
 #: Summary columns of a test run with the transfer tool (traffic.tool: transfer).
-TRANSFER_COLUMNS = ("bytes_sent", "bytes_received", "data_intact")
+TRANSFER_COLUMNS = ("bytes_sent", "bytes_received", "data_intact", "first_diff_offset", "diff_run_bytes")
 
 
 def data_columns(client_json: dict[str, Any] | None, server_json: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -53,7 +53,9 @@ def data_columns(client_json: dict[str, Any] | None, server_json: dict[str, Any]
     ends' SHA-256, each from its own end's report (read out of band, from the processes'
     output: the receiver's answer on the connection crosses the network under test, and a
     middlebox or a reset may change or lose it). A transfer that never reported (no JSON,
-    connection refused) delivered nothing intact."""
+    connection refused) delivered nothing intact. Where the data differs (the receiver compares
+    what it reads with the seeded stream): the offset of the first differing byte and the length
+    of the differing run from there -- empty when nothing read differs (intact, or only short)."""
     sent = (client_json or {}).get("transfer") or {}
     got = (server_json or {}).get("transfer") or {}
     if "sha256" in got:
@@ -62,7 +64,8 @@ def data_columns(client_json: dict[str, Any] | None, server_json: dict[str, Any]
         received, digest = sent.get("bytes_received"), sent.get("sha256_received")
     intact = (sent.get("sha256_sent") is not None and digest == sent.get("sha256_sent")
               and received == sent.get("bytes_sent"))
-    return {"bytes_sent": sent.get("bytes_sent"), "bytes_received": received, "data_intact": bool(intact)}
+    return {"bytes_sent": sent.get("bytes_sent"), "bytes_received": received, "data_intact": bool(intact),
+            "first_diff_offset": got.get("first_diff_offset"), "diff_run_bytes": got.get("diff_run_bytes")}
 
 
 def varying_link_params(plans: list[Plan]) -> set[str]:

@@ -123,6 +123,12 @@ class Middlebox(_Model):
     rewrite_after: Annotated[int, AfterValidator(_between(0, 1_000_000_000_000, " segments"))] = Field(
         0, description="rewrite only after this many data segments of the direction (let the MPTCP "
         "handshake and the first data through): the (after+N)-th, (after+2N)-th, ... are rewritten")
+    rewrite_max: Annotated[int, AfterValidator(_between(1, 1_000_000_000, " segments"))] | None = Field(
+        None, description="rewrite at most this many segments of each connection, then let its data pass: "
+        "the counts (for rewrite_after too) start at each connection's SYN passing in this direction. A box "
+        "that corrupts one segment of a connection and no more shows what the fallback to TCP after MP_FAIL "
+        "(RFC 8684 section 3.7) delivers: nothing protects the data after it, so a box that goes on rewriting "
+        "would corrupt it whatever MPTCP did")
     split_at: Annotated[int, AfterValidator(_between(1, 65000, " bytes"))] | None = Field(
         None, description="split every data segment with more payload than this in two (this many bytes, "
         "then the rest; same TCP options in both), as segmentation offload and some proxies do: both "
@@ -172,6 +178,7 @@ MIDDLEBOX_PRESETS: dict[str, dict[str, Any]] = {
     "drop-mptcp-syn": {"drop_mptcp_syn": True},
     "clamp-mss": {"clamp_mss": 1000},
     "rewrite-payload": {"rewrite_payload_every": 50, "rewrite_after": 20},
+    "rewrite-once": {"rewrite_payload_every": 1, "rewrite_after": 100, "rewrite_max": 1},
     "split": {"split_at": 500},
     "randomize-isn": {"randomize_isn": True},
     "coalesce": {"coalesce_up_to": 1400},

@@ -100,7 +100,7 @@ def transfer_argv(role: str, protocol: str, *, port: int, server_address: str = 
     socket: no mptcpize). Pure."""
     argv = [sys.executable, "-I", "-S", str(TRANSFER)]
     if role == "server":
-        argv += ["recv", "--port", str(port)]
+        argv += ["recv", "--port", str(port), "--seed", str(seed)]  # compares what it reads with the stream
         if interval is not None:
             argv += ["--interval", f"{interval:g}"]
     else:
@@ -169,7 +169,7 @@ def run_test(network: Any, protocol: str, *, mptcp_mode: str, port: int, duratio
     plan = network.plan
     common = dict(port=port, congestion_control=congestion_control)
     if tool == "transfer":
-        s_argv = transfer_argv("server", protocol, port=port, interval=GOODPUT_INTERVAL_S)
+        s_argv = transfer_argv("server", protocol, port=port, interval=GOODPUT_INTERVAL_S, seed=seed)
         c_argv = transfer_argv("client", protocol, server_address=plan.server_address, duration=duration,
                                nbytes=nbytes, seed=seed, connect_timeout_ms=connect_timeout_ms, **common)
     else:

@@ -7,12 +7,15 @@ stream drawn from a seeded generator and both ends hash it (SHA-256): the sender
 the receiver what it read. After the sender has written everything it shuts its side down; the
 receiver reads to the end, answers with its byte count and digest on the same connection, and
 closes; so the sender's report holds both digests and the flow completion time (its connect() to
-the receiver's last read, on the clock both ends share).
+the receiver's last read, on the clock both ends share). Given the seed too, the receiver
+regenerates the stream and compares as it reads, so a digest that differs also says where: the
+first byte that differs and how long the differing run is -- one byte flipped by a box, a
+segment's worth misplaced, or everything from some point on.
 
 Run as a script (``python -I -S transfer.py``, standard library only, inside a host's namespace,
 started by the runner as an argument list):
 
-    transfer.py recv --port P [--mptcp] [--interval S]
+    transfer.py recv --port P [--mptcp] [--interval S] [--seed K]
     transfer.py send --to ADDRESS --port P [--mptcp] (--bytes N | --duration S) [--seed K]
                      [--congestion ALGO] [--connect-timeout-ms MS]
 
@@ -36,6 +39,9 @@ IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
 CHUNK = 64 * 1024
 #: The receiver's summary line is at most this long (a JSON object of four fields).
 SUMMARY_MAX = 4096
+#: A differing run ends where the data agrees again for this many bytes in a row (a single
+#: byte agreeing by chance, 1 in 256 for shifted data, does not end it).
+AGREE_AGAIN = 64
 
 
 def stream(seed: int):
@@ -44,6 +50,12 @@ def stream(seed: int):
     rng = random.Random(seed)
     while True:
         yield rng.randbytes(CHUNK)
+
+
+def expected_stream(seed: int, nbytes: int) -> bytes:
+    """The first ``nbytes`` bytes of the stream for ``seed``."""
+    blocks = stream(seed)
+    return b"".join(next(blocks) for _ in range(-(-nbytes // CHUNK)))[:nbytes]
 
 
 def expected_digest(seed: int, nbytes: int) -> str:
@@ -56,6 +68,86 @@ def expected_digest(seed: int, nbytes: int) -> str:
         h.update(block[:left])
         left -= len(block)
     return h.hexdigest()
+
+
+class StreamCheck:
+    """What was read, compared with the stream the sender wrote, as it is read: each read
+    against the same bytes of the regenerated stream (one comparison of whole buffers while they
+    agree, so an intact transfer costs one generator and a memcmp per read). Records the first
+    differing byte's offset and the length of the run of difference that starts there: it ends
+    at the last differing byte before AGREE_AGAIN bytes agree in a row (compared in blocks of
+    that size from the first difference; a block that differs is searched byte by byte only for
+    its last differing byte). Later differences after that run are only counted
+    (``differing_reads``: reads not equal to the stream, the first one's included)."""
+
+    def __init__(self, seed: int):
+        self._blocks = stream(seed)
+        self._ahead, self._at = b"", 0
+        self.offset = 0                       # bytes compared so far
+        self.first_diff: int | None = None    # offset of the first differing byte
+        self.last_diff: int | None = None     # ... and of the last one of its run so far
+        self.agreeing = 0                     # bytes agreeing since last_diff (while the run is open)
+        self.run_closed = False
+        self.differing_reads = 0
+
+    def _take(self, n: int) -> bytes:
+        """The next n bytes of the stream (the block at hand kept, not copied down per read)."""
+        if len(self._ahead) - self._at < n:
+            rest = [self._ahead[self._at:]]
+            while sum(map(len, rest)) < n:
+                rest.append(next(self._blocks))
+            self._ahead, self._at = b"".join(rest), 0
+        self._at += n
+        return self._ahead[self._at - n:self._at]
+
+    def feed(self, got: bytes | memoryview) -> None:
+        """Compare the next len(got) bytes read."""
+        got = bytes(got)  # a copy, but bytes compare by memcmp (a memoryview item by item, 20x slower)
+        want = self._take(len(got))
+        same = got == want
+        if not same:
+            self.differing_reads += 1
+        if self.first_diff is None and not same:
+            i = _first_difference(got, want)
+            self.first_diff = self.last_diff = self.offset + i
+            self._follow_run(got, want, i + 1)
+        elif self.first_diff is not None and not self.run_closed:
+            self._follow_run(got, want, 0)
+        self.offset += len(got)
+
+    def _follow_run(self, got: bytes, want: bytes, start: int) -> None:
+        """Extend the open run over got[start:], AGREE_AGAIN bytes at a time, until it closes."""
+        for at in range(start, len(got), AGREE_AGAIN):
+            end = min(at + AGREE_AGAIN, len(got))
+            if got[at:end] == want[at:end]:
+                self.agreeing += end - at
+                if self.agreeing >= AGREE_AGAIN:
+                    self.run_closed = True
+                    return
+                continue
+            k = end - 1
+            while got[k] == want[k]:
+                k -= 1
+            self.last_diff, self.agreeing = self.offset + k, end - 1 - k
+
+    def report(self) -> dict:
+        """The receiver's report fields: where the data first differs (None: nowhere in what was
+        read -- a short read or a digest that agrees) and the run's length in bytes."""
+        run = None if self.first_diff is None else (self.last_diff or 0) - self.first_diff + 1
+        return {"first_diff_offset": self.first_diff, "diff_run_bytes": run, "differing_reads": self.differing_reads}
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    """Index of the first byte where a and b (same length, not equal) differ: halving by slice
+    comparisons (each a memcmp), so a 64 KB read costs 16 of them, not 64 K Python steps."""
+    lo, hi = 0, len(b)  # the difference lies in a[lo:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] != b[lo:mid]:
+            hi = mid
+        else:
+            lo = mid
+    return lo
 
 
 def _socket(address: str, mptcp: bool) -> socket.socket:
@@ -76,9 +168,11 @@ def _interval(start: float, end: float, nbytes: int) -> dict:
                     "bits_per_second": nbytes * 8 / seconds}}
 
 
-def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -> dict:
+def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0", seed: int | None = None) -> dict:
     """Accept one connection, read it to the end hashing every byte, answer with the count and
-    digest, close. Goodput every ``interval`` s from the accept, as iperf3's server reports it."""
+    digest, close. Goodput every ``interval`` s from the accept, as iperf3's server reports it.
+    With the sender's ``seed``, every byte read is also compared with the stream (StreamCheck):
+    the report says where the data first differs."""
     srv = _socket(address, mptcp)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((address, port))
@@ -90,6 +184,7 @@ def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -
     error = None
     buf = bytearray(CHUNK)
     view = memoryview(buf)
+    check = StreamCheck(seed) if seed is not None else None
     try:
         while True:
             n = conn.recv_into(buf)
@@ -100,6 +195,8 @@ def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -
             if n == 0:
                 break
             h.update(view[:n])
+            if check is not None:
+                check.feed(view[:n])
             total += n
         ended = time.monotonic()
         digest = h.hexdigest()
@@ -114,7 +211,8 @@ def receive(port: int, mptcp: bool, interval: float, address: str = "0.0.0.0") -
         intervals.append(_interval(mark - t0, ended - t0, total - mark_bytes))
     out = {"start": {"accepted_connection": {"host": peer[0], "port": peer[1]}}, "intervals": intervals,
            "end": {"sum_received": _sum(t0, ended, total)},
-           "transfer": {"role": "receiver", "bytes": total, "sha256": digest}}
+           "transfer": {"role": "receiver", "bytes": total, "sha256": digest,
+                        **({"seed": seed, **check.report()} if check is not None else {})}}
     if error:
         out["error"] = error
     return out
@@ -211,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--port", type=int, required=True)
         q.add_argument("--mptcp", action="store_true")
     r.add_argument("--interval", type=_positive, default=0.1)
+    r.add_argument("--seed", type=int, help="the sender's seed: compare what is read with its stream")
     s.add_argument("--to", required=True)
     length = s.add_mutually_exclusive_group(required=True)
     length.add_argument("--bytes", type=int)
@@ -220,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--connect-timeout-ms", type=int, default=5000)
     a = p.parse_args(argv)
     if a.role == "recv":
-        out = receive(a.port, a.mptcp, a.interval)
+        out = receive(a.port, a.mptcp, a.interval, seed=a.seed)
     else:
         out = send(a.to, a.port, a.mptcp, a.bytes, a.duration, a.seed, a.congestion, a.connect_timeout_ms)
     sys.stdout.write(json.dumps(out) + "\n")

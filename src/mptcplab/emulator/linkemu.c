@@ -17,8 +17,8 @@
  *   "set a2b|b2a|both k=v..": rate (bit/s), delay_us, jitter_us, loss (0..1), limit_pkts,
  *                             limit_bytes, reorder (0/1), ge_p ge_r ge_h ge_k (0..1, 0 = off),
  *                             and the middlebox's mb_strip, mb_drop_syn, mb_mss, mb_rewrite,
- *                             mb_rewrite_after, mb_split, mb_isn, mb_nat, mb_coalesce,
- *                             mb_coalesce_hold_us (below)
+ *                             mb_rewrite_after, mb_rewrite_max, mb_split, mb_isn, mb_nat,
+ *                             mb_coalesce, mb_coalesce_hold_us (below)
  *   "down" / "up":           drop everything (and flush queues) / forward again
  *   "stats":                 prints one JSON line of counters
  *   "quit" or EOF:           exits (its namespace, and with it the link, goes away)
@@ -40,6 +40,12 @@
  *   mb_rewrite_after=K: ... but only after the first K data segments: the (K+N)-th, (K+2N)-th ...
  *       are rewritten (default 0). Data segments are counted while mb_rewrite is on, over every
  *       connection of the direction (retransmissions count too); a new "set" does not reset the count.
+ *   mb_rewrite_max=M: ... and at most M segments of each connection (0 = no limit, the default): a
+ *       box that corrupts one segment and is gone, so that what follows a fallback to TCP (which no
+ *       checksum protects) arrives unchanged. While M > 0 the counts are per connection: a SYN
+ *       (without ACK) passing in this direction starts both afresh -- the data segments counted for
+ *       mb_rewrite_after and the segments rewritten -- so every connection (every subflow whose SYN
+ *       passes here) meets the box alike, one connection after another.
  *   mb_split=B: split every data segment with more than B payload bytes in two (0 = off): the
  *       first B bytes, then the rest, as TSO does: same headers and TCP options in both (an MPTCP
  *       DSS mapping then covers both), IP length and checksum, TCP sequence number (+B) and
@@ -234,6 +240,8 @@ struct dir {
 	uint32_t mb_mss;      /* 0 = off */
 	uint32_t mb_rewrite;  /* every N-th data segment; 0 = off */
 	uint64_t mb_rewrite_after;
+	uint64_t mb_rewrite_max; /* rewrites per connection at most; 0 = no limit */
+	uint64_t mb_conn_rewritten; /* rewrites since the last SYN (with mb_rewrite_max) */
 	uint32_t mb_split;    /* payload bytes; 0 = off */
 	uint64_t mb_data_segs; /* data segments seen while mb_rewrite is on */
 	int mb_isn;           /* randomise the ISN of connections whose SYN passes here */
@@ -1031,14 +1039,18 @@ static void middlebox(struct dir *d, unsigned char *f, uint32_t len, struct mb_o
 	uint32_t plen = s.seglen - hl;
 	int data = plen && !(th[13] & (TH_SYN | TH_RST));
 	unsigned char *payload = th + hl;
+	if (d->mb_rewrite_max && (th[13] & (TH_SYN | TH_ACK)) == TH_SYN) /* a new connection */
+		d->mb_data_segs = d->mb_conn_rewritten = 0;
 	if (data && d->mb_rewrite && ++d->mb_data_segs > d->mb_rewrite_after &&
-	    (d->mb_data_segs - d->mb_rewrite_after) % d->mb_rewrite == 0) {
+	    (d->mb_data_segs - d->mb_rewrite_after) % d->mb_rewrite == 0 &&
+	    (!d->mb_rewrite_max || d->mb_conn_rewritten < d->mb_rewrite_max)) {
 		/* hl is a multiple of 4: the byte's place in its 16-bit word is that of its offset */
 		uint32_t at = plen / 2, shift = at & 1 ? 0 : 8;
 		uint16_t was = (uint16_t)(payload[at] << shift);
 		payload[at] ^= 0xff;
 		csum_update(th + 16, was, (uint16_t)(payload[at] << shift));
 		d->mb_rewritten++;
+		d->mb_conn_rewritten++;
 	}
 	if (d->mb_coalesce || d->held_len) {
 		int c = coalesce(d, f, &s);
@@ -1239,11 +1251,11 @@ static int set_param(struct dir *d, const char *k, const char *v)
 		d->mb_hold_ns = (uint64_t)n * 1000;
 		return 0;
 	}
-	if (!strcmp(k, "mb_rewrite_after")) {
+	if (!strcmp(k, "mb_rewrite_after") || !strcmp(k, "mb_rewrite_max")) {
 		int64_t n = count_value(v, INT64_MAX);
 		if (n < 0)
 			return -2;
-		d->mb_rewrite_after = (uint64_t)n;
+		*(!strcmp(k, "mb_rewrite_max") ? &d->mb_rewrite_max : &d->mb_rewrite_after) = (uint64_t)n;
 		return 0;
 	}
 	if (!strcmp(k, "mb_isn")) {
@@ -1325,6 +1337,7 @@ static void print_stats(void)
 		       d->mb_nat_rewritten, d->mb_nat_unknown, d->mb_nat_arp, d->nat_ct.evicted, nat);
 		printf(",\"mb_coalesced\":%" PRIu64 ",\"mb_coalesce\":%u,\"mb_coalesce_hold_us\":%" PRIu64, d->mb_coalesced,
 		       d->mb_coalesce, d->mb_hold_ns / 1000);
+		printf(",\"mb_rewrite_max\":%" PRIu64, d->mb_rewrite_max);
 		printf("}");
 	}
 	printf(",\"down\":%d}\n", link_down);
