@@ -266,7 +266,6 @@ def test_payload_rewritten_on_the_only_subflow_mp_fail_and_both_fall_back_by_an_
 LINUX_DEVIATIONS = {
     "links.h1-s1.up.middlebox=coalesce: data_intact == true",
     "mptcp.checksum=true: data_intact == true",   # through the coalesce and rewrite-once rows
-    "links.h1-s1.down.middlebox=strip-add-addr: mptcp_fallback == false",
     "links.h1-s1.up.middlebox=rewrite-once, mptcp.checksum=true: data_intact == true",
 }
 
