@@ -239,20 +239,32 @@ def test_payload_rewritten_on_the_only_subflow_mp_fail_and_both_fall_back_by_an_
     r, out = _run(tmp_path, "once", {0: {"up": {"middlebox": "rewrite-once"}}},
                   mptcp={"checksum": True, "limits": {"subflows": 0, "add_addr_accepted": 2}})
     (row,) = pd.read_csv(out / "summary.csv").to_dict("records")
-    assert pd.isna(row["error"]) and row["bytes_received"] == row["bytes_sent"] == 2_000_000, (row, r.stderr[-2000:])
     assert row["expected_subflows"] == 1, row
     (point,) = json.loads((out / "metadata.json").read_text())["link_stats"].values()
     assert point["h1-s1"]["a2b"]["mb_rewritten"] == 1, point["h1-s1"]        # once, and never again
     mib = pd.read_csv(out / "mptcp-mib.csv")
-    counted = mib.groupby("counter").delta.sum()
-    for counter in ("MPTcpExtDataCsumErr", "MPTcpExtMPFailTx", "MPTcpExtInfiniteMapTx", "MPTcpExtInfiniteMapRx"):
-        assert counted.get(counter, 0) >= 1, (counter, counted)
-    assert row["mptcp_fallback"] >= 1, row                    # the client's InfiniteMapTx among them
+    by_host = mib.groupby(["host", "counter"]).delta.sum()
+    # the receiver (server) noticed the changed byte and said so; the sender got its MP_FAIL
+    for host, counter in (("server", "MPTcpExtDataCsumErr"), ("server", "MPTcpExtMPFailTx"),
+                          ("client", "MPTcpExtMPFailRx")):
+        assert by_host.get((host, counter), 0) >= 1, (host, counter, by_host)
     options = pd.read_csv(out / "options.csv")
     assert options.MP_JOIN_SYN.sum() == 0, options            # one subflow
-    assert options.MP_FAIL.sum() >= 1 and options.DSS_INFINITE_MAPPING.sum() >= 1, options
-    assert options.MP_TCPRST.sum() == 0 and counted.get("MPTcpExtMPRstTx", 0) == 0, options   # not reset
-    assert "infinite-mapping" in set(options.fallback_reason.dropna()), options
+    assert options.MP_FAIL.sum() >= 1, options
+    assert options.MP_TCPRST.sum() == 0 and by_host.get(("server", "MPTcpExtMPRstTx"), 0) == 0, options  # not reset
+    if pd.notna(row["error"]):
+        # Linux 6.18 (every run so far): the client counts an infinite mapping sent, but none
+        # reaches the server (no InfiniteMapRx, none on the wire) and the transfer stalls until
+        # the test's time limit -- RFC 8684 3.7 has both fall back and go on as TCP
+        assert "did not finish" in row["error"], row
+        assert by_host.get(("server", "MPTcpExtInfiniteMapRx"), 0) == 0, by_host
+        pytest.xfail(f"Linux stalls after MP_FAIL on the only subflow ({row['error']}); client InfiniteMapTx "
+                     f"{by_host.get(('client', 'MPTcpExtInfiniteMapTx'), 0)}, server InfiniteMapRx 0")
+    # what RFC 8684 3.7 requires: an infinite mapping both ways, fallback, every byte delivered
+    assert row["bytes_received"] == row["bytes_sent"] == 2_000_000, row
+    for host, counter in (("client", "MPTcpExtInfiniteMapTx"), ("server", "MPTcpExtInfiniteMapRx")):
+        assert by_host.get((host, counter), 0) >= 1, (host, counter, by_host)
+    assert options.DSS_INFINITE_MAPPING.sum() >= 1 and row["mptcp_fallback"] >= 1, (options, row)
     if not row["data_intact"]:
         # Linux kept the mapping that failed and delivered it: one byte, the one the box flipped
         assert row["first_diff_offset"] >= 0 and row["diff_run_bytes"] == 1, row
@@ -267,6 +279,11 @@ LINUX_DEVIATIONS = {
     "links.h1-s1.up.middlebox=coalesce: data_intact == true",
     "mptcp.checksum=true: data_intact == true",   # through the coalesce and rewrite-once rows
     "links.h1-s1.up.middlebox=rewrite-once, mptcp.checksum=true: data_intact == true",
+    # measured: after MP_FAIL on the only subflow no infinite mapping reaches the server and the
+    # transfer stalls (test_payload_rewritten_on_the_only_subflow_...)
+    "links.h1-s1.up.middlebox=rewrite-once, mptcp.checksum=true: mib.MPTcpExtInfiniteMapRx >= 1",
+    "links.h1-s1.up.middlebox=rewrite-once, mptcp.checksum=true: options.DSS_INFINITE_MAPPING >= 1",
+    "links.h1-s1.up.middlebox=rewrite-once, mptcp.checksum=true: mptcp_fallback == true",
 }
 
 
@@ -283,9 +300,12 @@ def test_the_whole_middlebox_matrix_meets_its_expectations(tmp_path, no_leftover
     assert r.returncode in (0, 1, 4) and (out / "expect.csv").exists(), r.stderr[-3000:]
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 26 and (summary.repetition == 1).all(), summary
-    # only coalescing may leave a transfer unfinished (the stall after a bad mapping: see README)
+    # only coalescing and one rewrite on the only subflow with checksums on may leave a transfer
+    # unfinished (the stalls after a bad mapping or an MP_FAIL: see README)
     errors = summary[summary.error.notna()]
-    assert (errors["links.h1-s1.up.middlebox"] == "coalesce").all(), errors.to_dict("records")
+    stalls = (errors["links.h1-s1.up.middlebox"] == "coalesce") | \
+        ((errors["links.h1-s1.up.middlebox"] == "rewrite-once") & errors["mptcp.checksum"].astype(bool))
+    assert stalls.all(), errors.to_dict("records")
     verdicts = pd.read_csv(out / "expect.csv")
     spec = yaml.safe_load((REPO / "experiments" / "middleboxes.yaml").read_text())
     assert list(verdicts.expectation) == spec["expect"], verdicts.expectation
