@@ -29,12 +29,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .ids import check_run_id
 from .registry import ALIAS_PREFIX
-from .switch import SWITCH_NAME, BridgeExistsError, OwnInterfaces, SwitchError
+from .switch import SWITCH_NAME, BridgeExistsError, RunSwitch, SwitchError
 
 log = logging.getLogger(__name__)
 
 
-class LabBridge(OwnInterfaces, Switch):
+class LabBridge(RunSwitch, Switch):
     """A Linux bridge tagged with the run id (module doc). Mininet parameters of OVS switches
     that mean nothing here (``failMode``, ``datapath``, ``protocols``) are refused by the plan,
     which passes none."""
@@ -104,25 +104,6 @@ class LabBridge(OwnInterfaces, Switch):
                 if e.code != errno.ENODEV:
                     raise SwitchError(f"switch {self.name}: cannot delete the Linux bridge: {e}") from None
         return True
-
-    def stop(self, deleteIntfs: bool = True) -> None:
-        try:
-            self.remove_bridge()
-        finally:
-            Switch.stop(self, deleteIntfs)
-
-    @classmethod
-    def batchShutdown(cls, switches: Sequence["LabBridge"], run: Any = None) -> Sequence["LabBridge"]:
-        """Remove each switch's bridge (only if it is this run's), then end its shell. A failure is
-        logged, not raised, as for LabSwitch: the registry's cleanup tries the tagged device again."""
-        for sw in switches:
-            try:
-                sw.remove_bridge()
-            except SwitchError as e:
-                log.error("%s", e)
-        for sw in switches:
-            sw.terminate()
-        return switches
 
     def connected(self) -> bool:
         return True

@@ -107,12 +107,17 @@ def _controller_target(c: Any) -> str:
     return f"{proto}:{ip}:{port}"
 
 
-class OwnInterfaces:
-    """Switch-side interfaces deleted only if each is still the device Mininet made for this
-    switch (its ifindex), with ``ip link del`` as an argument list -- shared by the Open vSwitch
-    and the Linux bridge switch. Mininet's own ``Intf.delete`` runs a shell string by name."""
+class RunSwitch:
+    """What the Open vSwitch and the Linux bridge switch share: switch-side interfaces deleted
+    only if each is still the device Mininet made for this switch (its ifindex), with ``ip link
+    del`` as an argument list (Mininet's own ``Intf.delete`` runs a shell string by name); and
+    stopping, which removes the switch's bridge only if it is this run's (``remove_bridge``, each
+    kind its own way) before the interfaces."""
 
     _ifindex: dict[str, int]
+
+    def remove_bridge(self) -> bool:
+        raise NotImplementedError
 
     def addIntf(self, intf: Intf, port: int | None = None, **kwargs: Any) -> None:
         """Remember the device's ifindex: at delete time a device of that name is deleted only if
@@ -144,8 +149,30 @@ class OwnInterfaces:
         """The interfaces that become bridge ports: numbered, without an IP (as Mininet)."""
         return [i for i in self.intfList() if self.ports[i] and not i.IP()]
 
+    def stop(self, deleteIntfs: bool = True) -> None:
+        """Remove our bridge (only ours), then our interfaces (Switch.stop semantics)."""
+        try:
+            self.remove_bridge()
+        finally:
+            Switch.stop(self, deleteIntfs)
 
-class LabSwitch(OwnInterfaces, OVSSwitch):
+    @classmethod
+    def batchShutdown(cls, switches: Sequence["RunSwitch"], run: Any = None) -> Sequence["RunSwitch"]:
+        """Remove each switch's bridge (only if tagged with its run), then end its shell.
+        Interfaces go with the links, which Mininet.stop stops first (as upstream). A failure is
+        logged, not raised: Mininet.stop would otherwise leave the hosts running, and the run's
+        registry cleanup tries the tagged bridges again."""
+        for sw in switches:
+            try:
+                sw.remove_bridge()
+            except SwitchError as e:
+                log.error("%s", e)
+        for sw in switches:
+            sw.terminate()
+        return switches
+
+
+class LabSwitch(RunSwitch, OVSSwitch):
     """An OVS bridge tagged with the run id, created and removed without a shell (module doc)."""
 
     def __init__(self, name: str, run_id: str, failMode: str = "standalone", datapath: str = "kernel",
@@ -259,28 +286,6 @@ class LabSwitch(OwnInterfaces, OVSSwitch):
             log.warning("%s: leaving bridge %s alone: it is %s, not this run's (%s)", self.name, self.name,
                         f"tagged by run {tag}" if tag else "not tagged by mptcplab", self.run_id)
         return removed
-
-    def stop(self, deleteIntfs: bool = True) -> None:
-        """Remove our bridge (only ours), then our interfaces (Switch.stop semantics)."""
-        try:
-            self.remove_bridge()
-        finally:
-            Switch.stop(self, deleteIntfs)
-
-    @classmethod
-    def batchShutdown(cls, switches: Sequence["LabSwitch"], run: Any = None) -> Sequence["LabSwitch"]:
-        """Remove each switch's bridge (only if tagged with its run), then end its shell.
-        Interfaces go with the links, which Mininet.stop stops first (as upstream). A failure is
-        logged, not raised: Mininet.stop would otherwise leave the hosts running, and the run's
-        registry cleanup tries the tagged bridges again."""
-        for sw in switches:
-            try:
-                sw.remove_bridge()
-            except SwitchError as e:
-                log.error("%s", e)
-        for sw in switches:
-            sw.terminate()
-        return switches
 
     # ------------------------------------------------------------------ other OVSSwitch entry points
 
