@@ -56,7 +56,7 @@ def e2e_result(auto_walks: int, user_walks: int, complete: bool = True, kept: bo
     def default_delay(auto: bool, walks: int) -> dict:  # the flapping outlasts the window
         return {**run(auto, "IPv4", walks), "one_window": False, "delay_ms": 100, "daemon": not auto,
                 "daemon_changes": None if auto else walks, "second_path_subflows_after": ["10.1.2.1%c2:40009"]}
-    return {"kernel": "6.12", "boot_to_poweroff_seconds": 1.0, "dad": dict(DAD_OK),
+    return {"kernel": "6.12", "boot_to_poweroff_seconds": 1.0, "dad": dict(DAD_OK), "takeover": dict(TAKEOVER_OK),
             "runs": [run(True, "IPv4", auto_walks), run(False, "IPv4", user_walks),
                      run(True, "IPv6", v6_walks), default_delay(True, 6), default_delay(False, 7)]}
 
@@ -66,6 +66,31 @@ DAD_OK = {"delay_ms": 100, "valid_dad_ms": 1650, "valid_endpoint_ms": 1720,
           "valid_endpoint_while_tentative": False, "valid_endpoint": True,
           "duplicate_flags": ["dadfailed", "tentative"], "duplicate_endpoint": False,
           "deprecated_flags": ["deprecated", "nodad"], "deprecated_endpoint": False, "walks": 1}
+
+
+#: A user's add over the kernel's automatic endpoint, as the fixed kernel passes it.
+TAKEOVER_OK = {"delay_ms": 100, "automatic": ["10.9.0.1 id 1 subflow implicit dev c1"], "automatic_id": "1",
+               "user_add": "ok", "after_add": ["10.9.0.1 id 1 signal backup dev c1"],
+               "after_flap": ["10.9.0.1 id 1 signal backup dev c1"], "automatic_shows_implicit": True,
+               "user_endpoint": True, "user_endpoint_kept": True}
+
+
+@pytest.mark.parametrize(("change", "ok"), [
+    ({}, True),
+    ({"user_add": "ip -n clit mptcp endpoint add 10.9.0.1 ...: Error: File exists"}, False),  # before: EEXIST
+    ({"automatic_shows_implicit": False}, False),  # dumps cannot tell the kernel's from the user's
+    ({"user_endpoint": False}, False),
+    ({"user_endpoint_kept": False}, False),
+    (None, False),  # no takeover check at all
+])
+def test_e2e_verdict_on_a_users_add_over_an_automatic_endpoint(change, ok, capsys):
+    result = e2e_result(0, 2000)
+    if change is None:
+        del result["takeover"]
+    else:
+        result["takeover"].update(change)
+    assert load_uml().report_e2e(result) is ok
+    assert ("passed" if ok else "FAILED") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("change", "ok"), [

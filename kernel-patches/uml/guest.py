@@ -328,9 +328,9 @@ def e2e_mode(auto: bool, flaps: int, delay_ms: int, fam: Family, daemon: bool = 
     two_paths(cli, srv)
     # With the 10 s delay the kernel follows the addresses from before they exist, and the
     # user's endpoint below is added while the kernel's own add for its address is still
-    # queued. With a short delay the kernel's add would come first and the user's fail with
-    # EEXIST (issue 17, item 3: open), so there the user's endpoint comes first and setting
-    # the sysctl makes the kernel compare what is there.
+    # queued. With a short delay the user's endpoint comes first and setting the sysctl makes
+    # the kernel compare what is there (a user's add after the kernel's replaces it:
+    # takeover_check).
     early = delay_ms >= 10000
     if auto and early:
         sysctl(cli, "pm_auto_delay_ms", delay_ms)
@@ -491,6 +491,47 @@ def dad_check(delay_ms: int = 100) -> dict:
     return out
 
 
+def takeover_check(delay_ms: int = 100) -> dict:
+    """A user's endpoint for an address that already has the kernel's automatic one: the add
+    succeeds and replaces it, keeping its id (before: EEXIST); dumps tell the automatic one by
+    its implicit flag; the user's stays, untouched, when its address goes and comes back."""
+    cli = "clit"
+    ip("netns", "add", cli)
+    ip("link", "set", "lo", "up", ns=cli)
+    ip("link", "add", "c1", "type", "veth", "peer", "name", "p1", ns=cli)
+    ip("link", "set", "p1", "up", ns=cli)
+    ip("link", "set", "c1", "up", ns=cli)
+    sysctl(cli, "pm_auto_delay_ms", delay_ms)
+    sysctl(cli, "pm_auto_endpoints", SUBFLOW)
+    addr = "10.9.0.1"
+
+    def show() -> list[str]:
+        return ip("mptcp", "endpoint", "show", ns=cli).strip().splitlines()
+
+    ip("addr", "add", f"{addr}/24", "dev", "c1", ns=cli)
+    wait_for(lambda: has_endpoint(show(), addr), 3 * delay_ms / 1000 + 5, step=0.05)
+    automatic = [line for line in show() if line.split()[:1] == [addr]]
+    auto_id = automatic[0].split()[2] if automatic else None
+    try:
+        ip("mptcp", "endpoint", "add", addr, "dev", "c1", "signal", "backup", ns=cli)
+        user_add = "ok"
+    except RuntimeError as e:
+        user_add = str(e)
+    after_add = show()
+    # the address goes and comes back: the kernel leaves the user's endpoint as it is
+    ip("addr", "del", f"{addr}/24", "dev", "c1", ns=cli)
+    ip("addr", "add", f"{addr}/24", "dev", "c1", ns=cli)
+    time.sleep(3 * delay_ms / 1000 + 0.5)
+    after_flap = show()
+    ip("netns", "del", cli)
+    return {"delay_ms": delay_ms, "automatic": automatic, "automatic_id": auto_id, "user_add": user_add,
+            "after_add": after_add, "after_flap": after_flap,
+            "automatic_shows_implicit": bool(automatic) and "implicit" in automatic[0].split(),
+            "user_endpoint": auto_id is not None and has_endpoint(after_add, addr, auto_id, "signal", "backup")
+            and not any("implicit" in line.split() for line in after_add if line.split()[:1] == [addr]),
+            "user_endpoint_kept": auto_id is not None and sorted(after_flap) == sorted(after_add)}
+
+
 def e2e(flaps: int) -> dict:
     """The automatic endpoints and the userspace way over IPv4, then the automatic endpoints
     over IPv6 (its own notifier, and addresses that go with the link)."""
@@ -501,7 +542,7 @@ def e2e(flaps: int) -> dict:
     # At the default delay (100 ms) the flapping outlasts the batch window: what automatic
     # endpoints cost then, against a userspace daemon with the same debounce (a fair baseline).
     default_ms = int(os.environ.get("mptcplab_default_delay_ms", "100"))
-    return {"check": "e2e", "kernel": os.uname().release, "dad": dad_check(),
+    return {"check": "e2e", "kernel": os.uname().release, "dad": dad_check(), "takeover": takeover_check(),
             "runs": [e2e_mode(True, flaps, delay_ms, v4), e2e_mode(False, flaps, delay_ms, v4),
                      e2e_mode(True, flaps, delay_ms, v6),
                      e2e_mode(True, flaps, default_ms, v4), e2e_mode(False, flaps, default_ms, v4, daemon=True)]}

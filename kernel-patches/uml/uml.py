@@ -148,6 +148,16 @@ def report_e2e(result: dict) -> bool:
         ok &= dad["valid_endpoint"] and not dad["valid_endpoint_while_tentative"]
         ok &= "dadfailed" in dad["duplicate_flags"] and not dad["duplicate_endpoint"]
         ok &= "deprecated" in dad["deprecated_flags"] and not dad["deprecated_endpoint"]
+    take = result.get("takeover")
+    if take is None:
+        ok = False
+        print("  takeover check: missing")
+    else:
+        print(f"  a user's add over an automatic endpoint (id {take['automatic_id']}, shown implicit: "
+              f"{take['automatic_shows_implicit']}): {take['user_add']}; the user's endpoint in its place: "
+              f"{take['user_endpoint']}; kept when its address went and came back: {take['user_endpoint_kept']}")
+        ok &= take["user_add"] == "ok" and take["automatic_shows_implicit"] and take["user_endpoint"] \
+            and take["user_endpoint_kept"]
     modes = {(r["automatic"], r["family"]) for r in result["runs"]}
     ok &= {(True, "IPv4"), (False, "IPv4"), (True, "IPv6")} <= modes
     print("e2e: " + ("passed" if ok else "FAILED") + " (want 0 walks with automatic endpoints "
@@ -155,7 +165,8 @@ def report_e2e(result: dict) -> bool:
           "del/add way, every transfer complete, endpoints as they were, a subflow on the second "
           "path, with automatic endpoints in one window the same one; at the default delay the "
           "walks of both ways reported; with DAD, an endpoint for a valid IPv6 address once DAD is "
-          "over, none for a duplicate or deprecated one)")
+          "over, none for a duplicate or deprecated one; a user's add over an automatic endpoint "
+          "replacing it, which dumps mark implicit)")
     return ok
 
 
