@@ -88,6 +88,7 @@ def leftovers(before: Snapshot, after: Snapshot) -> dict[str, set[str]]:
 
 
 def bridge_exists(name: str) -> bool:
+    """An Open vSwitch bridge of that name (the foreign bridges the tests make are OVS ones)."""
     return name in subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
                                   text=True).stdout.split()
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import pandas as pd
 import pytest
 
-from helpers import BIN, REPO, cli, write_spec
+from helpers import BIN, REPO, cli, snapshot, write_spec
 from test_distributed import run_fake
 
 pytest.importorskip("distributed")
@@ -99,8 +99,7 @@ def test_a_killed_distributed_run_is_finished_by_a_local_resume(tmp_path, no_lef
     try:
         while time.monotonic() < deadline:  # a point done, and a worker's network up
             pts = json.loads((out / "points.json").read_text()) if (out / "points.json").exists() else []
-            bridges = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
-                                     text=True).stdout.split()
+            bridges = snapshot().bridges  # Open vSwitch's and Linux bridges
             if any(x["status"] == "done" for x in pts) and any(b.startswith("mw") for b in bridges):
                 break
             time.sleep(0.2)
