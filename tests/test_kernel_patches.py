@@ -307,3 +307,13 @@ def test_e2e_at_the_default_delay_reports_walks_and_checks_the_rest(capsys):
     del result["runs"][4]
     assert load_uml().report_e2e(result) is False
     assert "default-delay pair" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("line", "implicit"), [
+    ("10.9.0.1 id 1 subflow rawflags 10 dev c1", True),     # iproute2 6.1: no name for the flag
+    ("10.9.0.1 id 1 subflow implicit dev c1", True),
+    ("10.9.0.1 id 1 signal backup dev c1", False),
+    ("10.9.0.1 id 1 subflow rawflags 20 dev c1", False),    # another unknown bit
+])
+def test_the_guest_reads_the_implicit_flag_as_old_and_new_iproute2_print_it(line, implicit):
+    assert load_script("guest").shows_implicit(line) is implicit
