@@ -84,11 +84,16 @@ TAKEOVER_OK = {"delay_ms": 100, "automatic": ["10.9.0.1 id 1 subflow implicit de
     (None, False),  # no takeover check at all
 ])
 def test_e2e_verdict_on_a_users_add_over_an_automatic_endpoint(change, ok, capsys):
+    assert_verdict_with("takeover", change, ok, capsys)
+
+
+def assert_verdict_with(check: str, change: dict | None, ok: bool, capsys) -> None:
+    """The e2e verdict on a passing result whose CHECK part is changed (or missing: None)."""
     result = e2e_result(0, 2000)
     if change is None:
-        del result["takeover"]
+        del result[check]
     else:
-        result["takeover"].update(change)
+        result[check].update(change)
     assert load_uml().report_e2e(result) is ok
     assert ("passed" if ok else "FAILED") in capsys.readouterr().out
 
@@ -103,13 +108,7 @@ def test_e2e_verdict_on_a_users_add_over_an_automatic_endpoint(change, ok, capsy
     (None, False),  # no DAD check at all
 ])
 def test_e2e_verdict_on_ipv6_dad(change, ok, capsys):
-    result = e2e_result(0, 2000)
-    if change is None:
-        del result["dad"]
-    else:
-        result["dad"].update(change)
-    assert load_uml().report_e2e(result) is ok
-    assert ("passed" if ok else "FAILED") in capsys.readouterr().out
+    assert_verdict_with("dad", change, ok, capsys)
 
 
 @pytest.mark.parametrize(("case", "ok"), [

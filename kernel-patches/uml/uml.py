@@ -134,11 +134,12 @@ def report_e2e(result: dict) -> bool:
     else:
         ok = False
         print("  the default-delay pair (automatic endpoints, userspace daemon) is missing")
-    dad = result.get("dad")
-    if dad is None:
-        ok = False
-        print("  DAD check: missing")
-    else:
+    missing = [name for key, name in (("dad", "DAD check"), ("takeover", "takeover check")) if key not in result]
+    for name in missing:
+        print(f"  {name}: missing")
+    ok &= not missing
+    if "dad" in result:
+        dad = result["dad"]
         print(f"  IPv6 with DAD, pm_auto_delay_ms {dad['delay_ms']}: valid address usable after "
               f"{dad['valid_dad_ms']} ms, its endpoint after {dad['valid_endpoint_ms']} ms"
               f"{' (while still TENTATIVE)' if dad['valid_endpoint_while_tentative'] else ''}; "
@@ -148,11 +149,8 @@ def report_e2e(result: dict) -> bool:
         ok &= dad["valid_endpoint"] and not dad["valid_endpoint_while_tentative"]
         ok &= "dadfailed" in dad["duplicate_flags"] and not dad["duplicate_endpoint"]
         ok &= "deprecated" in dad["deprecated_flags"] and not dad["deprecated_endpoint"]
-    take = result.get("takeover")
-    if take is None:
-        ok = False
-        print("  takeover check: missing")
-    else:
+    if "takeover" in result:
+        take = result["takeover"]
         print(f"  a user's add over an automatic endpoint (id {take['automatic_id']}, shown implicit: "
               f"{take['automatic_shows_implicit']}): {take['user_add']}; the user's endpoint in its place: "
               f"{take['user_endpoint']}; kept when its address went and came back: {take['user_endpoint_kept']}")
