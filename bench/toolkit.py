@@ -11,13 +11,18 @@
      - three-path: topologies/three-path.yaml with the static controller (always Open vSwitch),
        MPTCP on its two independent paths.
    Header-adjusted capacity: the shaper counts whole Ethernet frames of 1514 bytes; a TCP segment
-   carries 1448 bytes of payload in one (timestamps), an MPTCP one 1424 (a 24-byte DSS option with
-   a 64-bit data ACK and mapping, as captured on this kernel).
+   carries 1448 bytes of payload in one (timestamps), an MPTCP one 1424 (its TCP header is 56
+   bytes with the DSS option, as captured on this kernel).
 2. cpu -- dual-path at a fixed rate (default 100 Mbit/s), one MPTCP test of 10 s per switch kind:
    the CPU each part of the toolkit spent while the test ran (/proc/<pid>/stat of every process,
    grouped: ovs-vswitchd, the link emulators, iperf3, the run itself with its samplers and
    monitors; the kernel's softirq time, where veths, bridges, htb and TCP do their work), as
    %core and as CPU-ms per second per Mbit/s of goodput, and the ratio between the switch kinds.
+   The headline is the machine's busy time (everything but idle and iowait; run it on an
+   otherwise idle machine). The groups overlap: without CONFIG_IRQ_TIME_ACCOUNTING a softirq
+   is charged both to the task it interrupted and to the machine's softirq total, and processes
+   that end inside the window (the short ss samplers) are not seen -- they say where the time
+   goes, the machine's total says how much.
 
 Run as root from the repository:
     .venv/bin/python bench/toolkit.py [--switch ovs bridge] [--rates 100 200 400 700 1000] [--cpu-rate 100]

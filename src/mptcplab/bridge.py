@@ -73,9 +73,15 @@ class LabBridge(RunSwitch, Switch):
                         "never replaces a device it did not create and left it as it was. Rename the switch "
                         "in the topology, or, if it is a leftover of an mptcplab run, run `mptcplab clean`.") from None
                 raise SwitchError(f"switch {self.name}: cannot create the Linux bridge: {e}") from None
-            (idx,) = ipr.link_lookup(ifname=self.name)
+            try:
+                (idx,) = ipr.link_lookup(ifname=self.name)
+                ipr.link("set", index=idx, ifalias=self.tag)
+            except Exception:
+                # ours (the add fails on anyone else's device of that name) but not tagged yet,
+                # so `mptcplab clean` would leave it alone: remove it now
+                ipr.link("del", ifname=self.name)
+                raise
             self.bridge_index = idx
-            ipr.link("set", index=idx, ifalias=self.tag)
             for intf in self.data_intfs():
                 port = self._ifindex.get(intf.name)
                 if port is None:
