@@ -174,3 +174,21 @@ def test_link_the_emulator_cannot_carry_fails_self_check(tmp_path, no_leftovers)
     assert not check["ok"] and all(p["rate_ok"] is False for p in check["paths"])
     assert not (out / "summary.csv").exists()
     assert not list((out / "raw").iterdir())
+
+
+def test_the_least_rto_is_set_in_every_host_and_recorded(tmp_path, no_leftovers):
+    """mptcp.rto_min_ms reaches each host's namespace (net.ipv4.tcp_rto_min_us, read back from
+    the hosts into metadata) and the subflows time out sooner: ss's RTO of an idle-ish 20 ms path
+    sits at its floor, 50 ms here instead of 200."""
+    def mutate(spec):
+        spec["mptcp"]["rto_min_ms"] = 50
+        spec["traffic"].update(protocols=["mptcp"])
+    out = tmp_path / "run"
+    r = cli("run-experiment", str(write_spec(tmp_path, traffic={"duration": 3, "repetitions": 1}, mutate=mutate)),
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    hosts = json.loads((out / "metadata.json").read_text())["network"]["hosts"]
+    assert {h: v["sysctls"].get("net.ipv4.tcp_rto_min_us") for h, v in hosts.items()} == {"h1": "50000", "h2": "50000"}
+    samples = pd.read_csv(out / "raw" / "001-mptcp-r1-samples.csv")
+    rto = samples[(samples.kind == "tcp") & samples.local.astype(str).str.startswith("10.0.1.")].rto.dropna()
+    assert len(rto) and rto.min() < 200, rto.describe()   # the kernel's floor would be 200 ms
