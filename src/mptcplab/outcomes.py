@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .figures import COLUMN_WIDTH_IN, _save  # noqa: E402
+from .recovery import cell_number  # noqa: E402
 from .results import MPTCP_MIB, RunDir  # noqa: E402
 from .rows import FALLBACK_COUNTERS as ROW_FALLBACK_COUNTERS, mib_by_test  # noqa: E402
 
@@ -54,12 +55,7 @@ class Outcome:
 
 
 def _num(row: Mapping[str, Any], key: str) -> float | None:
-    v = row.get(key)
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if f != f else f
+    return cell_number(row.get(key))
 
 
 def _flag(v: Any) -> bool | None:

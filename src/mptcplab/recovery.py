@@ -196,8 +196,9 @@ class SubflowAfterCut:
         return self.closed_s is not None or self.acked_after < slack_bytes
 
 
-def _number(v: Any) -> float | None:
-    """A CSV cell as a number: csv gives text, pandas floats with NaN for a blank."""
+def cell_number(v: Any) -> float | None:
+    """A CSV cell as a number, None when blank: csv gives text, pandas floats with NaN for a
+    blank (mptcplab.outcomes reads summary rows with it too)."""
     try:
         x = float(v)
     except (TypeError, ValueError):
@@ -216,7 +217,7 @@ def _address(addr: Any, port: Any = None) -> tuple[str, int | None]:
     text = str(addr)
     if port is None:
         text, _, port = text.rpartition(":")
-    p = _number(port)
+    p = cell_number(port)
     return text.strip("[]"), None if p is None else int(p)
 
 
@@ -224,8 +225,8 @@ def _closed_at(pm_events: Sequence[dict[str, Any]], token: str, local: str, remo
                until_s: float) -> float | None:
     """When the path manager first reported this subflow of ``token`` closed, after the cut."""
     me = (_address(local), _address(remote))
-    for p in sorted(pm_events, key=lambda p: _number(p.get("t")) or 0.0):
-        t = _number(p.get("t"))
+    for p in sorted(pm_events, key=lambda p: cell_number(p.get("t")) or 0.0):
+        t = cell_number(p.get("t"))
         if p.get("event") != "sf_closed" or str(p.get("token")) != token or t is None or not after_s <= t <= until_s:
             continue
         saddr = next((p[k] for k in ("saddr4", "saddr6") if _given(p.get(k))), None)
@@ -246,7 +247,7 @@ def subflows_after_cut(samples: Sequence[dict[str, Any]], token: str, cut_s: flo
     csv.DictReader or pandas give them."""
     seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for s in samples:
-        t, acked = _number(s.get("t")), _number(s.get("bytes_acked"))
+        t, acked = cell_number(s.get("t")), cell_number(s.get("bytes_acked"))
         if s.get("kind") != "tcp" or str(s.get("token")) != token or t is None or acked is None or t > until_s:
             continue
         seen.setdefault((str(s["local"]), str(s["remote"])), []).append((t, acked))

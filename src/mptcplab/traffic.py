@@ -22,6 +22,7 @@ from typing import Any
 
 from .measurements import PM_MONITOR_ARGV, Sampler, parse_pm_events, ss_runner
 from .proc import stop
+from .recovery import TIMED_OUT
 
 
 #: Receiver-side goodput is reported every GOODPUT_INTERVAL_S seconds (iperf3's shortest).
@@ -35,7 +36,7 @@ class TrafficError(RuntimeError):
 def not_finished(tool: str, time_limit: float) -> str:
     """The error of a client abandoned at its time limit. mptcplab.recovery reads it (its
     ``TIMED_OUT`` words) as a stall: the connection was still open, waiting."""
-    return f"{tool} client did not finish within {time_limit:.0f} s"
+    return f"{tool} client {TIMED_OUT} within {time_limit:.0f} s"
 
 
 @dataclass
